@@ -1,0 +1,53 @@
+# dataforge: every target creates .venv and installs what it needs, so each works on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+
+.PHONY: help venv demo test test-fast lint format bench clean
+
+help:
+	@echo "make demo   - install into .venv and run pipelines/demo.yaml on sample_data/ (local executor)"
+	@echo "make test   - install into .venv and run the test suite"
+	@echo "make lint   - ruff check + format check"
+	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dataforge run pipelines/demo.yaml --overwrite
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check dataforge tests benchmarks
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not ray and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dataforge tests benchmarks
+	$(VENV)/bin/ruff format --check dataforge tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format dataforge tests benchmarks
+	$(VENV)/bin/ruff check --fix dataforge tests benchmarks
+
+$(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r benchmarks/requirements.txt
+	touch $(BENCH_VENV)/.installed
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/clean_bench.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,164 @@
+"""What a pipeline step is.
+
+A step is a small, keyword-only dataclass registered under a dotted name (``filter.gopher_quality``).
+Shard steps see one batch of documents at a time as a Polars frame and return a :class:`StepOutput`:
+the frame (same height and order; they may rewrite ``text`` and add the columns they declare), and,
+for filters, a drop reason per row. A filter never deletes a row: the runner moves rows with a reason
+to ``dropped/`` and counts them in the ledger. Steps know nothing about files or executors.
+
+The frame a step receives always has these columns:
+
+=========== ======= ===========================================================
+``id``      Utf8    document id (from the id field, or ``<file>:<line>``)
+``text``    Utf8    document text, never null
+``meta``    Utf8    the input record's other fields as a JSON object (nullable)
+``_source`` Utf8    input file the row came from
+``_row``    Int64   0-based record index in that file (rejected records included)
+``_line``   Int64   1-based line number for line formats, null for columnar files
+=========== ======= ===========================================================
+
+Global steps (``scope = "global"``, e.g. ``dedup.exact``) work in three phases, see
+:class:`GlobalStep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import polars as pl
+import pyarrow as pa
+
+from dataforge.errors import ConfigError
+
+
+@dataclass
+class StepOutput:
+    """What a shard step returns for one batch.
+
+    Args:
+        frame: the batch after the step: same height and row order as the input.
+        reason: Utf8 series, one per row; null keeps the row, a string drops it with that reason.
+        detail: Utf8 series explaining the reason (the measured value next to its threshold).
+        counters: extra counts for the report, e.g. ``{"email": 3}`` for PII redaction.
+    """
+
+    frame: pl.DataFrame
+    reason: pl.Series | None = None
+    detail: pl.Series | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One quality rule: a boolean expression that is true where the row must be dropped.
+
+    Args:
+        reason: the drop reason recorded for rows that fail, e.g. ``gopher_short_doc``.
+        fails: boolean expression over the frame; null counts as "does not fail".
+        detail: Utf8 expression describing the measured value and threshold (optional).
+    """
+
+    reason: str
+    fails: pl.Expr
+    detail: pl.Expr | None = None
+
+
+def first_failing(frame: pl.DataFrame, rules: Sequence[Rule]) -> tuple[pl.Series, pl.Series]:
+    """Evaluate ``rules`` in order and return (reason, detail) of the first failing rule per row.
+
+    Example:
+        >>> df = pl.DataFrame({"text": ["a", "long enough"]})
+        >>> r, d = first_failing(df, [Rule("too_short", pl.col("text").str.len_chars() < 3)])
+        >>> r.to_list()
+        ['too_short', None]
+    """
+    if not rules:
+        n = frame.height
+        return pl.Series("reason", [None] * n, pl.Utf8), pl.Series("detail", [None] * n, pl.Utf8)
+    reason_expr: Any = pl
+    detail_expr: Any = pl
+    for rule in rules:
+        cond = rule.fails.fill_null(False)
+        reason_expr = reason_expr.when(cond).then(pl.lit(rule.reason, pl.Utf8))
+        detail = rule.detail if rule.detail is not None else pl.lit(None, pl.Utf8)
+        detail_expr = detail_expr.when(cond).then(detail.cast(pl.Utf8))
+    out = frame.select(
+        reason_expr.otherwise(pl.lit(None, pl.Utf8)).alias("reason"),
+        detail_expr.otherwise(pl.lit(None, pl.Utf8)).alias("detail"),
+    )
+    return out["reason"], out["detail"]
+
+
+@dataclass(kw_only=True)
+class Step:
+    """Base class of every step. Subclasses are keyword-only dataclasses of their options."""
+
+    name: ClassVar[str] = ""
+    scope: ClassVar[str] = "shard"
+    #: One-line summary shown by ``dataforge steps`` and in the YAML reference.
+    summary: ClassVar[str] = ""
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        """Columns this step adds to the output schema, in order (declared, never inferred)."""
+        return {}
+
+    def apply(self, frame: pl.DataFrame) -> StepOutput:
+        """Process one batch. Shard steps must override this."""
+        msg = f"step {self.name!r} does not implement apply()"
+        raise NotImplementedError(msg)
+
+    def options(self) -> dict[str, Any]:
+        """The step's options as plain values (goes into the config fingerprint)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(kw_only=True)
+class GlobalStep(Step):
+    """A step that needs to see every shard before it can decide (a barrier).
+
+    It runs in three phases:
+
+    1. ``keys(frame)`` on every batch of every task (in parallel): a small table of what the
+       decision needs (e.g. a content hash). The runner adds ``_task`` and ``_ord`` (the row's
+       position among the task's live rows) and writes it to the work folder.
+    2. ``decide(keys)`` once, over the key tables of all tasks, in task order: returns the rows
+       to drop as a frame with ``_task``, ``_ord``, ``reason``, ``detail`` and the step's declared
+       output columns for every row it has something to say about.
+    3. ``annotate(frame, decisions)`` on every batch again: applies the decisions.
+    """
+
+    scope: ClassVar[str] = "global"
+
+    def keys(self, frame: pl.DataFrame) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def decide(self, keys: pl.LazyFrame) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def annotate(self, frame: pl.DataFrame, decisions: pl.DataFrame) -> StepOutput:
+        raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def check_range(step: str, option: str, value: float | None, lo: float | None, hi: float | None) -> None:
+    """Raise ConfigError unless ``lo <= value <= hi`` (None bounds are open; None value is allowed)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{step}: option {option!r} must be a number, got {value!r}"
+        raise ConfigError(msg)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        msg = f"{step}: option {option!r} = {value!r} is outside [{lo_s}, {hi_s}]"
+        raise ConfigError(msg)
