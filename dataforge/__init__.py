@@ -1,5 +1,60 @@
-"""dataforge: clean, deduplicate and account for training data; write stage-tagged Arrow shards."""
+"""dataforge: clean, deduplicate and account for training data; write stage-tagged Arrow shards.
+
+The public API (what the CLI calls, and what training jobs import)::
+
+    import dataforge
+    report = dataforge.clean(["data/"], output="out/clean")
+    report = dataforge.run("pipelines/demo.yaml")
+    info = dataforge.inspect_output("out/clean", verify=True)
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataforgeError",
+    "InputError",
+    "OutputError",
+    "Pipeline",
+    "RunReport",
+    "__version__",
+    "clean",
+    "inspect_output",
+    "load_pipeline",
+    "run",
+    "run_pipeline",
+]
+
+from dataforge.errors import ConfigError, DataError, DataforgeError, InputError, OutputError
+
+_LAZY = {
+    "clean": "dataforge.api",
+    "run": "dataforge.api",
+    "run_pipeline": "dataforge.runner",
+    "load_pipeline": "dataforge.config",
+    "Pipeline": "dataforge.config",
+    "RunReport": "dataforge.report",
+    "inspect_output": "dataforge.inspect",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dataforge.api import clean, run
+    from dataforge.config import Pipeline, load_pipeline
+    from dataforge.inspect import inspect_output
+    from dataforge.report import RunReport
+    from dataforge.runner import run_pipeline
+
+
+def __getattr__(name: str) -> Any:
+    """Import the heavy parts (polars, pyarrow) only when they are used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module 'dataforge' has no attribute {name!r}"
+    raise AttributeError(msg)

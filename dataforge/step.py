@@ -132,6 +132,10 @@ class GlobalStep(Step):
 
     scope: ClassVar[str] = "global"
 
+    def keys_schema(self) -> dict[str, pa.DataType]:
+        """Declared columns of the key table (besides ``_task`` and ``_ord``)."""
+        raise NotImplementedError
+
     def keys(self, frame: pl.DataFrame) -> pl.DataFrame:
         raise NotImplementedError
 

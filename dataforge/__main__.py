@@ -1,0 +1,5 @@
+"""``python -m dataforge`` runs the CLI."""
+
+from dataforge.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The Python API: one function per CLI command.
+
+Example:
+    >>> import dataforge
+    >>> report = dataforge.clean(["sample_data/pretraining"], output="out/clean")  # doctest: +SKIP
+    >>> report.rows_in == report.kept + report.dropped + report.rejected  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dataforge.config import (
+    DEFAULT_MAX_REJECT_RATE,
+    DEFAULT_SHARD_ROWS,
+    ExecutorSpec,
+    OutputSpec,
+    Pipeline,
+    load_pipeline,
+    parse_steps,
+    read_yaml,
+)
+from dataforge.errors import ConfigError, choices
+from dataforge.io.inputs import InputSpec
+from dataforge.registry import build_step
+from dataforge.report import RunReport
+from dataforge.runner import Progress, run_pipeline
+from dataforge.step import Step
+
+PRESET_NAMES = ("gopher", "c4", "fineweb", "none")
+PII_MODES = ("redact", "detect", "off")
+
+
+def clean_steps(
+    *,
+    preset: str = "gopher",
+    pii: str = "redact",
+    lang: Sequence[str] | str | None = None,
+    lang_min_score: float = 0.65,
+    dedup: bool = True,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> list[Step]:
+    """The steps ``dataforge clean`` runs: normalize, [language], preset filters, PII, exact dedup.
+
+    Args:
+        preset: quality filters: ``gopher`` (quality + repetition), ``c4``, ``fineweb`` or ``none``.
+        pii: ``redact`` (default), ``detect`` (count only) or ``off``.
+        lang: keep only these languages (ISO 639-1, e.g. ``"en"``); None skips language ID.
+        lang_min_score: minimum language probability when ``lang`` is given.
+        dedup: drop exact duplicates across all inputs.
+        options: per-step option overrides, e.g. ``{"filter.gopher_quality": {"min_doc_words": 20}}``.
+    """
+    from dataforge.text.quality import PRESETS
+
+    if preset not in PRESETS:
+        msg = f"unknown preset {preset!r}; valid: {choices(PRESETS)}"
+        raise ConfigError(msg)
+    if pii not in PII_MODES:
+        msg = f"unknown --pii mode {pii!r}; valid: {choices(PII_MODES)}"
+        raise ConfigError(msg)
+    plan: list[tuple[str, dict[str, Any]]] = [("normalize.text", {})]
+    if lang:
+        langs = (lang,) if isinstance(lang, str) else tuple(lang)
+        plan.append(("filter.lang", {"languages": langs, "min_score": lang_min_score}))
+    plan += [(name, dict(kw)) for name, kw in PRESETS[preset]]
+    if pii != "off":
+        plan.append(("pii.redact", {"mode": pii}))
+    if dedup:
+        plan.append(("dedup.exact", {}))
+    options = options or {}
+    names = [n for n, _ in plan]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        msg = f"options given for step {unknown[0]!r}, which this clean run does not use; steps: {', '.join(names)}"
+        raise ConfigError(msg)
+    return [build_step(name, {**kw, **(options.get(name) or {})}) for name, kw in plan]
+
+
+def clean(
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    output: str | Path,
+    preset: str = "gopher",
+    pii: str = "redact",
+    lang: Sequence[str] | str | None = None,
+    lang_min_score: float = 0.65,
+    dedup: bool = True,
+    text_field: str = "text",
+    id_field: str = "id",
+    format: str | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    output_format: str = "arrow",
+    compression: str = "zstd",
+    keep_dropped: bool = True,
+    max_reject_rate: float | None = DEFAULT_MAX_REJECT_RATE,
+    config: str | Path | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Clean documents: normalize text, filter by quality, redact PII, drop exact duplicates.
+
+    Args:
+        inputs: files, folders or globs (JSONL, Parquet, CSV, Arrow; plain, .gz or .zst).
+        output: output folder (``data/``, ``dropped/``, ``rejects/``, ``manifest.json``, ``report.json``).
+        preset: ``gopher``, ``c4``, ``fineweb`` or ``none``.
+        pii: ``redact``, ``detect`` or ``off``.
+        lang: keep only these languages; None skips language identification.
+        config: a YAML file whose ``steps:`` replace the built steps, and/or whose ``options:``
+            (``{step: {option: value}}``) override step options.
+        executor, workers, ray_address: where to run (never changes the output bytes).
+        Other arguments: see ``dataforge clean --help``.
+
+    Returns:
+        The RunReport: ``rows_in == kept + dropped + rejected``.
+    """
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    extra: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] | None = None
+    steps: list[Step] | None = None
+    if config is not None:
+        data = read_yaml(config)
+        allowed = {"steps", "options", "max_reject_rate", "batch_rows", "name", "description"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            msg = f"{config}: unknown key {unknown[0]!r} for clean --config; valid: {choices(allowed)}"
+            raise ConfigError(msg)
+        if "steps" in data:
+            steps = parse_steps(data["steps"])
+        options = data.get("options")
+        if options is not None and not isinstance(options, dict):
+            msg = f"{config}: options must map step names to option mappings"
+            raise ConfigError(msg)
+        extra = {k: data[k] for k in ("max_reject_rate", "batch_rows") if k in data}
+    if steps is None:
+        steps = clean_steps(
+            preset=preset, pii=pii, lang=lang, lang_min_score=lang_min_score, dedup=dedup, options=options
+        )
+    elif options:
+        by_name = {s.name: s for s in steps}
+        for name in options:
+            if name not in by_name:
+                msg = f"{config}: options given for step {name!r}, which is not in steps"
+                raise ConfigError(msg)
+        steps = [build_step(s.name, {**s.options(), **(options.get(s.name) or {})}) for s in steps]
+    pipeline = Pipeline(
+        name="clean",
+        input=InputSpec(
+            paths=tuple(str(p) for p in inputs), format=format, text_field=text_field, id_field=id_field
+        ),
+        output=OutputSpec(
+            path=str(output),
+            format=output_format,
+            compression=compression,
+            shard_rows=shard_rows,
+            keep_dropped=keep_dropped,
+        ),
+        steps=steps,
+        executor=ExecutorSpec(kind=executor, workers=workers, address=ray_address),
+        max_reject_rate=extra.get("max_reject_rate", max_reject_rate),
+        batch_rows=extra.get("batch_rows", 10_000),
+    )
+    return run_pipeline(pipeline, overwrite=overwrite, force=force, progress=progress)
+
+
+def run(
+    pipeline: str | Path | Pipeline,
+    *,
+    output: str | Path | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run a pipeline YAML file (or a Pipeline object); keyword arguments override its settings.
+
+    Example:
+        >>> dataforge.run("pipelines/demo.yaml", force=True)  # doctest: +SKIP
+    """
+    p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    if output is not None:
+        p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})
+    if executor is not None or workers is not None or ray_address is not None:
+        kind = executor or p.executor.kind
+        keep_address = p.executor.address if kind == "ray" else None
+        p.executor = ExecutorSpec(
+            kind=kind,
+            workers=workers or p.executor.workers,
+            address=ray_address if ray_address is not None else keep_address,
+        )
+    return run_pipeline(p, overwrite=overwrite, force=force, progress=progress)

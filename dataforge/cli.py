@@ -1,0 +1,502 @@
+"""The ``dataforge`` command line: a thin layer over the library.
+
+Each command parses its options and calls one library function. Errors are mapped to messages and
+exit codes in one place (:func:`_errors`):
+
+====  ================================================================================
+0     success (or: nothing to do, the output is up to date)
+1     data errors: more malformed input than ``--max-reject-rate``, a corrupt shard
+2     usage, configuration, input or output errors (bad option, missing path, ...)
+3     internal error (a bug: please report it; ``-v`` shows the traceback)
+====  ================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+import dataforge
+from dataforge.errors import DataforgeError
+
+log = logging.getLogger("dataforge")
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _State:
+    def __init__(self) -> None:
+        self.verbose = 0
+        self.quiet = False
+
+
+pass_state = click.make_pass_decorator(_State, ensure=True)
+
+
+def _setup_logging(verbose: int, quiet: bool, log_json: str | None) -> None:
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    root = logging.getLogger("dataforge")
+    root.setLevel(min(level, logging.INFO) if log_json else level)
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if log_json:
+        fh = logging.FileHandler(log_json, encoding="utf-8")
+        fh.setFormatter(_JsonFormatter())
+        fh.setLevel(logging.INFO)
+        root.addHandler(fh)
+    root.propagate = False
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+@contextlib.contextmanager
+def _errors(state: _State) -> Iterator[None]:
+    """Map library errors to a message and an exit code, once for every command."""
+    try:
+        yield
+    except DataforgeError as exc:
+        report = getattr(exc, "report", None)
+        if report is not None and not state.quiet:
+            _print_summary(report)
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.secho("interrupted; rerun the same command to resume", fg="yellow", err=True)
+        sys.exit(130)
+    except (click.exceptions.Exit, click.ClickException, SystemExit):
+        raise
+    except Exception as exc:
+        if state.verbose:
+            traceback.print_exc()
+        click.secho(f"internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
+        click.secho("this is a bug in dataforge; rerun with -v for the traceback", err=True)
+        sys.exit(3)
+
+
+class _RichProgress:
+    """Progress bars on a terminal (rich); nothing when output is not a TTY."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        log.info("%s: %d task(s)", label, total)
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+            console=_console(stderr=True),
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _progress(state: _State) -> _RichProgress:
+    return _RichProgress(enabled=sys.stderr.isatty() and not state.quiet)
+
+
+def _print_summary(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dataforge {report.name}: {report.output}", title_justify="left")
+    for col, justify in (
+        ("step", "left"),
+        ("rows in", "right"),
+        ("kept", "right"),
+        ("dropped / rejected", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in report.summary_rows():
+        table.add_row(*row)
+    console = _console()
+    console.print(table)
+    console.print(
+        f"rows in {report.rows_in:,} = kept {report.kept:,} + dropped {report.dropped:,} + "
+        f"rejected {report.rejected:,}   status: {report.status}   "
+        f"shards: {len(report.shards)}   report: {report.output}/report.md"
+    )
+
+
+def _common_run_options(f: Any) -> Any:
+    options = [
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default=None,
+            help="Where tasks run (default local).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Parallel workers (processes or Ray CPUs).",
+        ),
+        click.option(
+            "--ray-address", default=None, help="Join this Ray cluster instead of starting a local Ray."
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace the output of a different earlier run."),
+        click.option("--force", is_flag=True, help="Rerun even if the output is up to date."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(dataforge.__version__, prog_name="dataforge")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option(
+    "--log-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write logs as JSON lines to this file.",
+)
+@pass_state
+def cli(state: _State, verbose: int, quiet: bool, log_json: str | None) -> None:
+    """dataforge: clean, deduplicate and account for training data.
+
+    Every run writes shards, a manifest and a report whose counts add up:
+    rows in = kept + dropped (with a reason) + rejected (malformed, with file and line).
+
+    \b
+    Examples:
+      dataforge clean sample_data/pretraining -o out/clean
+      dataforge run pipelines/demo.yaml
+      dataforge inspect out/clean
+    """
+    state.verbose = verbose
+    state.quiet = quiet
+    _setup_logging(verbose, quiet, log_json)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--preset",
+    type=click.Choice(["gopher", "c4", "fineweb", "none"]),
+    default="gopher",
+    show_default=True,
+    help="Quality filters.",
+)
+@click.option(
+    "--pii",
+    type=click.Choice(["redact", "detect", "off"]),
+    default="redact",
+    show_default=True,
+    help="PII redaction.",
+)
+@click.option("--lang", multiple=True, help="Keep only this language (ISO 639-1); repeat for several.")
+@click.option(
+    "--lang-min-score",
+    type=click.FloatRange(0, 1),
+    default=0.65,
+    show_default=True,
+    help="Minimum language probability.",
+)
+@click.option(
+    "--dedup/--no-dedup", default=True, show_default=True, help="Drop exact duplicates across all inputs."
+)
+@click.option("--text-field", default="text", show_default=True, help="Field or column holding the text.")
+@click.option("--id-field", default="id", show_default=True, help="Field or column holding the id.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet", "csv", "arrow"]),
+    default=None,
+    help="Input format (default: from file names).",
+)
+@click.option(
+    "--shard-rows",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Rows per output shard.",
+)
+@click.option(
+    "--output-format",
+    type=click.Choice(["arrow", "parquet"]),
+    default="arrow",
+    show_default=True,
+    help="Shard format.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["zstd", "lz4", "none"]),
+    default="zstd",
+    show_default=True,
+    help="Shard compression.",
+)
+@click.option(
+    "--keep-dropped/--no-keep-dropped",
+    default=True,
+    show_default=True,
+    help="Write dropped rows with their reason to dropped/.",
+)
+@click.option(
+    "--max-reject-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Exit 1 if more input than this is malformed.",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML with steps: and/or options: {step: {option: value}}.",
+)
+@_common_run_options
+@pass_state
+def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii: str, lang: tuple[str, ...],
+          lang_min_score: float, dedup: bool, text_field: str, id_field: str, fmt: str | None, shard_rows: int,
+          output_format: str, compression: str, keep_dropped: bool, max_reject_rate: float, config: str | None,
+          executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+    """Normalize text, filter by quality, redact PII and drop exact duplicates.
+
+    INPUTS are files, folders or globs of JSONL, Parquet, CSV or Arrow (plain, .gz or .zst).
+
+    \b
+    Examples:
+      dataforge clean sample_data/pretraining -o out/clean
+      dataforge clean 'data/*.jsonl.zst' -o out/c4 --preset c4 --lang en
+      dataforge clean data/ -o out/x --text-field body --id-field newid --workers 2
+      dataforge clean data/ -o out/x --executor ray --ray-address auto
+    """
+    with _errors(state):
+        report = dataforge.clean(
+            list(inputs),
+            output=output,
+            preset=preset,
+            pii=pii,
+            lang=list(lang) or None,
+            lang_min_score=lang_min_score,
+            dedup=dedup,
+            text_field=text_field,
+            id_field=id_field,
+            format=fmt,
+            executor=executor or "local",
+            workers=workers or 1,
+            ray_address=ray_address,
+            shard_rows=shard_rows,
+            output_format=output_format,
+            compression=compression,
+            keep_dropped=keep_dropped,
+            max_reject_rate=max_reject_rate,
+            config=config,
+            overwrite=overwrite,
+            force=force,
+            progress=_progress(state),
+        )
+        _finish(state, report)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Override the pipeline's output folder.",
+)
+@_common_run_options
+@pass_state
+def run(state: _State, pipeline: str, output: str | None, executor: str | None, workers: int | None,
+        ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+    """Run a pipeline YAML file (paths in it are relative to the file).
+
+    A rerun with the same inputs and config does nothing and says so; a rerun after a crash
+    resumes and ends with the same bytes.
+
+    \b
+    Examples:
+      dataforge run pipelines/demo.yaml
+      dataforge run pipelines/clean_web.yaml --workers 2
+      dataforge run pipelines/clean_web.yaml --executor ray --ray-address auto
+    """
+    with _errors(state):
+        report = dataforge.run(
+            pipeline,
+            output=output,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+            overwrite=overwrite,
+            force=force,
+            progress=_progress(state),
+        )
+        _finish(state, report)
+
+
+def _finish(state: _State, report: Any) -> None:
+    if state.quiet:
+        return
+    if report.status == "up_to_date":
+        click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
+        return
+    _print_summary(report)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--rows", type=click.IntRange(min=0), default=3, show_default=True, help="Sample rows to show.")
+@click.option("--verify", is_flag=True, help="Check every shard's size and sha256 against the manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_state
+def inspect(state: _State, out: str, rows: int, verify: bool, as_json: bool) -> None:
+    """Show an output folder: counts, steps, shards, schema and sample rows.
+
+    \b
+    Examples:
+      dataforge inspect out/demo
+      dataforge inspect out/demo --verify --rows 0
+      dataforge inspect out/demo --json | jq .counts
+    """
+    from dataforge.inspect import inspect_output
+
+    with _errors(state):
+        info = inspect_output(out, rows=rows, verify=verify)
+        if as_json:
+            click.echo(json.dumps(info, indent=2, default=str))
+            return
+        _print_inspect(info)
+
+
+def _print_inspect(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    c = info["counts"]
+    console.print(
+        f"[bold]{info['path']}[/bold]  ({info.get('name')}, dataforge {info.get('dataforge_version')})"
+    )
+    console.print(
+        f"rows in {c.get('rows_in', 0):,} = kept {c.get('kept', 0):,} + dropped {c.get('dropped', 0):,} + "
+        f"rejected {c.get('rejected', 0):,}"
+    )
+    if "verified" in info:
+        console.print("checksums: [green]all shards match the manifest[/green]")
+    led = info.get("ledger")
+    if led:
+        t = Table(title="steps", title_justify="left")
+        for col in ("step", "rows in", "kept", "dropped by reason"):
+            t.add_column(col)
+        for s in led["steps"]:
+            why = ", ".join(f"{r}={n}" for r, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1])) or "-"
+            t.add_row(s["step"], f"{s['rows_in']:,}", f"{s['kept']:,}", why)
+        console.print(t)
+        if led.get("rejected_by_reason"):
+            console.print("rejected: " + ", ".join(f"{r}={n}" for r, n in led["rejected_by_reason"].items()))
+    t = Table(title="shards", title_justify="left")
+    for col in ("group", "shards", "rows", "bytes"):
+        t.add_column(col)
+    for group in ("shards", "dropped", "rejects"):
+        entries = info.get(group, [])
+        t.add_row(
+            group,
+            str(len(entries)),
+            f"{sum(e['rows'] for e in entries):,}",
+            f"{sum(e['bytes'] for e in entries):,}",
+        )
+    console.print(t)
+    fields = info.get("schema", {}).get("fields", [])
+    console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))
+    for rec in info.get("samples", []):
+        console.print({k: v for k, v in rec.items() if v is not None})
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("name", required=False)
+@pass_state
+def steps(state: _State, name: str | None) -> None:
+    """List the pipeline steps, or show one step's options and defaults.
+
+    \b
+    Examples:
+      dataforge steps
+      dataforge steps filter.gopher_quality
+    """
+    import dataclasses
+
+    from dataforge.registry import step_class, step_names, step_options
+
+    with _errors(state):
+        if name is None:
+            for n in step_names():
+                cls = step_class(n)
+                click.echo(
+                    f"{n:28s} {cls.scope:6s} {cls.summary or (cls.__doc__ or '').strip().splitlines()[0]}"
+                )
+            return
+        cls = step_class(name)
+        click.echo(f"{name} ({cls.scope} step)\n")
+        click.echo((cls.__doc__ or "").strip() + "\n")
+        for f in step_options(name):
+            default = f.default if f.default is not dataclasses.MISSING else "(required)"
+            click.echo(f"  {f.name} = {default!r}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="dataforge")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

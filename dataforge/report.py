@@ -1,0 +1,207 @@
+"""The run report: what came in, what was kept, dropped (and why) and rejected; where it went.
+
+``report.json`` is the machine-readable record; ``report.md`` the readable summary; the CLI prints
+:meth:`RunReport.summary_rows` as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataforge.ledger import Ledger
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+@dataclass
+class RunReport:
+    """Counts and metadata of one run. ``rows_in == kept + dropped + rejected`` always holds."""
+
+    name: str
+    output: str
+    ledger: Ledger
+    status: str = "ok"  # ok | up_to_date | reject_rate_exceeded
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    dropped_shards: list[dict[str, Any]] = field(default_factory=list)
+    reject_shards: list[dict[str, Any]] = field(default_factory=list)
+    per_input: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    executor: str = "local"
+    workers: int = 1
+    started_at: str = ""
+    finished_at: str = ""
+    peak_rss_mb: float = 0.0
+    max_reject_rate: float | None = None
+    config_fingerprint: str = ""
+    run_key: str = ""
+    dataforge_version: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    reject_samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return self.ledger.rows_in
+
+    @property
+    def kept(self) -> int:
+        return self.ledger.kept
+
+    @property
+    def dropped(self) -> int:
+        return self.ledger.dropped_total
+
+    @property
+    def rejected(self) -> int:
+        return self.ledger.rejected_total
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.rows_in if self.rows_in else 0.0
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        return self.ledger.dropped_by_reason()
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        return dict(sorted(self.ledger.rejected.items()))
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "up_to_date")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report_version": 1,
+            "name": self.name,
+            "status": self.status,
+            "output": self.output,
+            "dataforge_version": self.dataforge_version,
+            "config_fingerprint": self.config_fingerprint,
+            "run_key": self.run_key,
+            "executor": self.executor,
+            "workers": self.workers,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "max_reject_rate": self.max_reject_rate,
+            "reject_rate": round(self.reject_rate, 6),
+            "counts": {
+                "rows_in": self.rows_in,
+                "kept": self.kept,
+                "dropped": self.dropped,
+                "rejected": self.rejected,
+            },
+            "ledger": self.ledger.to_dict(),
+            "per_input": self.per_input,
+            "shards": self.shards,
+            "dropped_shards": self.dropped_shards,
+            "reject_shards": self.reject_shards,
+            "reject_samples": self.reject_samples,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunReport:
+        return cls(
+            name=d["name"],
+            output=d["output"],
+            ledger=Ledger.from_dict(d["ledger"]),
+            status=d.get("status", "ok"),
+            shards=d.get("shards", []),
+            dropped_shards=d.get("dropped_shards", []),
+            reject_shards=d.get("reject_shards", []),
+            per_input=d.get("per_input", []),
+            timings=d.get("timings", {}),
+            executor=d.get("executor", ""),
+            workers=d.get("workers", 1),
+            started_at=d.get("started_at", ""),
+            finished_at=d.get("finished_at", ""),
+            peak_rss_mb=d.get("peak_rss_mb", 0.0),
+            max_reject_rate=d.get("max_reject_rate"),
+            config_fingerprint=d.get("config_fingerprint", ""),
+            run_key=d.get("run_key", ""),
+            dataforge_version=d.get("dataforge_version", ""),
+            config=d.get("config", {}),
+            reject_samples=d.get("reject_samples", []),
+        )
+
+    @classmethod
+    def load(cls, out: str | Path) -> RunReport:
+        """Read ``OUT/report.json``."""
+        return cls.from_dict(json.loads((Path(out) / REPORT_JSON).read_text(encoding="utf-8")))
+
+    def summary_rows(self) -> list[tuple[str, str, str, str]]:
+        """(step, rows in, kept, dropped/rejected by reason) rows for a terminal table."""
+        rows: list[tuple[str, str, str, str]] = []
+        led = self.ledger
+        rej = ", ".join(f"{r}={n}" for r, n in sorted(led.rejected.items())) or "-"
+        rows.append(("read", f"{led.rows_in:,}", f"{led.rows_in - led.rejected_total:,}", f"rejected: {rej}"))
+        for s in led.steps:
+            why = ", ".join(f"{r}={n}" for r, n in sorted(s.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+            rows.append((s.step, f"{s.rows_in:,}", f"{s.kept:,}", why or "-"))
+        return rows
+
+    def markdown(self) -> str:
+        """The readable summary written to ``report.md``."""
+        d = self.to_dict()
+        c = d["counts"]
+        lines = [
+            f"# dataforge run: {self.name}",
+            "",
+            f"- status: **{self.status}**",
+            f"- output: `{self.output}`",
+            f"- rows in: {c['rows_in']:,} = kept {c['kept']:,} + dropped {c['dropped']:,} + rejected {c['rejected']:,}",
+            f"- reject rate: {self.reject_rate:.4%} (max {self.max_reject_rate})",
+            f"- executor: {self.executor} x{self.workers}; peak RSS {self.peak_rss_mb:.0f} MiB",
+            f"- dataforge {self.dataforge_version}; config fingerprint `{self.config_fingerprint[:19]}`",
+            "",
+            "## Steps",
+            "",
+            "| step | rows in | kept | dropped | reasons | seconds |",
+            "|---|---:|---:|---:|---|---:|",
+        ]
+        for s in self.ledger.steps:
+            why = ", ".join(f"{r}: {n}" for r, n in sorted(s.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+            lines.append(
+                f"| {s.step} | {s.rows_in:,} | {s.kept:,} | {s.dropped_total:,} | {why or '-'} | {s.seconds:.2f} |"
+            )
+        counters = [(s.step, k, v) for s in self.ledger.steps for k, v in sorted(s.counters.items())]
+        if counters:
+            lines += ["", "## Step counters", "", "| step | counter | value |", "|---|---|---:|"]
+            lines += [f"| {s} | {k} | {v:,} |" for s, k, v in counters]
+        if self.ledger.rejected:
+            lines += ["", "## Rejected (malformed input)", "", "| reason | rows |", "|---|---:|"]
+            lines += [f"| {r} | {n:,} |" for r, n in sorted(self.ledger.rejected.items())]
+            if self.reject_samples:
+                lines += ["", "First rejects:", ""]
+                lines += [f"- `{s['error']}`" for s in self.reject_samples[:10]]
+        lines += [
+            "",
+            "## Inputs",
+            "",
+            "| file | rows in | kept | dropped | rejected |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for p in self.per_input:
+            lines.append(
+                f"| `{p['path']}` | {p['rows_in']:,} | {p['kept']:,} | {p['dropped']:,} | {p['rejected']:,} |"
+            )
+        lines += ["", "## Outputs", ""]
+        for label, group in (
+            ("data", self.shards),
+            ("dropped", self.dropped_shards),
+            ("rejects", self.reject_shards),
+        ):
+            rows = sum(s["rows"] for s in group)
+            size = sum(s["bytes"] for s in group)
+            lines.append(f"- {label}: {len(group)} shard(s), {rows:,} rows, {size:,} bytes")
+        if self.timings:
+            lines += ["", "## Timings (seconds)", ""]
+            lines += [f"- {k}: {v:.2f}" for k, v in self.timings.items()]
+        return "\n".join(lines) + "\n"

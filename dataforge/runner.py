@@ -1,0 +1,513 @@
+"""Run a pipeline: plan stages, run them on an executor, assemble shards, write manifest and report.
+
+Data flow (see docs/architecture.md)::
+
+    inputs -> stage 0 tasks (read, shard steps, keys of the next global step)  [one task per file]
+           -> global decision (e.g. exact dedup)                              [barrier]
+           -> stage 1 tasks (apply decisions, more shard steps) ...
+           -> assembly: data/ dropped/ rejects/ shards of fixed row counts      [one task per shard]
+           -> manifest.json (written last) and report.json / report.md
+
+Work files live in ``OUT/_work/<run key>/``; every task writes a completion marker, so a rerun
+after a crash skips finished tasks and ends with the same bytes. The work folder is removed when
+the run succeeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+import dataforge
+from dataforge.config import Pipeline
+from dataforge.errors import DataError, OutputError
+from dataforge.executors.base import Executor, make_executor
+from dataforge.io.inputs import InputFile, discover
+from dataforge.io.readers import check_file
+from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
+from dataforge.ledger import Ledger, StepCounts
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
+from dataforge.schemas import extend, load_schema, schema_to_json
+from dataforge.stages import (
+    DROP_FIELDS,
+    INTERNAL_SCHEMA,
+    AssembleJob,
+    DecideJob,
+    StageJob,
+    decision_file,
+    live_schema,
+    plan_pieces,
+    plan_segments,
+    run_assemble,
+    run_decide,
+    run_stage_task,
+    stage_file,
+)
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+OUR_NAMES = {MANIFEST, REPORT_JSON, REPORT_MD, "report.html", "data", "dropped", "rejects", WORK_DIR}
+
+
+class RejectRateError(DataError):
+    """More input was malformed than ``max_reject_rate`` allows. Outputs were still written."""
+
+    def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class Progress(Protocol):
+    """What the runner tells a progress display."""
+
+    def start(self, label: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, label: str, total: int) -> None:
+        log.info("%s: %d task(s)", label, total)
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+
+
+def config_of(pipeline: Pipeline) -> dict[str, Any]:
+    """What determines the output bytes (executor and paths of the output excluded)."""
+    i, o = pipeline.input, pipeline.output
+    return {
+        "input": {
+            "format": i.format,
+            "text_field": i.text_field,
+            "id_field": i.id_field,
+            "csv_delimiter": i.csv_delimiter,
+        },
+        "output": {
+            "format": o.format,
+            "compression": o.compression,
+            "shard_rows": o.shard_rows,
+            "keep_dropped": o.keep_dropped,
+        },
+        "steps": pipeline.steps_spec(),
+        "dataforge_version": dataforge.__version__,
+    }
+
+
+def fingerprint(obj: Any) -> str:
+    return "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()
+
+
+def _run_key(config_fp: str, files: list[InputFile]) -> str:
+    ident = [(f.path, f.size, f.mtime_ns) for f in files]
+    return fingerprint({"config": config_fp, "inputs": ident})
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def _prepare_output(out: Path, run_key: str, *, overwrite: bool, force: bool) -> RunReport | None:
+    """Check the output folder. Returns the stored report when the run is already up to date."""
+    if out.exists() and not out.is_dir():
+        msg = f"output path {str(out)!r} exists and is not a folder"
+        raise OutputError(msg)
+    if (out / MANIFEST).exists():
+        report_path = out / REPORT_JSON
+        if report_path.exists() and not force:
+            try:
+                stored = RunReport.load(out)
+            except (json.JSONDecodeError, KeyError, OSError):
+                stored = None
+            if stored is not None and stored.run_key == run_key and _shards_present(out):
+                return stored
+        if not (overwrite or force):
+            old = read_manifest(out)
+            msg = (
+                f"{out} already holds the output of another run ({old.get('name')!r}, "
+                f"{old.get('config_fingerprint', '')[:19]}); pass --overwrite to replace it"
+            )
+            raise OutputError(msg)
+        _clear_outputs(out, keep_work=False)
+    elif out.exists():
+        foreign = sorted(
+            p.name for p in out.iterdir() if p.name not in OUR_NAMES and not p.name.startswith(".")
+        )
+        if foreign and not overwrite:
+            msg = f"{out} is not empty and not a dataforge output (holds {', '.join(foreign[:3])}); choose another -o"
+            raise OutputError(msg)
+        _clear_outputs(out, keep_work=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        msg = f"cannot write to output folder {str(out)!r}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
+    return None
+
+
+def _shards_present(out: Path) -> bool:
+    try:
+        manifest = read_manifest(out)
+    except DataError:
+        return False
+    for group in ("shards", "dropped", "rejects"):
+        for e in manifest.get(group, []):
+            p = out / e["path"]
+            if not p.is_file() or p.stat().st_size != e["bytes"]:
+                return False
+    return True
+
+
+def _clear_outputs(out: Path, *, keep_work: bool) -> None:
+    """Remove our own output files (manifest first, so nothing half-replaced looks complete)."""
+    if not out.exists():
+        return
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in (REPORT_JSON, REPORT_MD, "report.html"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("data", "dropped", "rejects") + (() if keep_work else (WORK_DIR,)):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for p in out.glob(".*.tmp-*"):
+        p.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    keep_work: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run ``pipeline`` and return its report.
+
+    Args:
+        pipeline: the resolved pipeline (see ``dataforge.config``).
+        executor: an executor to use; by default one is built from ``pipeline.executor``.
+        overwrite: replace the output of a different earlier run in the output folder.
+        force: rerun even if the output folder already holds this exact run.
+        keep_work: keep ``OUT/_work`` after success (for debugging).
+        progress: receives stage starts and task completions.
+
+    Returns:
+        The RunReport (also written to ``OUT/report.json`` and ``OUT/report.md``).
+
+    Raises:
+        InputError, ConfigError, OutputError: before any work starts.
+        RejectRateError: after writing the outputs, when too much input was malformed.
+    """
+    started = datetime.now(timezone.utc)
+    t_start = time.perf_counter()
+    progress = progress or _NoProgress()
+    files = discover(pipeline.input)
+    for f in files:
+        check_file(f, pipeline.input)
+    config = config_of(pipeline)
+    config_fp = fingerprint(config)
+    run_key = _run_key(config_fp, files)
+    out = Path(pipeline.output.path)
+    stored = _prepare_output(out, run_key, overwrite=overwrite, force=force)
+    if stored is not None:
+        log.info("%s is up to date (same inputs and config); nothing to do", out)
+        stored.status = "up_to_date"
+        return stored
+    work = out / WORK_DIR / run_key.split(":")[1][:16]
+    _drop_stale_work(out / WORK_DIR, keep=work.name)
+    work.mkdir(parents=True, exist_ok=True)
+
+    own_executor = executor is None
+    ex = executor or make_executor(
+        pipeline.executor.kind, workers=pipeline.executor.workers, address=pipeline.executor.address
+    )
+    timings: dict[str, float] = {}
+    try:
+        stage_results = _run_stages(pipeline, files, work, ex, progress, timings)
+        report = _assemble(pipeline, files, work, out, ex, progress, timings, stage_results)
+    finally:
+        if own_executor:
+            ex.close()
+    report.config = config
+    report.config_fingerprint = config_fp
+    report.run_key = run_key
+    report.executor = ex.name
+    report.workers = ex.workers
+    report.started_at = started.isoformat(timespec="seconds")
+    report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    timings["total"] = time.perf_counter() - t_start
+    report.timings = timings
+    report.peak_rss_mb = _peak_rss_mb()
+    report.max_reject_rate = pipeline.max_reject_rate
+    report.dataforge_version = dataforge.__version__
+    rate_exceeded = pipeline.max_reject_rate is not None and report.reject_rate > pipeline.max_reject_rate
+    if rate_exceeded:
+        report.status = "reject_rate_exceeded"
+    _write_manifest(pipeline, files, out, report, config, config_fp)
+    write_json_atomic(out / REPORT_JSON, report.to_dict())
+    write_bytes_atomic(out / REPORT_MD, report.markdown().encode("utf-8"))
+    if not keep_work:
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+    if rate_exceeded:
+        msg = (
+            f"{report.rejected:,} of {report.rows_in:,} input rows were malformed "
+            f"({report.reject_rate:.2%} > max_reject_rate {pipeline.max_reject_rate:.2%}); "
+            f"see {out / 'rejects'} and {out / REPORT_MD}"
+        )
+        raise RejectRateError(msg, report)
+    return report
+
+
+def _drop_stale_work(root: Path, *, keep: str) -> None:
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name != keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+def _map(ex: Executor, fn: Callable[[int], Any], n: int, label: str, progress: Progress) -> list[Any]:
+    progress.start(label, n)
+    try:
+        return ex.map(fn, list(range(n)), on_done=lambda i, r: progress.advance())
+    finally:
+        progress.finish()
+
+
+def _run_stages(
+    pipeline: Pipeline,
+    files: list[InputFile],
+    work: Path,
+    ex: Executor,
+    progress: Progress,
+    timings: dict[str, float],
+) -> list[list[dict[str, Any]]]:
+    steps = pipeline.steps
+    segments = plan_segments(steps)
+    results: list[list[dict[str, Any]]] = []
+    in_schema: pa.Schema | None = None
+    decision_files: list[str] = []
+    for seg in segments:
+        last = seg.last_position()
+        out_schema = live_schema(steps, last) if last >= 0 else INTERNAL_SCHEMA
+        job = StageJob(
+            work=str(work),
+            segment=seg,
+            steps=steps,
+            files=files,
+            input_spec=pipeline.input,
+            batch_rows=pipeline.batch_rows,
+            in_schema=in_schema,
+            out_schema=out_schema,
+            decision_files=decision_files,
+        )
+        t0 = time.perf_counter()
+        names = ", ".join(s.name for _, s in seg.steps) or "-"
+        res = _map(
+            ex, functools.partial(run_stage_task, job), len(files), f"stage {seg.index} ({names})", progress
+        )
+        timings[f"stage{seg.index}"] = time.perf_counter() - t0
+        results.append(res)
+        in_schema = out_schema
+        if seg.barrier:
+            _, gstep = seg.barrier
+            t0 = time.perf_counter()
+            key_files = [str(stage_file(work, seg.index, t, "keys")) for t in range(len(files))]
+            djob = DecideJob(work=str(work), stage=seg.index, step=gstep, key_files=key_files)
+            _map(ex, functools.partial(run_decide, djob), 1, f"global {gstep.name}", progress)
+            decision_files = [str(decision_file(work, seg.index))]
+            timings[f"global:{gstep.name}"] = time.perf_counter() - t0
+    return results
+
+
+def _task_ledger(pipeline: Pipeline, stage_results: list[list[dict[str, Any]]], task: int) -> Ledger:
+    led = Ledger.empty([s.name for s in pipeline.steps])
+    first = stage_results[0][task]
+    led.rows_in = first["rows_in"] + sum(first["rejected"].values())
+    led.rejected = Counter(first["rejected"])
+    for stage in stage_results:
+        for pos, c in stage[task]["steps"].items():
+            led.steps[int(pos)].add(StepCounts.from_dict(c))
+    led.kept = stage_results[-1][task]["live"]
+    return led
+
+
+def _output_schemas(pipeline: Pipeline) -> tuple[pa.Schema, pa.Schema, pa.Schema]:
+    base = load_schema("document.v1")
+    extra = [pa.field(k, v) for s in pipeline.steps for k, v in s.output_columns().items()]
+    data = extend(base, extra, name="document.v1")
+    drop_spec = load_schema("dropped.v1")
+    dropped = extend(data, list(drop_spec), name="dropped.v1")
+    rejects = load_schema("rejects.v1")
+    return data, dropped, rejects
+
+
+def _assemble(
+    pipeline: Pipeline,
+    files: list[InputFile],
+    work: Path,
+    out: Path,
+    ex: Executor,
+    progress: Progress,
+    timings: dict[str, float],
+    stage_results: list[list[dict[str, Any]]],
+) -> RunReport:
+    t0 = time.perf_counter()
+    n_tasks = len(files)
+    ledger = Ledger.empty([s.name for s in pipeline.steps])
+    per_input = []
+    for t in range(n_tasks):
+        led = _task_ledger(pipeline, stage_results, t)
+        led.check(where=files[t].path)
+        ledger.add(led)
+        per_input.append(
+            {
+                "path": files[t].path,
+                "rows_in": led.rows_in,
+                "kept": led.kept,
+                "dropped": led.dropped_total,
+                "rejected": led.rejected_total,
+            }
+        )
+    ledger.check()
+    data_schema, dropped_schema, rejects_schema = _output_schemas(pipeline)
+    last = len(stage_results) - 1
+    o = pipeline.output
+    groups: list[tuple[str, pa.Schema, list[tuple[str, int]]]] = [
+        (
+            "data",
+            data_schema,
+            [
+                (str(stage_file(work, last, t, "live")), stage_results[last][t]["live"])
+                for t in range(n_tasks)
+            ],
+        )
+    ]
+    if o.keep_dropped:
+        counts = [
+            (str(stage_file(work, s, t, "dropped")), stage_results[s][t]["dropped_rows"])
+            for t in range(n_tasks)
+            for s in range(len(stage_results))
+        ]
+        groups.append(("dropped", dropped_schema, counts))
+    rej_counts = [
+        (str(stage_file(work, 0, t, "rejects")), stage_results[0][t]["reject_rows"]) for t in range(n_tasks)
+    ]
+    groups.append(("rejects", rejects_schema, rej_counts))
+    written: dict[str, list[dict[str, Any]]] = {}
+    for subdir, schema, counts in groups:
+        pieces = plan_pieces([(p, n) for p, n in counts if n], o.shard_rows)
+        if subdir == "data" and not pieces:
+            pieces = [[]]  # always write one (possibly empty) data shard so readers see the schema
+        job = AssembleJob(
+            out=str(out),
+            subdir=subdir,
+            schema=schema,
+            format=o.format,
+            compression=o.compression,
+            pieces=pieces,
+        )
+        written[subdir] = _map(
+            ex, functools.partial(run_assemble, job), len(pieces), f"write {subdir}/", progress
+        )
+    timings["assemble"] = time.perf_counter() - t0
+    samples = _reject_samples(rej_counts)
+    return RunReport(
+        name=pipeline.name,
+        output=str(out),
+        ledger=ledger,
+        shards=written["data"],
+        dropped_shards=written.get("dropped", []),
+        reject_shards=written["rejects"],
+        per_input=per_input,
+        reject_samples=samples,
+    )
+
+
+def _reject_samples(rej_counts: list[tuple[str, int]], limit: int = 20) -> list[dict[str, Any]]:
+    from dataforge.stages import read_ipc
+
+    samples: list[dict[str, Any]] = []
+    for path, n in rej_counts:
+        if not n:
+            continue
+        t = read_ipc(path).slice(0, limit - len(samples)).drop_columns(["raw"])
+        samples += t.to_pylist()
+        if len(samples) >= limit:
+            break
+    return samples
+
+
+def _write_manifest(
+    pipeline: Pipeline,
+    files: list[InputFile],
+    out: Path,
+    report: RunReport,
+    config: dict[str, Any],
+    config_fp: str,
+) -> None:
+    data_schema, dropped_schema, rejects_schema = _output_schemas(pipeline)
+    manifest = {
+        "manifest_version": 1,
+        "kind": "documents",
+        "name": pipeline.name,
+        "dataforge_version": dataforge.__version__,
+        "config_fingerprint": config_fp,
+        "config": config,
+        "inputs": [
+            {"path": f.path, "format": f.format, "compression": f.compression, "bytes": f.size} for f in files
+        ],
+        "schema": {"name": "document.v1", "fields": schema_to_json(data_schema)},
+        "dropped_schema": {"name": "dropped.v1", "fields": schema_to_json(dropped_schema)},
+        "rejects_schema": {"name": "rejects.v1", "fields": schema_to_json(rejects_schema)},
+        "format": pipeline.output.format,
+        "compression": pipeline.output.compression,
+        "counts": {
+            "rows_in": report.rows_in,
+            "kept": report.kept,
+            "dropped": report.dropped,
+            "rejected": report.rejected,
+        },
+        "shards": report.shards,
+        "dropped": report.dropped_shards,
+        "rejects": report.reject_shards,
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+
+
+__all__ = ["DROP_FIELDS", "RejectRateError", "config_of", "fingerprint", "run_pipeline"]

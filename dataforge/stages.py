@@ -1,0 +1,474 @@
+"""The task functions the runner hands to executors: shard stages, global decisions, assembly.
+
+Each function is pure with respect to its inputs (a picklable job description and a task number),
+writes its outputs under temporary names and renames them when complete, and writes a completion
+marker last. A rerun finds the marker and returns the recorded result without redoing the work,
+which is what makes a run resumable after a crash and safe under Ray task retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from dataforge.errors import DataError
+from dataforge.io.inputs import InputFile, InputSpec
+from dataforge.io.readers import read_batches
+from dataforge.io.shards import atomic_path, tmp_name, write_json_atomic, write_shard
+from dataforge.schemas import conform, extend
+from dataforge.step import GlobalStep, Step, StepOutput
+
+log = logging.getLogger(__name__)
+
+# Columns every in-flight frame carries (see dataforge.step).
+INTERNAL_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.large_string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("meta", pa.large_string()),
+        pa.field("_source", pa.large_string(), nullable=False),
+        pa.field("_row", pa.int64(), nullable=False),
+        pa.field("_line", pa.int64()),
+    ]
+)
+DROP_FIELDS = [
+    pa.field("_drop_step", pa.large_string(), nullable=False),
+    pa.field("_drop_reason", pa.large_string(), nullable=False),
+    pa.field("_drop_detail", pa.large_string()),
+]
+KEY_FIELDS = [pa.field("_task", pa.int32(), nullable=False), pa.field("_ord", pa.int64(), nullable=False)]
+# Internal -> output column names.
+OUTPUT_RENAME = {
+    "_source": "source_file",
+    "_row": "source_row",
+    "_line": "source_line",
+    "_drop_step": "drop_step",
+    "_drop_reason": "drop_reason",
+    "_drop_detail": "drop_detail",
+}
+
+
+@dataclass
+class Segment:
+    """One shard stage: apply the previous barrier's decisions, then shard steps, then the next
+    barrier's keys. ``positions`` are indexes into the pipeline's step list."""
+
+    index: int
+    prelude: tuple[int, GlobalStep] | None = None
+    steps: list[tuple[int, Step]] = field(default_factory=list)
+    barrier: tuple[int, GlobalStep] | None = None
+
+    def step_positions(self) -> list[int]:
+        pos = [p for p, _ in self.steps]
+        return ([self.prelude[0]] if self.prelude else []) + pos
+
+    def last_position(self) -> int:
+        positions = self.step_positions()
+        return positions[-1] if positions else -1
+
+
+def plan_segments(steps: list[Step]) -> list[Segment]:
+    """Split the step list at global steps into shard stages."""
+    segments: list[Segment] = []
+    cur = Segment(0)
+    for i, step in enumerate(steps):
+        if isinstance(step, GlobalStep):
+            cur.barrier = (i, step)
+            segments.append(cur)
+            cur = Segment(len(segments), prelude=(i, step))
+        else:
+            cur.steps.append((i, step))
+    segments.append(cur)
+    return segments
+
+
+def live_schema(steps: list[Step], upto: int) -> pa.Schema:
+    """In-flight schema after step position ``upto`` (inclusive): internal columns + declared ones."""
+    extra: list[pa.Field] = []
+    for step in steps[: upto + 1]:
+        extra += [pa.field(k, v) for k, v in step.output_columns().items()]
+    return extend(INTERNAL_SCHEMA, extra)
+
+
+def with_drop_fields(schema: pa.Schema) -> pa.Schema:
+    return extend(schema, DROP_FIELDS)
+
+
+# --------------------------------------------------------------------------- IPC helpers
+
+
+class _IpcSink:
+    """An Arrow IPC file written under a temporary name; ``commit()`` renames it into place."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.tmp = tmp_name(path)
+        self.rows = 0
+        self._sink = pa.OSFile(str(self.tmp), "wb")
+        self._writer = ipc.new_file(self._sink, schema)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def commit(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            self._sink.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def read_ipc(path: str | Path) -> pa.Table:
+    """Memory-map and read an Arrow IPC file written by the work stages."""
+    with pa.memory_map(str(path)) as src:
+        return ipc.open_file(src).read_all()
+
+
+def _frames(table: pa.Table, batch_rows: int) -> Iterator[pl.DataFrame]:
+    for start in range(0, table.num_rows, batch_rows):
+        yield pl.DataFrame(pl.from_arrow(table.slice(start, batch_rows)))
+
+
+# --------------------------------------------------------------------------- shard stage
+
+
+@dataclass
+class StageJob:
+    """Everything a shard-stage task needs (picklable; shared by all tasks of the stage)."""
+
+    work: str
+    segment: Segment
+    steps: list[Step]
+    files: list[InputFile]
+    input_spec: InputSpec
+    batch_rows: int
+    in_schema: pa.Schema | None  # previous stage's live schema (None for stage 0)
+    out_schema: pa.Schema
+    decision_files: list[str] = field(default_factory=list)
+
+
+def _stage_dir(work: str | Path, stage: int) -> Path:
+    return Path(work) / f"s{stage}"
+
+
+def stage_file(work: str | Path, stage: int, task: int, kind: str) -> Path:
+    return _stage_dir(work, stage) / f"t{task:05d}.{kind}.arrow"
+
+
+def stage_marker(work: str | Path, stage: int, task: int) -> Path:
+    return _stage_dir(work, stage) / f"t{task:05d}.done.json"
+
+
+class _Counts:
+    def __init__(self, positions: list[int], steps: list[Step]) -> None:
+        self.steps = {
+            p: {
+                "step": steps[p].name,
+                "rows_in": 0,
+                "kept": 0,
+                "dropped": Counter(),
+                "counters": Counter(),
+                "seconds": 0.0,
+            }
+            for p in positions
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            str(p): {**c, "dropped": dict(c["dropped"]), "counters": dict(c["counters"])}
+            for p, c in self.steps.items()
+        }
+
+
+def _apply(
+    pos: int,
+    step: Step,
+    frame: pl.DataFrame,
+    out: StepOutput,
+    counts: _Counts,
+    keep_cols: list[str],
+    dropped_sink: _IpcSink,
+    seconds: float,
+) -> pl.DataFrame:
+    """Book one step's output: split kept/dropped, count, write dropped rows."""
+    h = frame.height
+    result = out.frame
+    if result.height != h:
+        msg = f"step {step.name} returned {result.height} rows for {h} (a step must keep height and order)"
+        raise DataError(msg)
+    missing = [c for c in keep_cols if c not in result.columns]
+    if missing:
+        msg = f"step {step.name} did not produce its declared column(s) {missing}"
+        raise DataError(msg)
+    result = result.select(keep_cols)
+    c = counts.steps[pos]
+    c["rows_in"] += h
+    c["seconds"] += seconds
+    c["counters"].update({k: int(v) for k, v in out.counters.items()})
+    if out.reason is None or h == 0:
+        c["kept"] += h
+        return result
+    reason = out.reason.cast(pl.Utf8).rename("_drop_reason")
+    if reason.len() != h:
+        msg = f"step {step.name} returned {reason.len()} reasons for {h} rows"
+        raise DataError(msg)
+    mask = reason.is_not_null()
+    n_drop = int(mask.sum())
+    if n_drop == 0:
+        c["kept"] += h
+        return result
+    detail = (out.detail if out.detail is not None else pl.Series([None] * h, dtype=pl.Utf8)).cast(pl.Utf8)
+    dropped = result.with_columns(
+        pl.lit(step.name, pl.Utf8).alias("_drop_step"), reason, detail.rename("_drop_detail")
+    ).filter(mask)
+    for r, n in dropped.group_by("_drop_reason").len().iter_rows():
+        c["dropped"][r] += n
+    dropped_sink.write(conform(dropped, dropped_sink.schema))
+    c["kept"] += h - n_drop
+    return result.filter(~mask)
+
+
+def _decisions_for(job: StageJob, task: int) -> pl.DataFrame | None:
+    if not job.decision_files:
+        return None
+    frames = [pl.scan_ipc(f).filter(pl.col("_task") == task) for f in job.decision_files]
+    return pl.concat(frames).collect().sort("_ord")
+
+
+def _empty_frame(schema: pa.Schema) -> pl.DataFrame:
+    return pl.DataFrame(pl.from_arrow(schema.empty_table()))
+
+
+def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
+    """Run one shard stage on one task; returns (and records) its counts. Resumable."""
+    seg = job.segment
+    marker = stage_marker(job.work, seg.index, task)
+    if marker.exists():
+        return json.loads(marker.read_text())
+    _stage_dir(job.work, seg.index).mkdir(parents=True, exist_ok=True)
+    positions = seg.step_positions()
+    counts = _Counts(positions, job.steps)
+    rows_in = 0
+    rejected: Counter[str] = Counter()
+    live = _IpcSink(stage_file(job.work, seg.index, task, "live"), job.out_schema)
+    dropped = _IpcSink(stage_file(job.work, seg.index, task, "dropped"), with_drop_fields(job.out_schema))
+    sinks = [live, dropped]
+    rejects: _IpcSink | None = None
+    keys: _IpcSink | None = None
+    if seg.index == 0:
+        from dataforge.schemas import load_schema
+
+        rejects = _IpcSink(
+            stage_file(job.work, 0, task, "rejects"), _internal_rejects(load_schema("rejects.v1"))
+        )
+        sinks.append(rejects)
+    if seg.barrier:
+        bstep = seg.barrier[1]
+        kschema = pa.schema(KEY_FIELDS + [pa.field(k, v) for k, v in bstep.keys_schema().items()])
+        keys = _IpcSink(stage_file(job.work, seg.index, task, "keys"), kschema)
+        sinks.append(keys)
+    decisions = _decisions_for(job, task)
+    in_pos = 0  # position among the previous stage's live rows (decision key)
+    ord_ = 0  # position among this stage's live rows (key for the next barrier)
+    try:
+        for frame in _source_frames(job, task, rejects, rejected):
+            if seg.index == 0:
+                rows_in += frame.height
+            if seg.prelude:
+                ppos, pstep = seg.prelude
+                dec = _slice_decisions(decisions, in_pos, frame.height)
+                in_pos += frame.height
+                t0 = time.perf_counter()
+                out = pstep.annotate(frame, dec)
+                cols = job.out_schema.names[: len(INTERNAL_SCHEMA) + _n_cols(job.steps, ppos)]
+                frame = _apply(ppos, pstep, frame, out, counts, cols, dropped, time.perf_counter() - t0)
+            for pos, step in seg.steps:
+                cols = job.out_schema.names[: len(INTERNAL_SCHEMA) + _n_cols(job.steps, pos)]
+                t0 = time.perf_counter()
+                if frame.height:
+                    out = step.apply(frame)
+                else:
+                    out = StepOutput(_with_nulls(frame, step))
+                frame = _apply(pos, step, frame, out, counts, cols, dropped, time.perf_counter() - t0)
+            if keys is not None and seg.barrier:
+                k = seg.barrier[1].keys(frame) if frame.height else None
+                if k is not None and k.height:
+                    k = k.with_columns(
+                        pl.lit(task, pl.Int32).alias("_task"),
+                        pl.int_range(ord_, ord_ + k.height, dtype=pl.Int64).alias("_ord"),
+                    )
+                    keys.write(conform(k, keys.schema))
+            ord_ += frame.height
+            live.write(conform(frame, job.out_schema))
+        for s in sinks:
+            s.commit()
+    except BaseException:
+        for s in sinks:
+            s.abort()
+        raise
+    result = {
+        "task": task,
+        "stage": seg.index,
+        "rows_in": rows_in,
+        "rejected": dict(rejected),
+        "live": live.rows,
+        "dropped_rows": dropped.rows,
+        "reject_rows": rejects.rows if rejects else 0,
+        "steps": counts.to_json(),
+    }
+    write_json_atomic(marker, result)
+    return result
+
+
+def _n_cols(steps: list[Step], upto: int) -> int:
+    return sum(len(s.output_columns()) for s in steps[: upto + 1])
+
+
+def _with_nulls(frame: pl.DataFrame, step: Step) -> pl.DataFrame:
+    extra = step.output_columns()
+    if not extra:
+        return frame
+    nulls = pl.DataFrame(pl.from_arrow(pa.schema(list(extra.items())).empty_table()))
+    return pl.concat([frame, nulls], how="horizontal")
+
+
+def _slice_decisions(decisions: pl.DataFrame | None, start: int, n: int) -> pl.DataFrame | None:
+    if decisions is None:
+        return None
+    part = decisions.filter(pl.col("_ord").is_between(start, start + n - 1))
+    return part.with_columns(pl.col("_ord") - start)
+
+
+def _internal_rejects(schema: pa.Schema) -> pa.Schema:
+    return schema
+
+
+def _source_frames(
+    job: StageJob, task: int, rejects: _IpcSink | None, rejected: Counter[str]
+) -> Iterator[pl.DataFrame]:
+    seg = job.segment
+    if seg.index == 0:
+        f = job.files[task]
+        for batch in read_batches(f, job.input_spec, batch_rows=job.batch_rows):
+            if batch.rejects.height and rejects is not None:
+                rejects.write(conform(batch.rejects, rejects.schema))
+                for r, n in batch.rejects.group_by("reason").len().iter_rows():
+                    rejected[r] += n
+            yield batch.docs
+        return
+    prev = stage_file(job.work, seg.index - 1, task, "live")
+    table = read_ipc(prev)
+    if table.num_rows == 0:
+        yield _empty_frame(table.schema)
+        return
+    yield from _frames(table, job.batch_rows)
+
+
+# --------------------------------------------------------------------------- global decisions
+
+
+@dataclass
+class DecideJob:
+    """Run a global step's ``decide`` over the key tables of every task."""
+
+    work: str
+    stage: int  # the stage whose keys are read
+    step: GlobalStep
+    key_files: list[str]
+
+
+def decision_file(work: str | Path, stage: int) -> Path:
+    return Path(work) / f"g{stage}" / "decisions.arrow"
+
+
+def run_decide(job: DecideJob, partition: int = 0) -> dict[str, Any]:
+    """Compute the decisions of a global step; resumable via its marker."""
+    out = decision_file(job.work, job.stage)
+    marker = out.with_suffix(".done.json")
+    if marker.exists():
+        return json.loads(marker.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    keys = pl.scan_ipc(job.key_files) if job.key_files else pl.LazyFrame()
+    decisions = job.step.decide(keys)
+    decisions = decisions.sort(["_task", "_ord"])
+    with atomic_path(out) as tmp:
+        decisions.write_ipc(tmp, compression="uncompressed")
+    result = {"stage": job.stage, "rows": decisions.height, "seconds": time.perf_counter() - t0}
+    write_json_atomic(marker, result)
+    return result
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+@dataclass
+class AssembleJob:
+    """Write final shards: each shard is a list of (work file, offset, rows) pieces."""
+
+    out: str
+    subdir: str  # data, dropped, rejects
+    schema: pa.Schema
+    format: str
+    compression: str
+    pieces: list[list[tuple[str, int, int]]]
+
+
+def shard_name(subdir: str, index: int, fmt: str) -> str:
+    ext = ".arrow" if fmt == "arrow" else ".parquet"
+    return f"{subdir}/part-{index:05d}{ext}"
+
+
+def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
+    """Write output shard ``index`` of ``job`` (deterministic bytes)."""
+    tables = []
+    for path, offset, rows in job.pieces[index]:
+        t = read_ipc(path).slice(offset, rows)
+        t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
+        tables.append(conform(t, job.schema))
+    table = pa.concat_tables(tables) if tables else job.schema.empty_table()
+    target = Path(job.out) / shard_name(job.subdir, index, job.format)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    info = write_shard(table, target, format=job.format, compression=job.compression, relative_to=job.out)
+    return info.to_dict()
+
+
+def plan_pieces(counts: list[tuple[str, int]], shard_rows: int) -> list[list[tuple[str, int, int]]]:
+    """Cut the concatenation of (file, rows) into shards of ``shard_rows`` rows."""
+    shards: list[list[tuple[str, int, int]]] = []
+    cur: list[tuple[str, int, int]] = []
+    room = shard_rows
+    for path, rows in counts:
+        offset = 0
+        while rows - offset > 0:
+            take = min(room, rows - offset)
+            cur.append((path, offset, take))
+            offset += take
+            room -= take
+            if room == 0:
+                shards.append(cur)
+                cur, room = [], shard_rows
+    if cur:
+        shards.append(cur)
+    return shards
