@@ -553,7 +553,7 @@ def _columnar_batch(
                 errors[i] = f"{path}: row {offset + i}: invalid UTF-8 at byte {exc.start} of column {tf!r}"
         text_col = pl.Series(tf, decoded, pl.Utf8)
     elif text_col.dtype not in (pl.Utf8, pl.Categorical, pl.Enum):
-        kind = str(text_col.dtype)
+        kind = str(rb.schema.field(tf).type)
         for i in range(n):
             reasons[i] = "wrong_type"
             errors[i] = f"{path}: row {offset + i}: text column {tf!r} has type {kind}, expected string"
@@ -575,7 +575,7 @@ def _columnar_batch(
     ):
         ids = df[idf].cast(pl.Utf8)
     elif idf in df.columns:
-        kind = str(df[idf].dtype)
+        kind = str(rb.schema.field(idf).type)
         for i in range(n):
             if reasons[i] is None:
                 reasons[i] = "wrong_type"

@@ -140,6 +140,7 @@ def write_shard(
     table = table.combine_chunks()
     codec = None if compression == "none" else compression
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             if format == "arrow":
                 opts = ipc.IpcWriteOptions(compression=codec)

@@ -1,0 +1,308 @@
+"""Readers: every format and compression, provenance, and every kind of malformed record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataforge.errors import ConfigError, InputError
+from dataforge.io.inputs import InputSpec, discover
+from dataforge.io.readers import check_file, read_batches
+
+
+def read_all(path, **spec_kw):
+    spec = InputSpec(paths=(str(path),), **spec_kw)
+    docs, rejects = [], []
+    for f in discover(spec):
+        check_file(f, spec)
+        for b in read_batches(f, spec, batch_rows=3):
+            docs.append(b.docs)
+            rejects.append(b.rejects)
+    return pl.concat(docs), pl.concat(rejects)
+
+
+GOOD = [{"id": "a", "text": "first doc", "lang": "en"}, {"id": 7, "text": "second"}, {"text": "no id here"}]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_jsonl_all_compressions_same_rows(make_jsonl, compression):
+    ext = {"none": "", "gzip": ".gz", "zstd": ".zst"}[compression]
+    path = make_jsonl(f"d.jsonl{ext}", GOOD, compression=compression)
+    docs, rejects = read_all(path)
+    assert rejects.height == 0
+    assert docs["text"].to_list() == ["first doc", "second", "no id here"]
+    assert docs["id"].to_list() == ["a", "7", f"{path}:3"]
+    assert docs["_line"].to_list() == [1, 2, 3]
+    assert docs["_row"].to_list() == [0, 1, 2]
+    assert json.loads(docs["meta"][0]) == {"lang": "en"}
+    assert docs["meta"][1] is None
+    assert set(docs["_source"]) == {str(path)}
+
+
+def test_jsonl_malformed_lines_go_to_rejects_with_line_and_raw(make_jsonl):
+    lines = [
+        json.dumps({"id": "ok1", "text": "fine"}),
+        "{not json",
+        b'{"text": "bad \xff byte"}',
+        json.dumps({"id": "x"}),
+        json.dumps({"text": None}),
+        json.dumps({"text": 42}),
+        json.dumps([1, 2, 3]),
+        "   ",
+        json.dumps({"id": {"nested": 1}, "text": "id is an object"}),
+        json.dumps({"text": "NaN follows", "x": 1}).replace("1}", "NaN}"),
+        json.dumps({"id": "ok2", "text": "also fine"}),
+    ]
+    path = make_jsonl("bad.jsonl", lines)
+    docs, rejects = read_all(path)
+    assert docs["id"].to_list() == ["ok1", "ok2"]
+    assert docs["_line"].to_list() == [1, 11]
+    got = dict(zip(rejects["source_line"].to_list(), rejects["reason"].to_list()))
+    assert got == {
+        2: "bad_json",
+        3: "bad_utf8",
+        4: "missing_text",
+        5: "missing_text",
+        6: "wrong_type",
+        7: "not_object",
+        8: "blank_line",
+        9: "wrong_type",
+        10: "bad_json",
+    }
+    # raw bytes are kept exactly, and the error names file, line and the bad value
+    raw3 = rejects.filter(pl.col("source_line") == 3)["raw"][0]
+    assert raw3 == b'{"text": "bad \xff byte"}'
+    err6 = rejects.filter(pl.col("source_line") == 6)["error"][0]
+    assert f"{path}:6" in err6 and "42" in err6 and "integer" in err6
+    err4 = rejects.filter(pl.col("source_line") == 4)["error"][0]
+    assert "'text'" in err4 and "missing" in err4
+    assert docs.height + rejects.height == len(lines)
+
+
+def test_jsonl_big_integers_kept_exactly_in_meta(make_jsonl):
+    path = make_jsonl("big.jsonl", ['{"text": "t", "n": 123456789012345678901234567890}'])
+    docs, _ = read_all(path)
+    assert json.loads(docs["meta"][0])["n"] == 123456789012345678901234567890
+
+
+def test_jsonl_crlf_and_missing_final_newline(tmp_path):
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b'{"text": "one"}\r\n{"text": "two"}')
+    docs, rejects = read_all(path)
+    assert docs["text"].to_list() == ["one", "two"]
+    assert rejects.height == 0
+
+
+def test_custom_text_and_id_fields(make_jsonl):
+    path = make_jsonl("r.jsonl", [{"newid": 12, "body": "text here", "title": "T"}])
+    docs, _ = read_all(path, text_field="body", id_field="newid")
+    assert docs["id"].to_list() == ["12"]
+    assert json.loads(docs["meta"][0]) == {"title": "T"}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_truncated_compressed_stream_rejects_tail_keeps_head(tmp_path, compression):
+    data = b"".join(
+        json.dumps({"id": str(i), "text": f"document number {i} " * 20}).encode() + b"\n" for i in range(2000)
+    )
+    comp = (
+        gzip.compress(data, mtime=0) if compression == "gzip" else zstandard.ZstdCompressor().compress(data)
+    )
+    ext = ".gz" if compression == "gzip" else ".zst"
+    path = tmp_path / f"t.jsonl{ext}"
+    path.write_bytes(comp[: len(comp) // 2])
+    docs, rejects = read_all(path)
+    assert rejects["reason"].to_list()[-1] == "truncated"
+    assert "truncated" in rejects["error"].to_list()[-1]
+    assert docs.height < 2000
+    # rows that were read are intact and in order
+    assert docs["id"].to_list() == [str(i) for i in range(docs.height)]
+
+
+def test_csv_quoted_multiline_ragged_and_bad_utf8(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(
+        b'id,text,tag\n1,"hello, world",a\n2,"two\nlines",b\n3,ragged\n4,"bad \xff",c\n5,last,d\n'
+    )
+    docs, rejects = read_all(path)
+    assert docs["id"].to_list() == ["1", "2", "5"]
+    assert docs["text"].to_list() == ["hello, world", "two\nlines", "last"]
+    assert docs["_line"].to_list() == [2, 3, 7]
+    assert json.loads(docs["meta"][0]) == {"tag": "a"}
+    assert dict(zip(rejects["source_line"], rejects["reason"])) == {5: "ragged_row", 6: "bad_utf8"}
+    assert rejects.filter(pl.col("reason") == "bad_utf8")["raw"][0] == b'4,"bad \xff",c\n'
+
+
+def test_tsv_by_extension(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("id\ttext\nx\tsome, text\n")
+    docs, _ = read_all(path)
+    assert docs["text"].to_list() == ["some, text"]
+
+
+def test_csv_without_text_column_is_an_input_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,body\n1,x\n")
+    with pytest.raises(InputError, match="no text column 'text'.*id, body"):
+        read_all(path)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow-file", "arrow-stream"])
+def test_columnar_readers(tmp_path, fmt):
+    table = pa.table(
+        {
+            "id": [10, 11, 12, 13],
+            "text": ["alpha", None, "gamma", "delta"],
+            "score": [0.5, 1.5, None, 2.0],
+        }
+    )
+    if fmt == "parquet":
+        path = tmp_path / "d.parquet"
+        pq.write_table(table, path)
+    else:
+        path = tmp_path / "d.arrow"
+        with pa.OSFile(str(path), "wb") as sink:
+            writer = (
+                ipc.new_file(sink, table.schema)
+                if fmt == "arrow-file"
+                else ipc.new_stream(sink, table.schema)
+            )
+            writer.write_table(table, max_chunksize=2)
+            writer.close()
+    docs, rejects = read_all(path)
+    assert docs["id"].to_list() == ["10", "12", "13"]
+    assert docs["_row"].to_list() == [0, 2, 3]
+    assert docs["_line"].null_count() == 3
+    assert json.loads(docs["meta"][0]) == {"score": 0.5}
+    assert rejects["reason"].to_list() == ["missing_text"]
+    assert rejects["source_row"].to_list() == [1]
+
+
+def test_parquet_wrong_text_type_and_binary_text(tmp_path):
+    p1 = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2]}), p1)
+    docs, rejects = read_all(p1)
+    assert docs.height == 0
+    assert rejects["reason"].to_list() == ["wrong_type", "wrong_type"]
+    assert "int64" in rejects["error"][0]
+    p2 = tmp_path / "bin.parquet"
+    pq.write_table(pa.table({"text": pa.array([b"ok", b"bad\xff"], pa.binary())}), p2)
+    docs, rejects = read_all(p2)
+    assert docs["text"].to_list() == ["ok"]
+    assert rejects["reason"].to_list() == ["bad_utf8"]
+
+
+def test_parquet_missing_text_column_fails_before_work(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), path)
+    with pytest.raises(InputError, match="no text column 'text'; columns: body"):
+        read_all(path)
+
+
+def test_not_a_parquet_file_is_an_input_error(tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(InputError, match="not a readable parquet file"):
+        read_all(path)
+
+
+def test_gzipped_parquet(tmp_path):
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"text": ["a", "b"]}), buf)
+    path = tmp_path / "d.parquet.gz"
+    path.write_bytes(gzip.compress(buf.getvalue().to_pybytes()))
+    docs, _ = read_all(path)
+    assert docs["text"].to_list() == ["a", "b"]
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def test_missing_path_is_an_error_naming_it(tmp_path):
+    with pytest.raises(InputError, match="does-not-exist.jsonl' does not exist"):
+        discover(InputSpec(paths=(str(tmp_path / "does-not-exist.jsonl"),)))
+
+
+def test_empty_folder_and_empty_glob_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no data files"):
+        discover(InputSpec(paths=(str(tmp_path / "empty"),)))
+    with pytest.raises(InputError, match="matches no files"):
+        discover(InputSpec(paths=(str(tmp_path / "*.jsonl"),)))
+
+
+def test_unknown_extension_needs_format(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text('{"text": "x"}\n')
+    with pytest.raises(InputError, match="--format"):
+        discover(InputSpec(paths=(str(path),)))
+    files = discover(InputSpec(paths=(str(path),), format="jsonl"))
+    assert files[0].format == "jsonl"
+
+
+def test_folder_recursion_order_dedupe_and_hidden(tmp_path, make_jsonl):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    make_jsonl("b.jsonl", GOOD)
+    make_jsonl("a.jsonl.gz", GOOD, compression="gzip")
+    make_jsonl("sub/c.jsonl.zst", GOOD, compression="zstd")
+    make_jsonl(".hidden/x.jsonl", GOOD)
+    make_jsonl("_tmp.jsonl", GOOD)
+    (tmp_path / "notes.txt").write_text("ignored in folders")
+    files = discover(InputSpec(paths=(str(tmp_path), str(tmp_path / "b.jsonl"))))
+    names = [f.path.removeprefix(str(tmp_path) + "/") for f in files]
+    assert names == ["a.jsonl.gz", "b.jsonl", "sub/c.jsonl.zst"]
+    assert [f.compression for f in files] == ["gzip", "none", "zstd"]
+
+
+def test_compression_detected_by_magic_not_name(tmp_path):
+    path = tmp_path / "mislabeled.jsonl"
+    path.write_bytes(gzip.compress(b'{"text": "hidden gzip"}\n'))
+    docs, _ = read_all(path)
+    assert docs["text"].to_list() == ["hidden gzip"]
+
+
+def test_bad_input_spec_options():
+    with pytest.raises(ConfigError, match="unknown input format 'xml'"):
+        InputSpec(paths=("x",), format="xml")
+    with pytest.raises(ConfigError, match="both 'x'"):
+        InputSpec(paths=("x",), text_field="x", id_field="x")
+
+
+# ----------------------------------------------------------------------------- property
+
+
+line_kinds = st.sampled_from(["good", "bad_json", "bad_utf8", "missing", "wrong", "blank", "array"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kinds=st.lists(line_kinds, min_size=1, max_size=30),
+    texts=st.lists(st.text(max_size=40), min_size=30, max_size=30),
+)
+def test_every_line_lands_exactly_once(tmp_path, kinds, texts):
+    make = {
+        "good": lambda i: json.dumps({"id": f"d{i}", "text": texts[i]}).encode(),
+        "bad_json": lambda i: b'{"text": ',
+        "bad_utf8": lambda i: b'{"text": "\xc3\x28"}',
+        "missing": lambda i: b'{"id": "m"}',
+        "wrong": lambda i: b'{"text": [1]}',
+        "blank": lambda i: b"",
+        "array": lambda i: b"[]",
+    }
+    path = tmp_path / "prop.jsonl"
+    path.write_bytes(b"\n".join(make[k](i) for i, k in enumerate(kinds)) + b"\n")
+    docs, rejects = read_all(path)
+    lines = sorted(docs["_line"].to_list() + rejects["source_line"].to_list())
+    assert lines == list(range(1, len(kinds) + 1))
+    assert docs.height == kinds.count("good")
+    assert docs["text"].to_list() == [texts[i] for i, k in enumerate(kinds) if k == "good"]

@@ -1,0 +1,102 @@
+"""Pipeline YAML: strict validation with errors that list the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataforge.config import load_pipeline, pipeline_from_dict
+from dataforge.errors import ConfigError
+from dataforge.registry import build_step, step_names
+
+BASE = {
+    "input": {"paths": ["data"]},
+    "output": {"path": "out"},
+    "steps": [{"dedup.exact": {}}],
+}
+
+
+def with_(**kw):
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BASE.items()}
+    d.update(kw)
+    return d
+
+
+def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
+    (tmp_path / "p").mkdir()
+    f = tmp_path / "p" / "x.yaml"
+    f.write_text(
+        "input: {paths: [../data]}\noutput: {path: ../out, shard_rows: 7}\nsteps:\n  - dedup.exact: {keep: last}\n"
+    )
+    p = load_pipeline(f)
+    assert p.name == "x"
+    assert p.input.paths == (str(tmp_path / "data"),)
+    assert p.output.path == str(tmp_path / "out")
+    assert p.output.shard_rows == 7
+    assert p.steps[0].keep == "last"
+    assert p.steps_spec() == [{"dedup.exact": {"normalize": "lower", "keep": "last"}}]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (with_(stepz=[]), "unknown key 'stepz' in the pipeline; valid: .*steps"),
+        (
+            with_(input={"paths": ["x"], "txt_field": "t"}),
+            "unknown key 'txt_field' in input; valid: .*text_field",
+        ),
+        (with_(output={"path": "o", "rows": 3}), "unknown key 'rows' in output; valid: .*shard_rows"),
+        (with_(output={"path": "o", "shard_rows": 0}), "shard_rows must be a positive integer, got 0"),
+        (with_(output={"path": "o", "format": "csv"}), "unknown output format 'csv'; valid: arrow, parquet"),
+        (with_(executor={"kind": "spark"}), "unknown executor 'spark'; valid: local, ray"),
+        (with_(steps=[{"dedup.exact_": {}}]), "unknown step 'dedup.exact_'; valid: .*dedup.exact"),
+        (with_(steps=[{"dedup.exact": {"kep": "first"}}]), "unknown option 'kep'; valid: keep, normalize"),
+        (with_(steps=[{"dedup.exact": {"keep": "random"}}]), "unknown keep 'random'; valid: first, last"),
+        (with_(steps=[{"dedup.exact": {"keep": 3}}]), "option 'keep' must be str, got 3"),
+        (with_(steps=[{"a": {}, "b": {}}]), "one-key mapping"),
+        (with_(steps={"dedup.exact": {}}), "steps must be a list"),
+        (with_(steps=[{"dedup.exact": {}}, {"dedup.exact": {}}]), "appears 2 times"),
+        (with_(max_reject_rate=2), "max_reject_rate must be a number in \\[0, 1\\]"),
+        ({"output": {"path": "o"}, "steps": []}, "no 'input' section"),
+        (with_(input={"paths": []}), "input.paths must be a non-empty list"),
+    ],
+)
+def test_invalid_pipelines(data, message):
+    with pytest.raises(ConfigError, match=message):
+        pipeline_from_dict(data)
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("input:\n  paths: [a\noutput: {}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_pipeline(f)
+    f.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_pipeline(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_pipeline(tmp_path / "nope.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    f = tmp_path / "evil.yaml"
+    f.write_text("input: !!python/object/apply:os.system ['echo pwned']\noutput: {path: o}\nsteps: []\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_pipeline(f)
+
+
+def test_every_registered_step_builds_with_defaults():
+    for name in step_names():
+        step = build_step(name, {})
+        assert step.name == name
+        assert isinstance(step.options(), dict)
+
+
+def test_shipped_pipelines_load():
+    root = Path(__file__).resolve().parent.parent / "pipelines"
+    files = sorted(root.glob("*.yaml"))
+    assert files, "no pipelines shipped"
+    for f in files:
+        p = load_pipeline(f)
+        assert p.steps, f
