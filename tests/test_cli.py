@@ -1,0 +1,135 @@
+"""The CLI: help with examples on every command, exit codes, summaries, inspect, steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dataforge.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFECTS = ROOT / "sample_data" / "defects" / "planted.jsonl"
+EXPECTED = json.loads((ROOT / "sample_data" / "defects" / "expected.json").read_text())
+
+
+def invoke(runner, *args):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_command_has_help_with_examples(cli_runner, name):
+    result = invoke(cli_runner, name, "--help")
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+    assert cli.commands[name].help
+
+
+def test_group_help_and_version(cli_runner):
+    assert "Examples:" in invoke(cli_runner, "--help").output
+    result = invoke(cli_runner, "--version")
+    assert result.exit_code == 0 and "0.1.0" in result.output
+
+
+def test_clean_ok_prints_summary(cli_runner, tmp_path):
+    out = tmp_path / "o"
+    result = invoke(cli_runner, "clean", DEFECTS, "-o", out, "--max-reject-rate", "0.2")
+    assert result.exit_code == 0, result.output
+    assert f"kept {EXPECTED['kept']}" in result.output
+    assert "gopher_short_doc=1" in result.output
+    assert (out / "manifest.json").exists()
+
+
+def test_clean_reject_rate_exit_1(cli_runner, tmp_path):
+    result = invoke(cli_runner, "clean", DEFECTS, "-o", tmp_path / "o")
+    assert result.exit_code == 1
+    assert "7 of 70 input rows were malformed" in result.output
+    assert "status: reject_rate_exceeded" in result.output
+
+
+def test_clean_up_to_date_second_time(cli_runner, tmp_path):
+    args = ("clean", DEFECTS, "-o", tmp_path / "o", "--max-reject-rate", "0.5")
+    assert invoke(cli_runner, *args).exit_code == 0
+    again = invoke(cli_runner, *args)
+    assert again.exit_code == 0
+    assert "up to date" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("clean", "nope.jsonl", "-o", "x"), "input path 'nope.jsonl' does not exist"),
+        (("clean", DEFECTS, "-o", "x", "--preset", "dolma"), "'dolma' is not one of"),
+        (("clean", DEFECTS), "Missing option '-o'"),
+        (("clean", DEFECTS, "-o", "x", "--workers", "0"), "0 is not in the range"),
+        (("clean", DEFECTS, "-o", "x", "--ray-address", "auto"), "needs --executor ray"),
+        (("run", "nope.yaml"), "does not exist"),
+        (("steps", "filter.gopher"), "unknown step 'filter.gopher'; valid: "),
+    ],
+)
+def test_usage_errors_exit_2(cli_runner, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(cli_runner, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_run_pipeline_with_unknown_step_exit_2(cli_runner, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"input: {{paths: [{DEFECTS}]}}\noutput: {{path: out}}\nsteps:\n  - filter.gopher_qualty: {{}}\n")
+    result = invoke(cli_runner, "run", f)
+    assert result.exit_code == 2
+    assert "unknown step 'filter.gopher_qualty'; valid: " in result.output
+    assert "filter.gopher_quality" in result.output
+
+
+def test_run_demo_pipeline_and_inspect(cli_runner, tmp_path):
+    out = tmp_path / "demo"
+    result = invoke(cli_runner, "run", ROOT / "pipelines" / "demo.yaml", "-o", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    c = manifest["counts"]
+    assert c["rows_in"] == c["kept"] + c["dropped"] + c["rejected"]
+    shown = invoke(cli_runner, "inspect", out, "--verify")
+    assert shown.exit_code == 0
+    assert "all shards match the manifest" in shown.output
+    assert f"kept {c['kept']:,}" in shown.output
+    as_json = json.loads(invoke(cli_runner, "inspect", out, "--json", "--rows", "2").output)
+    assert as_json["counts"] == c
+    assert len(as_json["samples"]) == 2
+    assert [s["step"] for s in as_json["ledger"]["steps"]][0] == "normalize.text"
+
+
+def test_inspect_detects_corrupt_shard_exit_1(cli_runner, tmp_path):
+    out = tmp_path / "o"
+    assert invoke(cli_runner, "clean", DEFECTS, "-o", out, "--max-reject-rate", "1").exit_code == 0
+    shard = next((out / "data").glob("part-*"))
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0x01
+    shard.write_bytes(bytes(data))
+    result = invoke(cli_runner, "inspect", out, "--verify")
+    assert result.exit_code == 1
+    assert "do not match the manifest" in result.output and "sha256" in result.output
+
+
+def test_inspect_not_an_output_exit_1(cli_runner, tmp_path):
+    result = invoke(cli_runner, "inspect", tmp_path)
+    assert result.exit_code == 1
+    assert "no manifest.json" in result.output
+
+
+def test_steps_list_and_detail(cli_runner):
+    listing = invoke(cli_runner, "steps").output
+    for name in ("normalize.text", "filter.gopher_quality", "filter.c4", "filter.fineweb", "pii.redact", "dedup.exact"):
+        assert name in listing
+    detail = invoke(cli_runner, "steps", "filter.gopher_quality").output
+    assert "min_doc_words = 50" in detail
+
+
+def test_log_json_writes_json_lines(cli_runner, tmp_path):
+    log = tmp_path / "log.jsonl"
+    result = invoke(cli_runner, "--log-json", log, "clean", DEFECTS, "-o", tmp_path / "o", "--max-reject-rate", "1")
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and all({"time", "level", "message"} <= set(r) for r in records)
