@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dataforge run pipelines/demo.yaml --overwrite
+	$(VENV)/bin/dataforge run pipelines/demo.yaml --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks
