@@ -43,10 +43,11 @@ format: $(STAMP)
 $(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r benchmarks/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[dev]" -r benchmarks/requirements.txt
 	touch $(BENCH_VENV)/.installed
 
 bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m pytest -q -m datatrove tests/text/test_quality.py
 	$(BENCH_VENV)/bin/python benchmarks/clean_bench.py
 
 clean:
