@@ -320,7 +320,6 @@ def _run_stages(
     steps = pipeline.steps
     segments = plan_segments(steps)
     results: list[list[dict[str, Any]]] = []
-    in_schema: pa.Schema | None = None
     decision_files: list[str] = []
     for seg in segments:
         last = seg.last_position()
@@ -332,7 +331,6 @@ def _run_stages(
             files=files,
             input_spec=pipeline.input,
             batch_rows=pipeline.batch_rows,
-            in_schema=in_schema,
             out_schema=out_schema,
             decision_files=decision_files,
         )
@@ -343,7 +341,6 @@ def _run_stages(
         )
         timings[f"stage{seg.index}"] = time.perf_counter() - t0
         results.append(res)
-        in_schema = out_schema
         if seg.barrier:
             _, gstep = seg.barrier
             t0 = time.perf_counter()

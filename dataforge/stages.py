@@ -27,7 +27,7 @@ from dataforge.errors import DataError
 from dataforge.io.inputs import InputFile, InputSpec
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import atomic_path, tmp_name, write_json_atomic, write_shard
-from dataforge.schemas import conform, extend
+from dataforge.schemas import conform, extend, load_schema
 from dataforge.step import GlobalStep, Step, StepOutput
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,7 @@ class StageJob:
     files: list[InputFile]
     input_spec: InputSpec
     batch_rows: int
-    in_schema: pa.Schema | None  # previous stage's live schema (None for stage 0)
-    out_schema: pa.Schema
+    out_schema: pa.Schema  # live schema at the end of this stage
     decision_files: list[str] = field(default_factory=list)
 
 
@@ -277,11 +276,7 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
     rejects: _IpcSink | None = None
     keys: _IpcSink | None = None
     if seg.index == 0:
-        from dataforge.schemas import load_schema
-
-        rejects = _IpcSink(
-            stage_file(job.work, 0, task, "rejects"), _internal_rejects(load_schema("rejects.v1"))
-        )
+        rejects = _IpcSink(stage_file(job.work, 0, task, "rejects"), load_schema("rejects.v1"))
         sinks.append(rejects)
     if seg.barrier:
         bstep = seg.barrier[1]
@@ -360,10 +355,6 @@ def _slice_decisions(decisions: pl.DataFrame | None, start: int, n: int) -> pl.D
     return part.with_columns(pl.col("_ord") - start)
 
 
-def _internal_rejects(schema: pa.Schema) -> pa.Schema:
-    return schema
-
-
 def _source_frames(
     job: StageJob, task: int, rejects: _IpcSink | None, rejected: Counter[str]
 ) -> Iterator[pl.DataFrame]:
@@ -402,8 +393,8 @@ def decision_file(work: str | Path, stage: int) -> Path:
     return Path(work) / f"g{stage}" / "decisions.arrow"
 
 
-def run_decide(job: DecideJob, partition: int = 0) -> dict[str, Any]:
-    """Compute the decisions of a global step; resumable via its marker."""
+def run_decide(job: DecideJob, _item: int = 0) -> dict[str, Any]:
+    """Compute the decisions of a global step (one task); resumable via its marker."""
     out = decision_file(job.work, job.stage)
     marker = out.with_suffix(".done.json")
     if marker.exists():

@@ -144,3 +144,17 @@ def test_log_json_writes_json_lines(cli_runner, tmp_path):
     assert result.exit_code == 0
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records and all({"time", "level", "message"} <= set(r) for r in records)
+
+
+def test_cli_choices_match_the_library():
+    from dataforge.api import PII_MODES, PRESET_NAMES
+    from dataforge.io.inputs import FORMATS
+    from dataforge.io.shards import COMPRESSIONS, OUTPUT_FORMATS
+    from dataforge.text.quality import PRESETS
+
+    params = {p.name: p for p in cli.commands["clean"].params}
+    assert set(params["preset"].type.choices) == set(PRESET_NAMES) == set(PRESETS)
+    assert set(params["pii"].type.choices) == set(PII_MODES)
+    assert set(params["fmt"].type.choices) == set(FORMATS)
+    assert set(params["output_format"].type.choices) == set(OUTPUT_FORMATS)
+    assert set(params["compression"].type.choices) == set(COMPRESSIONS)
