@@ -140,7 +140,10 @@ class _RichProgress:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Pipes and cron logs get a fixed, wide layout instead of rich's 80-column default.
+    width = None if stream.isatty() else 120
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def _progress(state: _State) -> _RichProgress:
@@ -157,7 +160,7 @@ def _print_summary(report: Any) -> None:
         ("kept", "right"),
         ("dropped / rejected", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.summary_rows():
         table.add_row(*row)
     console = _console()

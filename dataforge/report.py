@@ -140,10 +140,10 @@ class RunReport:
         """(step, rows in, kept, dropped/rejected by reason) rows for a terminal table."""
         rows: list[tuple[str, str, str, str]] = []
         led = self.ledger
-        rej = ", ".join(f"{r}={n}" for r, n in sorted(led.rejected.items())) or "-"
-        rows.append(("read", f"{led.rows_in:,}", f"{led.rows_in - led.rejected_total:,}", f"rejected: {rej}"))
+        rej = "\n".join(f"rejected {r}={n}" for r, n in sorted(led.rejected.items())) or "-"
+        rows.append(("read", f"{led.rows_in:,}", f"{led.rows_in - led.rejected_total:,}", rej))
         for s in led.steps:
-            why = ", ".join(f"{r}={n}" for r, n in sorted(s.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+            why = "\n".join(f"{r}={n}" for r, n in sorted(s.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
             rows.append((s.step, f"{s.rows_in:,}", f"{s.kept:,}", why or "-"))
         return rows
 

@@ -46,6 +46,7 @@ def test_clean_reject_rate_exit_1(cli_runner, tmp_path):
     assert result.exit_code == 1
     assert "7 of 70 input rows were malformed" in result.output
     assert "status: reject_rate_exceeded" in result.output
+    assert "rejected bad_json=1" in result.output
 
 
 def test_clean_up_to_date_second_time(cli_runner, tmp_path):
