@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not ray and not slow"
+	$(PY) -m pytest -q -m "not ray and not slow and not datatrove"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks

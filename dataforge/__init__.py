@@ -24,6 +24,7 @@ __all__ = [
     "RunReport",
     "__version__",
     "clean",
+    "dedup",
     "inspect_output",
     "load_pipeline",
     "run",
@@ -34,6 +35,7 @@ from dataforge.errors import ConfigError, DataError, DataforgeError, InputError,
 
 _LAZY = {
     "clean": "dataforge.api",
+    "dedup": "dataforge.api",
     "run": "dataforge.api",
     "run_pipeline": "dataforge.runner",
     "load_pipeline": "dataforge.config",
@@ -43,7 +45,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dataforge.api import clean, run
+    from dataforge.api import clean, dedup, run
     from dataforge.config import Pipeline, load_pipeline
     from dataforge.inspect import inspect_output
     from dataforge.report import RunReport

@@ -170,6 +170,94 @@ def clean(
     return run_pipeline(pipeline, overwrite=overwrite, force=force, progress=progress)
 
 
+def dedup(
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    output: str | Path,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    bands: int | None = None,
+    rows: int | None = None,
+    shingle: str = "word:5",
+    normalize: bool = True,
+    hash: str = "xxh3",
+    seed: int = 1,
+    keep: str = "first",
+    verify: str = "exact",
+    against: Sequence[str | Path] = (),
+    exact_first: bool = False,
+    report_clusters: bool = False,
+    text_field: str = "text",
+    id_field: str = "id",
+    format: str | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    output_format: str = "arrow",
+    compression: str = "zstd",
+    keep_dropped: bool = True,
+    max_reject_rate: float | None = DEFAULT_MAX_REJECT_RATE,
+    overwrite: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Remove near-duplicates with MinHash LSH; every kept row gets ``cluster_id`` and ``cluster_size``.
+
+    Args:
+        inputs: files, folders or globs (JSONL, Parquet, CSV, Arrow; plain, .gz or .zst).
+        output: output folder.
+        threshold: Jaccard similarity of shingle sets that makes two documents duplicates.
+        num_perm, bands, rows, shingle, normalize, hash, seed: see ``dedup.minhash``.
+        keep: which document of a cluster survives (``first``, ``longest``, ``oldest``, ``field:NAME``...).
+        verify: ``exact`` (default), ``estimate`` or ``none``.
+        against: reference files whose near-duplicates are removed from the input.
+        exact_first: run ``dedup.exact`` before MinHash (cheap, and removes exact copies first).
+        report_clusters: also write ``clusters/`` and ``cluster_pairs/`` for inspection.
+        Other arguments: see :func:`clean`.
+
+    Returns:
+        The RunReport; ``report.global_info["dedup.minhash"]`` holds the LSH S-curve and pair counts.
+    """
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    minhash = build_step(
+        "dedup.minhash",
+        {
+            "threshold": threshold,
+            "num_perm": num_perm,
+            "bands": bands,
+            "rows": rows,
+            "shingle": shingle,
+            "normalize": normalize,
+            "hash": hash,
+            "seed": seed,
+            "keep": keep,
+            "verify": verify,
+            "against": tuple(str(a) for a in against),
+            "report_clusters": report_clusters,
+        },
+    )
+    steps = ([build_step("dedup.exact")] if exact_first else []) + [minhash]
+    pipeline = Pipeline(
+        name="dedup",
+        input=InputSpec(
+            paths=tuple(str(p) for p in inputs), format=format, text_field=text_field, id_field=id_field
+        ),
+        output=OutputSpec(
+            path=str(output),
+            format=output_format,
+            compression=compression,
+            shard_rows=shard_rows,
+            keep_dropped=keep_dropped,
+        ),
+        steps=steps,
+        executor=ExecutorSpec(kind=executor, workers=workers, address=ray_address),
+        max_reject_rate=max_reject_rate,
+    )
+    return run_pipeline(pipeline, overwrite=overwrite, force=force, progress=progress)
+
+
 def run(
     pipeline: str | Path | Pipeline,
     *,

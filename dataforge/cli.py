@@ -351,6 +351,163 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity that makes two documents duplicates.",
+)
+@click.option(
+    "--num-perm", type=click.IntRange(2, 1024), default=128, show_default=True, help="MinHash permutations."
+)
+@click.option(
+    "--bands",
+    type=click.IntRange(min=1),
+    default=None,
+    help="LSH bands (with --rows; default: chosen from the threshold).",
+)
+@click.option("--rows", type=click.IntRange(min=1), default=None, help="LSH rows per band (with --bands).")
+@click.option("--shingle", default="word:5", show_default=True, help="word:N or char:N shingles.")
+@click.option(
+    "--normalize/--no-normalize",
+    default=True,
+    show_default=True,
+    help="Lowercase, strip accents, punctuation and digits before shingling.",
+)
+@click.option(
+    "--hash",
+    "hash_",
+    type=click.Choice(["xxh3", "sha1"]),
+    default="xxh3",
+    show_default=True,
+    help="Shingle hash; sha1 gives datasketch-identical signatures.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Permutation seed (datasketch's seed).",
+)
+@click.option(
+    "--keep",
+    default="first",
+    show_default=True,
+    help="Kept document per cluster: first|last|longest|shortest|oldest|newest|field:NAME|field:-NAME.",
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["none", "estimate", "exact"]),
+    default="exact",
+    show_default=True,
+    help="Check candidate pairs by exact or estimated Jaccard.",
+)
+@click.option(
+    "--against", multiple=True, help="Reference files (repeatable): remove documents near-duplicating them."
+)
+@click.option(
+    "--exact-first/--no-exact-first",
+    default=False,
+    show_default=True,
+    help="Drop exact duplicates first (dedup.exact).",
+)
+@click.option(
+    "--report-clusters", is_flag=True, help="Also write clusters/ and cluster_pairs/ tables for inspection."
+)
+@click.option("--text-field", default="text", show_default=True, help="Field or column holding the text.")
+@click.option("--id-field", default="id", show_default=True, help="Field or column holding the id.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet", "csv", "arrow"]),
+    default=None,
+    help="Input format (default: from file names).",
+)
+@click.option(
+    "--shard-rows",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Rows per output shard.",
+)
+@click.option(
+    "--output-format",
+    type=click.Choice(["arrow", "parquet"]),
+    default="arrow",
+    show_default=True,
+    help="Shard format.",
+)
+@click.option(
+    "--keep-dropped/--no-keep-dropped",
+    default=True,
+    show_default=True,
+    help="Write removed rows with their reason to dropped/.",
+)
+@click.option(
+    "--max-reject-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Exit 1 if more input than this is malformed.",
+)
+@_common_run_options
+@pass_state
+def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float, num_perm: int, bands: int | None,
+          rows: int | None, shingle: str, normalize: bool, hash_: str, seed: int, keep: str, verify: str,
+          against: tuple[str, ...], exact_first: bool, report_clusters: bool, text_field: str, id_field: str,
+          fmt: str | None, shard_rows: int, output_format: str, keep_dropped: bool, max_reject_rate: float,
+          executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+    """Remove near-duplicate documents with MinHash LSH.
+
+    Every kept row gets cluster_id and cluster_size; removed rows go to dropped/ with dup_of (the
+    kept document's id), the similarity, and the reason near_duplicate or reference_duplicate.
+
+    \b
+    Examples:
+      dataforge dedup sample_data/news -o out/news-dedup
+      dataforge dedup data/ -o out/d --threshold 0.7 --shingle char:24 --keep longest --report-clusters
+      dataforge dedup data/ -o out/d --hash sha1      # signatures identical to datasketch
+      dataforge dedup train/ -o out/d --against eval/ # remove eval-set near-duplicates from train
+      dataforge dedup data/ -o out/d --executor ray --workers 2
+    """
+    with _errors(state):
+        report = dataforge.dedup(
+            list(inputs),
+            output=output,
+            threshold=threshold,
+            num_perm=num_perm,
+            bands=bands,
+            rows=rows,
+            shingle=shingle,
+            normalize=normalize,
+            hash=hash_,
+            seed=seed,
+            keep=keep,
+            verify=verify,
+            against=list(against),
+            exact_first=exact_first,
+            report_clusters=report_clusters,
+            text_field=text_field,
+            id_field=id_field,
+            format=fmt,
+            executor=executor or "local",
+            workers=workers or 1,
+            ray_address=ray_address,
+            shard_rows=shard_rows,
+            output_format=output_format,
+            keep_dropped=keep_dropped,
+            max_reject_rate=max_reject_rate,
+            overwrite=overwrite,
+            force=force,
+            progress=_progress(state),
+        )
+        _finish(state, report)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "-o",
@@ -395,6 +552,16 @@ def _finish(state: _State, report: Any) -> None:
         click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
         return
     _print_summary(report)
+    mh = report.global_info.get("dedup.minhash")
+    if mh:
+        fin = mh.get("finalize", {})
+        lsh = fin.get("lsh", {})
+        at = lsh.get("probability", {}).get(f"{lsh.get('threshold', 0):.2f}")
+        click.echo(
+            f"minhash: {lsh.get('bands')} bands x {lsh.get('rows')} rows (S-curve midpoint {lsh.get('midpoint')}, "
+            f"P(candidate | J={lsh.get('threshold')}) = {at}); {fin.get('candidate_pairs', 0):,} candidate pairs, "
+            f"{fin.get('verified_pairs', 0):,} verified, {fin.get('clusters', 0):,} clusters"
+        )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

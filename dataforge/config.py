@@ -135,8 +135,9 @@ def _resolve(path: str, base_dir: Path | None) -> str:
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-def parse_steps(raw: Any) -> list[Step]:
-    """``[{name: {kwargs}}, ...]`` -> step objects (strict)."""
+def parse_steps(raw: Any, *, base_dir: Path | None = None) -> list[Step]:
+    """``[{name: {kwargs}}, ...]`` -> step objects (strict). Options a step lists in
+    ``path_options`` are resolved relative to ``base_dir``."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -156,6 +157,7 @@ def parse_steps(raw: Any) -> list[Step]:
         if not isinstance(kwargs, dict):
             msg = f"step #{i} ({name}): options must be a mapping, got {kwargs!r}"
             raise ConfigError(msg)
+        kwargs = _resolve_path_options(str(name), kwargs, base_dir)
         steps.append(build_step(str(name), kwargs))
     names = [s.name for s in steps]
     for n in set(names):
@@ -163,6 +165,20 @@ def parse_steps(raw: Any) -> list[Step]:
             msg = f"step {n!r} appears {names.count(n)} times; each step may appear once"
             raise ConfigError(msg)
     return steps
+
+
+def _resolve_path_options(name: str, kwargs: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    from dataforge.registry import step_class
+
+    cls = step_class(name)
+    out = dict(kwargs)
+    for opt in getattr(cls, "path_options", ()):
+        value = out.get(opt)
+        if isinstance(value, str):
+            out[opt] = _resolve(value, base_dir)
+        elif isinstance(value, list | tuple):
+            out[opt] = [_resolve(str(v), base_dir) for v in value]
+    return out
 
 
 def pipeline_from_dict(
@@ -197,7 +213,7 @@ def pipeline_from_dict(
             name=str(data.get("name") or name),
             input=InputSpec(**raw_in),
             output=OutputSpec(**raw_out),
-            steps=parse_steps(data["steps"]),
+            steps=parse_steps(data["steps"], base_dir=base_dir),
             executor=ExecutorSpec(**raw_exec),
             **extra,
         )

@@ -26,6 +26,7 @@ _STEP_MODULES = (
     "dataforge.text.pii",
     "dataforge.text.lang",
     "dataforge.dedup.exact",
+    "dataforge.dedup.near",
 )
 
 

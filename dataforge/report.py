@@ -41,6 +41,8 @@ class RunReport:
     dataforge_version: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     reject_samples: list[dict[str, Any]] = field(default_factory=list)
+    reports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    global_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_in(self) -> int:
@@ -103,6 +105,8 @@ class RunReport:
             "dropped_shards": self.dropped_shards,
             "reject_shards": self.reject_shards,
             "reject_samples": self.reject_samples,
+            "reports": self.reports,
+            "global_info": self.global_info,
             "config": self.config,
         }
 
@@ -129,6 +133,8 @@ class RunReport:
             dataforge_version=d.get("dataforge_version", ""),
             config=d.get("config", {}),
             reject_samples=d.get("reject_samples", []),
+            reports=d.get("reports", {}),
+            global_info=d.get("global_info", {}),
         )
 
     @classmethod

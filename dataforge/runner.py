@@ -15,6 +15,7 @@ the run succeeds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -45,22 +46,32 @@ from dataforge.stages import (
     DROP_FIELDS,
     INTERNAL_SCHEMA,
     AssembleJob,
-    DecideJob,
+    PhaseJob,
     StageJob,
-    decision_file,
     live_schema,
     plan_pieces,
     plan_segments,
     run_assemble,
-    run_decide,
+    run_phase,
     run_stage_task,
     stage_file,
 )
+from dataforge.step import GlobalContext, GlobalStep
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
-OUR_NAMES = {MANIFEST, REPORT_JSON, REPORT_MD, "report.html", "data", "dropped", "rejects", WORK_DIR}
+OUR_NAMES = {
+    MANIFEST,
+    REPORT_JSON,
+    REPORT_MD,
+    "report.html",
+    "data",
+    "dropped",
+    "rejects",
+    "clusters",
+    WORK_DIR,
+}
 
 
 class RejectRateError(DataError):
@@ -193,7 +204,7 @@ def _clear_outputs(out: Path, *, keep_work: bool) -> None:
     (out / MANIFEST).unlink(missing_ok=True)
     for name in (REPORT_JSON, REPORT_MD, "report.html"):
         (out / name).unlink(missing_ok=True)
-    for name in ("data", "dropped", "rejects") + (() if keep_work else (WORK_DIR,)):
+    for name in ("data", "dropped", "rejects", "clusters") + (() if keep_work else (WORK_DIR,)):
         shutil.rmtree(out / name, ignore_errors=True)
     for p in out.glob(".*.tmp-*"):
         p.unlink(missing_ok=True)
@@ -253,8 +264,10 @@ def run_pipeline(
     )
     timings: dict[str, float] = {}
     try:
-        stage_results = _run_stages(pipeline, files, work, ex, progress, timings)
+        stage_results, globals_run = _run_stages(pipeline, files, work, ex, progress, timings)
         report = _assemble(pipeline, files, work, out, ex, progress, timings, stage_results)
+        report.reports = _publish_reports(globals_run, out)
+        report.global_info = {g.name: _strip_seconds(info) for g, _, info in globals_run}
     finally:
         if own_executor:
             ex.close()
@@ -316,14 +329,25 @@ def _run_stages(
     ex: Executor,
     progress: Progress,
     timings: dict[str, float],
-) -> list[list[dict[str, Any]]]:
+) -> tuple[list[list[dict[str, Any]]], list[tuple[GlobalStep, GlobalContext, dict[str, Any]]]]:
     steps = pipeline.steps
     segments = plan_segments(steps)
     results: list[list[dict[str, Any]]] = []
-    decision_files: list[str] = []
+    globals_run: list[tuple[GlobalStep, GlobalContext, dict[str, Any]]] = []
+    prelude_ctx: GlobalContext | None = None
     for seg in segments:
         last = seg.last_position()
         out_schema = live_schema(steps, last) if last >= 0 else INTERNAL_SCHEMA
+        barrier_ctx = None
+        if seg.barrier:
+            gstep = seg.barrier[1]
+            barrier_ctx = GlobalContext(
+                work=str(work / f"g{seg.index}"),
+                stage_dir=str(work / f"s{seg.index}"),
+                n_tasks=len(files),
+                partitions=gstep.partitions,
+            )
+            Path(barrier_ctx.work).mkdir(parents=True, exist_ok=True)
         job = StageJob(
             work=str(work),
             segment=seg,
@@ -332,7 +356,8 @@ def _run_stages(
             input_spec=pipeline.input,
             batch_rows=pipeline.batch_rows,
             out_schema=out_schema,
-            decision_files=decision_files,
+            prelude_ctx=prelude_ctx,
+            barrier_ctx=barrier_ctx,
         )
         t0 = time.perf_counter()
         names = ", ".join(s.name for _, s in seg.steps) or "-"
@@ -341,15 +366,20 @@ def _run_stages(
         )
         timings[f"stage{seg.index}"] = time.perf_counter() - t0
         results.append(res)
-        if seg.barrier:
+        if seg.barrier and barrier_ctx is not None:
             _, gstep = seg.barrier
+            ctx = dataclasses.replace(barrier_ctx, task_rows=tuple(int(r["live"]) for r in res))
             t0 = time.perf_counter()
-            key_files = [str(stage_file(work, seg.index, t, "keys")) for t in range(len(files))]
-            djob = DecideJob(work=str(work), stage=seg.index, step=gstep, key_files=key_files)
-            _map(ex, functools.partial(run_decide, djob), 1, f"global {gstep.name}", progress)
-            decision_files = [str(decision_file(work, seg.index))]
+            info: dict[str, Any] = {}
+            for method, n_items in gstep.phases(ctx):
+                pjob = PhaseJob(step=gstep, method=method, ctx=ctx)
+                info[method] = _map(
+                    ex, functools.partial(run_phase, pjob), n_items, f"{gstep.name}: {method}", progress
+                )
             timings[f"global:{gstep.name}"] = time.perf_counter() - t0
-    return results
+            globals_run.append((gstep, ctx, info))
+            prelude_ctx = ctx
+    return results, globals_run
 
 
 def _task_ledger(pipeline: Pipeline, stage_results: list[list[dict[str, Any]]], task: int) -> Ledger:
@@ -456,6 +486,29 @@ def _assemble(
     )
 
 
+def _strip_seconds(info: dict[str, Any]) -> dict[str, Any]:
+    """Phase results for the report (one entry per phase; single-item phases unwrapped)."""
+    return {k: (v[0] if len(v) == 1 else v) for k, v in info.items()}
+
+
+def _publish_reports(
+    globals_run: list[tuple[GlobalStep, GlobalContext, dict[str, Any]]], out: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Copy the report tables global steps wrote (e.g. ``clusters``) to ``OUT/<name>/``."""
+    from dataforge.io.shards import write_shard
+    from dataforge.stages import read_ipc
+
+    published: dict[str, list[dict[str, Any]]] = {}
+    for gstep, ctx, _ in globals_run:
+        for name in gstep.report_tables():
+            src = Path(ctx.path(f"{name}.arrow"))
+            if not src.exists():
+                continue
+            info = write_shard(read_ipc(src), out / name / "part-00000.arrow", relative_to=out)
+            published[name] = [info.to_dict()]
+    return published
+
+
 def _reject_samples(rej_counts: list[tuple[str, int]], limit: int = 20) -> list[dict[str, Any]]:
     from dataforge.stages import read_ipc
 
@@ -503,6 +556,7 @@ def _write_manifest(
         "shards": report.shards,
         "dropped": report.dropped_shards,
         "rejects": report.reject_shards,
+        "reports": report.reports,
     }
     write_json_atomic(out / MANIFEST, manifest)
 

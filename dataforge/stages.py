@@ -9,6 +9,7 @@ which is what makes a run resumable after a crash and safe under Ray task retrie
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -26,9 +27,9 @@ import pyarrow.ipc as ipc
 from dataforge.errors import DataError
 from dataforge.io.inputs import InputFile, InputSpec
 from dataforge.io.readers import read_batches
-from dataforge.io.shards import atomic_path, tmp_name, write_json_atomic, write_shard
+from dataforge.io.shards import tmp_name, write_json_atomic, write_shard
 from dataforge.schemas import conform, extend, load_schema
-from dataforge.step import GlobalStep, Step, StepOutput
+from dataforge.step import GlobalContext, GlobalStep, Step, StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class StageJob:
     input_spec: InputSpec
     batch_rows: int
     out_schema: pa.Schema  # live schema at the end of this stage
-    decision_files: list[str] = field(default_factory=list)
+    prelude_ctx: GlobalContext | None = None  # context of the previous global step (annotate)
+    barrier_ctx: GlobalContext | None = None  # context of the next global step (keys)
 
 
 def _stage_dir(work: str | Path, stage: int) -> Path:
@@ -249,10 +251,10 @@ def _apply(
 
 
 def _decisions_for(job: StageJob, task: int) -> pl.DataFrame | None:
-    if not job.decision_files:
+    if job.prelude_ctx is None:
         return None
-    frames = [pl.scan_ipc(f).filter(pl.col("_task") == task) for f in job.decision_files]
-    return pl.concat(frames).collect().sort("_ord")
+    path = job.prelude_ctx.decisions_path()
+    return pl.scan_ipc(path).filter(pl.col("_task") == task).collect().sort("_ord")
 
 
 def _empty_frame(schema: pa.Schema) -> pl.DataFrame:
@@ -268,21 +270,23 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
     _stage_dir(job.work, seg.index).mkdir(parents=True, exist_ok=True)
     positions = seg.step_positions()
     counts = _Counts(positions, job.steps)
+    columns_after = {p: live_schema(job.steps, p).names for p in positions}
     rows_in = 0
     rejected: Counter[str] = Counter()
     live = _IpcSink(stage_file(job.work, seg.index, task, "live"), job.out_schema)
     dropped = _IpcSink(stage_file(job.work, seg.index, task, "dropped"), with_drop_fields(job.out_schema))
     sinks = [live, dropped]
     rejects: _IpcSink | None = None
-    keys: _IpcSink | None = None
     if seg.index == 0:
         rejects = _IpcSink(stage_file(job.work, 0, task, "rejects"), load_schema("rejects.v1"))
         sinks.append(rejects)
-    if seg.barrier:
+    key_sinks: list[_IpcSink] = []
+    if seg.barrier and job.barrier_ctx is not None:
         bstep = seg.barrier[1]
         kschema = pa.schema(KEY_FIELDS + [pa.field(k, v) for k, v in bstep.keys_schema().items()])
-        keys = _IpcSink(stage_file(job.work, seg.index, task, "keys"), kschema)
-        sinks.append(keys)
+        for part in range(job.barrier_ctx.partitions):
+            key_sinks.append(_IpcSink(Path(job.barrier_ctx.key_file(task, part)), kschema))
+        sinks += key_sinks
     decisions = _decisions_for(job, task)
     in_pos = 0  # position among the previous stage's live rows (decision key)
     ord_ = 0  # position among this stage's live rows (key for the next barrier)
@@ -293,27 +297,34 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
             if seg.prelude:
                 ppos, pstep = seg.prelude
                 dec = _slice_decisions(decisions, in_pos, frame.height)
+                actx = dataclasses.replace(job.prelude_ctx, task=task, ord_offset=in_pos)  # type: ignore[type-var]
                 in_pos += frame.height
                 t0 = time.perf_counter()
-                out = pstep.annotate(frame, dec)
-                cols = job.out_schema.names[: len(INTERNAL_SCHEMA) + _n_cols(job.steps, ppos)]
+                out = pstep.annotate(frame, dec, actx)
+                cols = columns_after[ppos]
                 frame = _apply(ppos, pstep, frame, out, counts, cols, dropped, time.perf_counter() - t0)
             for pos, step in seg.steps:
-                cols = job.out_schema.names[: len(INTERNAL_SCHEMA) + _n_cols(job.steps, pos)]
+                cols = columns_after[pos]
                 t0 = time.perf_counter()
                 if frame.height:
                     out = step.apply(frame)
                 else:
                     out = StepOutput(_with_nulls(frame, step))
                 frame = _apply(pos, step, frame, out, counts, cols, dropped, time.perf_counter() - t0)
-            if keys is not None and seg.barrier:
-                k = seg.barrier[1].keys(frame) if frame.height else None
-                if k is not None and k.height:
-                    k = k.with_columns(
-                        pl.lit(task, pl.Int32).alias("_task"),
-                        pl.int_range(ord_, ord_ + k.height, dtype=pl.Int64).alias("_ord"),
-                    )
-                    keys.write(conform(k, keys.schema))
+            if key_sinks and seg.barrier and frame.height:
+                kctx = dataclasses.replace(job.barrier_ctx, task=task, ord_offset=ord_)  # type: ignore[type-var]
+                k = seg.barrier[1].keys(frame, kctx)
+                if k.height:
+                    if "_ord" not in k.columns:
+                        k = k.with_columns(pl.int_range(ord_, ord_ + k.height, dtype=pl.Int64).alias("_ord"))
+                    k = k.with_columns(pl.lit(task, pl.Int32).alias("_task"))
+                    if len(key_sinks) == 1:
+                        key_sinks[0].write(conform(k, key_sinks[0].schema))
+                    else:
+                        for (part,), sub in k.partition_by(
+                            "_part", as_dict=True, maintain_order=True
+                        ).items():
+                            key_sinks[int(part)].write(conform(sub, key_sinks[int(part)].schema))
             ord_ += frame.height
             live.write(conform(frame, job.out_schema))
         for s in sinks:
@@ -336,12 +347,8 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
     return result
 
 
-def _n_cols(steps: list[Step], upto: int) -> int:
-    return sum(len(s.output_columns()) for s in steps[: upto + 1])
-
-
 def _with_nulls(frame: pl.DataFrame, step: Step) -> pl.DataFrame:
-    extra = step.output_columns()
+    extra = {k: v for k, v in step.output_columns().items() if k not in frame.columns}
     if not extra:
         return frame
     nulls = pl.DataFrame(pl.from_arrow(pa.schema(list(extra.items())).empty_table()))
@@ -376,37 +383,31 @@ def _source_frames(
     yield from _frames(table, job.batch_rows)
 
 
-# --------------------------------------------------------------------------- global decisions
+# --------------------------------------------------------------------------- global phases
 
 
 @dataclass
-class DecideJob:
-    """Run a global step's ``decide`` over the key tables of every task."""
+class PhaseJob:
+    """Run one phase of a global step (``step.<method>(ctx, item)``) for each item."""
 
-    work: str
-    stage: int  # the stage whose keys are read
     step: GlobalStep
-    key_files: list[str]
+    method: str
+    ctx: GlobalContext
 
 
-def decision_file(work: str | Path, stage: int) -> Path:
-    return Path(work) / f"g{stage}" / "decisions.arrow"
+def phase_marker(ctx: GlobalContext, method: str, item: int) -> Path:
+    return Path(ctx.work) / f"{method}-{item:05d}.done.json"
 
 
-def run_decide(job: DecideJob, _item: int = 0) -> dict[str, Any]:
-    """Compute the decisions of a global step (one task); resumable via its marker."""
-    out = decision_file(job.work, job.stage)
-    marker = out.with_suffix(".done.json")
+def run_phase(job: PhaseJob, item: int) -> dict[str, Any]:
+    """Run one item of a global phase; resumable via its marker."""
+    marker = phase_marker(job.ctx, job.method, item)
     if marker.exists():
         return json.loads(marker.read_text())
-    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(job.ctx.work).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    keys = pl.scan_ipc(job.key_files) if job.key_files else pl.LazyFrame()
-    decisions = job.step.decide(keys)
-    decisions = decisions.sort(["_task", "_ord"])
-    with atomic_path(out) as tmp:
-        decisions.write_ipc(tmp, compression="uncompressed")
-    result = {"stage": job.stage, "rows": decisions.height, "seconds": time.perf_counter() - t0}
+    result = getattr(job.step, job.method)(job.ctx, item) or {}
+    result = {**result, "seconds": time.perf_counter() - t0}
     write_json_atomic(marker, result)
     return result
 

@@ -115,35 +115,95 @@ class Step:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+@dataclass
+class GlobalContext:
+    """What a global step may know about the run. Paths point into the run's work folder.
+
+    Attributes:
+        work: the step's own folder (``OUT/_work/<run>/g<stage>``), for side files and results.
+        stage_dir: folder of the stage whose live rows the keys describe.
+        n_tasks: number of tasks (input files).
+        task: the current task (in ``keys`` and ``annotate``), else -1.
+        ord_offset: in ``keys`` and ``annotate``, the position of the batch's first row among the
+            task's live rows (at the keys stage).
+        task_rows: in phases and ``annotate``, live rows per task when the keys were taken.
+    """
+
+    work: str
+    stage_dir: str
+    n_tasks: int
+    partitions: int = 1
+    task: int = -1
+    ord_offset: int = 0
+    task_rows: tuple[int, ...] = ()
+
+    def key_file(self, task: int, part: int = 0) -> str:
+        """The key file of task ``task`` for key partition ``part``."""
+        return f"{self.stage_dir}/t{task:05d}.keys.p{part:03d}.arrow"
+
+    def key_files(self, part: int = 0) -> list[str]:
+        """The key files of every task for key partition ``part``, in task order."""
+        return [self.key_file(t, part) for t in range(self.n_tasks)]
+
+    def live_file(self, task: int) -> str:
+        """The Arrow IPC file holding task ``task``'s live rows (the rows the keys describe)."""
+        return f"{self.stage_dir}/t{task:05d}.live.arrow"
+
+    def path(self, name: str) -> str:
+        """A file in the step's own folder."""
+        return f"{self.work}/{name}"
+
+    def decisions_path(self) -> str:
+        """Where the last phase must write the decision table."""
+        return self.path("decisions.arrow")
+
+    def task_offset(self, task: int) -> int:
+        """Global position of task ``task``'s first row (rows of earlier tasks)."""
+        return int(sum(self.task_rows[:task]))
+
+
 @dataclass(kw_only=True)
 class GlobalStep(Step):
     """A step that needs to see every shard before it can decide (a barrier).
 
-    It runs in three phases:
-
-    1. ``keys(frame)`` on every batch of every task (in parallel): a small table of what the
-       decision needs (e.g. a content hash). The runner adds ``_task`` and ``_ord`` (the row's
-       position among the task's live rows) and writes it to the work folder.
-    2. ``decide(keys)`` once, over the key tables of all tasks, in task order: returns the rows
-       to drop as a frame with ``_task``, ``_ord``, ``reason``, ``detail`` and the step's declared
-       output columns for every row it has something to say about.
-    3. ``annotate(frame, decisions)`` on every batch again: applies the decisions.
+    1. ``keys(frame, ctx)`` on every batch of every task (in parallel) returns a small table of
+       what the decision needs (e.g. a content hash). The runner adds ``_task`` and ``_ord`` (the
+       row's position among the task's live rows) and writes it to the work folder, split by the
+       ``_part`` column into ``partitions`` files per task. ``keys`` may also write side files under
+       ``ctx.work`` (e.g. signatures), named by task and ``ctx.ord_offset``.
+    2. ``phases(ctx)`` lists ``(method name, items)``; the runner calls ``method(ctx, item)`` for
+       every item, phase after phase, as resumable executor tasks. The last phase writes the
+       decision table to ``ctx.decisions_path()``: ``_task``, ``_ord``, ``reason``, ``detail`` and
+       the step's declared columns, for every row it has something to say about.
+    3. ``annotate(frame, decisions, ctx)`` on every batch again applies the decisions (``_ord``
+       relative to the batch).
     """
 
     scope: ClassVar[str] = "global"
 
+    @property
+    def partitions(self) -> int:
+        """How many partitions the key table is split into (the ``_part`` column)."""
+        return 1
+
     def keys_schema(self) -> dict[str, pa.DataType]:
-        """Declared columns of the key table (besides ``_task`` and ``_ord``)."""
+        """Declared columns of the key table (besides ``_task``, ``_ord`` and ``_part``)."""
         raise NotImplementedError
 
-    def keys(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def keys(self, frame: pl.DataFrame, ctx: GlobalContext) -> pl.DataFrame:
         raise NotImplementedError
 
-    def decide(self, keys: pl.LazyFrame) -> pl.DataFrame:
+    def phases(self, ctx: GlobalContext) -> list[tuple[str, int]]:
+        """``[(method name, number of items), ...]`` run after all keys are written."""
         raise NotImplementedError
 
-    def annotate(self, frame: pl.DataFrame, decisions: pl.DataFrame) -> StepOutput:
+    def annotate(self, frame: pl.DataFrame, decisions: pl.DataFrame | None, ctx: GlobalContext) -> StepOutput:
         raise NotImplementedError
+
+    def report_tables(self) -> list[str]:
+        """Names of report tables the phases write as ``ctx.path(name + '.arrow')``; each is
+        published as ``OUT/<name>/part-00000.arrow``."""
+        return []
 
 
 def _plain(value: Any) -> Any:

@@ -21,8 +21,9 @@ import pyarrow as pa
 import xxhash
 
 from dataforge.errors import ConfigError, choices
+from dataforge.io.shards import atomic_path
 from dataforge.registry import register
-from dataforge.step import GlobalStep, StepOutput
+from dataforge.step import GlobalContext, GlobalStep, StepOutput
 
 NORMALIZE = ("none", "whitespace", "lower")
 KEEP = ("first", "last")
@@ -79,10 +80,20 @@ class ExactDedup(GlobalStep):
     def keys_schema(self) -> dict[str, pa.DataType]:
         return {"hi": pa.uint64(), "lo": pa.uint64(), "id": pa.large_string()}
 
-    def keys(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def keys(self, frame: pl.DataFrame, ctx: GlobalContext) -> pl.DataFrame:
         return content_hashes(frame, self.normalize).select("hi", "lo").with_columns(frame["id"])
 
-    def decide(self, keys: pl.LazyFrame) -> pl.DataFrame:
+    def phases(self, ctx: GlobalContext) -> list[tuple[str, int]]:
+        return [("decide", 1)]
+
+    def decide(self, ctx: GlobalContext, item: int) -> dict[str, int]:
+        """Find every group of equal hashes across all tasks; write the decision table."""
+        decisions = self._decisions(pl.scan_ipc(ctx.key_files()))
+        with atomic_path(ctx.decisions_path()) as tmp:
+            decisions.write_ipc(tmp, compression="uncompressed")
+        return {"rows": decisions.height, "dropped": int(decisions["reason"].is_not_null().sum())}
+
+    def _decisions(self, keys: pl.LazyFrame) -> pl.DataFrame:
         if not keys.collect_schema().names():
             return pl.DataFrame(
                 schema={
@@ -121,7 +132,7 @@ class ExactDedup(GlobalStep):
             .collect(engine="streaming")
         )
 
-    def annotate(self, frame: pl.DataFrame, decisions: pl.DataFrame | None) -> StepOutput:
+    def annotate(self, frame: pl.DataFrame, decisions: pl.DataFrame | None, ctx: GlobalContext) -> StepOutput:
         h = content_hashes(frame, self.normalize)
         base = frame.with_columns(
             h["content_hash"], pl.lit(1, pl.Int32).alias("exact_dups"), pl.lit(None, pl.Utf8).alias("dup_of")

@@ -196,8 +196,10 @@ def verify_shards(out: str | Path, manifest: dict[str, Any] | None = None) -> li
     out = Path(out)
     manifest = manifest or read_manifest(out)
     problems: list[str] = []
-    for group in ("shards", "dropped", "rejects"):
-        for entry in manifest.get(group, []):
+    groups = [manifest.get(g, []) for g in ("shards", "dropped", "rejects")]
+    groups += list(manifest.get("reports", {}).values())
+    for entries in groups:
+        for entry in entries:
             p = out / entry["path"]
             if not p.is_file():
                 problems.append(f"{entry['path']}: missing")

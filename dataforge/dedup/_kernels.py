@@ -1,0 +1,489 @@
+"""Compiled kernels (numba) for MinHash: tokenizing, XXH3-64 word hashing, n-grams, permutations.
+
+Everything here works on flat NumPy buffers: the UTF-8 bytes of a batch of documents and their
+offsets. ``xxh3_64`` is the XXH3 64-bit hash (seed 0, default secret) of the xxHash specification;
+``tests/dedup/test_kernels.py`` checks it against the ``xxhash`` library for every length class.
+Kernels are compiled on first use and cached next to this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# XXH3's default secret (the xxHash specification's kSecret, 192 bytes).
+_SECRET = np.array(
+    [
+        0xB8, 0xFE, 0x6C, 0x39, 0x23, 0xA4, 0x4B, 0xBE, 0x7C, 0x01, 0x81, 0x2C, 0xF7, 0x21, 0xAD, 0x1C,
+        0xDE, 0xD4, 0x6D, 0xE9, 0x83, 0x90, 0x97, 0xDB, 0x72, 0x40, 0xA4, 0xA4, 0xB7, 0xB3, 0x67, 0x1F,
+        0xCB, 0x79, 0xE6, 0x4E, 0xCC, 0xC0, 0xE5, 0x78, 0x82, 0x5A, 0xD0, 0x7D, 0xCC, 0xFF, 0x72, 0x21,
+        0xB8, 0x08, 0x46, 0x74, 0xF7, 0x43, 0x24, 0x8E, 0xE0, 0x35, 0x90, 0xE6, 0x81, 0x3A, 0x26, 0x4C,
+        0x3C, 0x28, 0x52, 0xBB, 0x91, 0xC3, 0x00, 0xCB, 0x88, 0xD0, 0x65, 0x8B, 0x1B, 0x53, 0x2E, 0xA3,
+        0x71, 0x64, 0x48, 0x97, 0xA2, 0x0D, 0xF9, 0x4E, 0x38, 0x19, 0xEF, 0x46, 0xA9, 0xDE, 0xAC, 0xD8,
+        0xA8, 0xFA, 0x76, 0x3F, 0xE3, 0x9C, 0x34, 0x3F, 0xF9, 0xDC, 0xBB, 0xC7, 0xC7, 0x0B, 0x4F, 0x1D,
+        0x8A, 0x51, 0xE0, 0x4B, 0xCD, 0xB4, 0x59, 0x31, 0xC8, 0x9F, 0x7E, 0xC9, 0xD9, 0x78, 0x73, 0x64,
+        0xEA, 0xC5, 0xAC, 0x83, 0x34, 0xD3, 0xEB, 0xC3, 0xC5, 0x81, 0xA0, 0xFF, 0xFA, 0x13, 0x63, 0xEB,
+        0x17, 0x0D, 0xDD, 0x51, 0xB7, 0xF0, 0xDA, 0x49, 0xD3, 0x16, 0x55, 0x26, 0x29, 0xD4, 0x68, 0x9E,
+        0x2B, 0x16, 0xBE, 0x58, 0x7D, 0x47, 0xA1, 0xFC, 0x8F, 0xF8, 0xB8, 0xD1, 0x7A, 0xD0, 0x31, 0xCE,
+        0x45, 0xCB, 0x3A, 0x8F, 0x95, 0x16, 0x04, 0x28, 0xAF, 0xD7, 0xFB, 0xCA, 0xBB, 0x4B, 0x40, 0x7E,
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+
+_P32_1 = np.uint64(0x9E3779B1)
+_P32_2 = np.uint64(0x85EBCA77)
+_P32_3 = np.uint64(0xC2B2AE3D)
+_P64_1 = np.uint64(0x9E3779B185EBCA87)
+_P64_2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P64_3 = np.uint64(0x165667B19E3779F9)
+_P64_4 = np.uint64(0x85EBCA77C2B2AE63)
+_P64_5 = np.uint64(0x27D4EB2F165667C5)
+_MX1 = np.uint64(0x165667919E3779F9)
+_MX2 = np.uint64(0x9FB21C651E98DF25)
+_M32 = np.uint64(0xFFFFFFFF)
+_NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(inline="always")
+def _r64(b, i):
+    return (
+        np.uint64(b[i])
+        | (np.uint64(b[i + 1]) << np.uint64(8))
+        | (np.uint64(b[i + 2]) << np.uint64(16))
+        | (np.uint64(b[i + 3]) << np.uint64(24))
+        | (np.uint64(b[i + 4]) << np.uint64(32))
+        | (np.uint64(b[i + 5]) << np.uint64(40))
+        | (np.uint64(b[i + 6]) << np.uint64(48))
+        | (np.uint64(b[i + 7]) << np.uint64(56))
+    )
+
+
+@njit(inline="always")
+def _r32(b, i):
+    return (
+        np.uint64(b[i])
+        | (np.uint64(b[i + 1]) << np.uint64(8))
+        | (np.uint64(b[i + 2]) << np.uint64(16))
+        | (np.uint64(b[i + 3]) << np.uint64(24))
+    )
+
+
+@njit(inline="always")
+def _rotl(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@njit(inline="always")
+def _swap64(x):
+    out = np.uint64(0)
+    for k in range(8):
+        out = (out << np.uint64(8)) | ((x >> np.uint64(8 * k)) & np.uint64(0xFF))
+    return out
+
+
+@njit(inline="always")
+def _mul128_fold64(a, b):
+    a_lo = a & _M32
+    a_hi = a >> np.uint64(32)
+    b_lo = b & _M32
+    b_hi = b >> np.uint64(32)
+    lo_lo = a_lo * b_lo
+    hi_lo = a_hi * b_lo
+    lo_hi = a_lo * b_hi
+    hi_hi = a_hi * b_hi
+    cross = (lo_lo >> np.uint64(32)) + (hi_lo & _M32) + lo_hi
+    upper = (hi_lo >> np.uint64(32)) + (cross >> np.uint64(32)) + hi_hi
+    lower = (cross << np.uint64(32)) | (lo_lo & _M32)
+    return lower ^ upper
+
+
+@njit(inline="always")
+def _xxh64_avalanche(h):
+    h ^= h >> np.uint64(33)
+    h *= _P64_2
+    h ^= h >> np.uint64(29)
+    h *= _P64_3
+    return h ^ (h >> np.uint64(32))
+
+
+@njit(inline="always")
+def _xxh3_avalanche(h):
+    h ^= h >> np.uint64(37)
+    h *= _MX1
+    return h ^ (h >> np.uint64(32))
+
+
+@njit(inline="always")
+def _rrmxmx(h, length):
+    h ^= _rotl(h, 49) ^ _rotl(h, 24)
+    h *= _MX2
+    h ^= (h >> np.uint64(35)) + np.uint64(length)
+    h *= _MX2
+    return h ^ (h >> np.uint64(28))
+
+
+@njit(inline="always")
+def _mix16(b, i, s, si):
+    lo = _r64(b, i)
+    hi = _r64(b, i + 8)
+    return _mul128_fold64(lo ^ _r64(s, si), hi ^ _r64(s, si + 8))
+
+
+@njit
+def _xxh3_long(b, start, length, s):
+    acc = np.empty(8, dtype=np.uint64)
+    acc[0] = _P32_3
+    acc[1] = _P64_1
+    acc[2] = _P64_2
+    acc[3] = _P64_3
+    acc[4] = _P64_4
+    acc[5] = _P32_2
+    acc[6] = _P64_5
+    acc[7] = _P32_1
+    stripes_per_block = (192 - 64) // 8
+    block_len = 64 * stripes_per_block
+    nb_blocks = (length - 1) // block_len
+    for n in range(nb_blocks):
+        for st in range(stripes_per_block):
+            _accumulate_512(acc, b, start + n * block_len + st * 64, s, st * 8)
+        _scramble(acc, s, 192 - 64)
+    nb_stripes = ((length - 1) - block_len * nb_blocks) // 64
+    for st in range(nb_stripes):
+        _accumulate_512(acc, b, start + nb_blocks * block_len + st * 64, s, st * 8)
+    _accumulate_512(acc, b, start + length - 64, s, 192 - 64 - 7)
+    result = np.uint64(length) * _P64_1
+    for i in range(4):
+        result += _mul128_fold64(acc[2 * i] ^ _r64(s, 11 + 16 * i), acc[2 * i + 1] ^ _r64(s, 11 + 16 * i + 8))
+    return _xxh3_avalanche(result)
+
+
+@njit
+def _accumulate_512(acc, b, i, s, si):
+    for k in range(8):
+        data_val = _r64(b, i + 8 * k)
+        data_key = data_val ^ _r64(s, si + 8 * k)
+        acc[k ^ 1] += data_val
+        acc[k] += (data_key & _M32) * (data_key >> np.uint64(32))
+
+
+@njit
+def _scramble(acc, s, si):
+    for k in range(8):
+        a = acc[k]
+        a ^= a >> np.uint64(47)
+        a ^= _r64(s, si + 8 * k)
+        a *= _P32_1
+        acc[k] = a
+
+
+@njit(inline="always")
+def xxh3_64(b, start, length):
+    """XXH3-64 (seed 0, default secret) of ``b[start:start+length]``."""
+    s = _SECRET
+    if length <= 16:
+        if length > 8:
+            bitflip1 = _r64(s, 24) ^ _r64(s, 32)
+            bitflip2 = _r64(s, 40) ^ _r64(s, 48)
+            lo = _r64(b, start) ^ bitflip1
+            hi = _r64(b, start + length - 8) ^ bitflip2
+            acc = np.uint64(length) + _swap64(lo) + hi + _mul128_fold64(lo, hi)
+            return _xxh3_avalanche(acc)
+        if length >= 4:
+            in1 = _r32(b, start)
+            in2 = _r32(b, start + length - 4)
+            bitflip = _r64(s, 8) ^ _r64(s, 16)
+            keyed = (in2 + (in1 << np.uint64(32))) ^ bitflip
+            return _rrmxmx(keyed, length)
+        if length > 0:
+            c1 = np.uint64(b[start])
+            c2 = np.uint64(b[start + (length >> 1)])
+            c3 = np.uint64(b[start + length - 1])
+            combined = (
+                (c1 << np.uint64(16)) | (c2 << np.uint64(24)) | c3 | (np.uint64(length) << np.uint64(8))
+            )
+            bitflip = _r32(s, 0) ^ _r32(s, 4)
+            return _xxh64_avalanche(combined ^ bitflip)
+        return _xxh64_avalanche(_r64(s, 56) ^ _r64(s, 64))
+    if length <= 128:
+        acc = np.uint64(length) * _P64_1
+        if length > 32:
+            if length > 64:
+                if length > 96:
+                    acc += _mix16(b, start + 48, s, 96)
+                    acc += _mix16(b, start + length - 64, s, 112)
+                acc += _mix16(b, start + 32, s, 64)
+                acc += _mix16(b, start + length - 48, s, 80)
+            acc += _mix16(b, start + 16, s, 32)
+            acc += _mix16(b, start + length - 32, s, 48)
+        acc += _mix16(b, start, s, 0)
+        acc += _mix16(b, start + length - 16, s, 16)
+        return _xxh3_avalanche(acc)
+    if length <= 240:
+        acc = np.uint64(length) * _P64_1
+        for i in range(8):
+            acc += _mix16(b, start + 16 * i, s, 16 * i)
+        acc_end = _mix16(b, start + length - 16, s, 136 - 17)
+        acc = _xxh3_avalanche(acc)
+        for i in range(8, length // 16):
+            acc_end += _mix16(b, start + 16 * i, s, 16 * (i - 8) + 3)
+        return _xxh3_avalanche(acc + acc_end)
+    return _xxh3_long(b, start, length, s)
+
+
+@njit(cache=True)
+def xxh3_many(data, offsets):
+    """XXH3-64 of every value ``data[offsets[i]:offsets[i+1]]``."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        out[i] = xxh3_64(data, offsets[i], offsets[i + 1] - offsets[i])
+    return out
+
+
+# --------------------------------------------------------------------------- SHA-1
+
+
+@njit(inline="always")
+def _rotl32(x, r):
+    return np.uint32((x << np.uint32(r)) | (x >> np.uint32(32 - r)))
+
+
+@njit
+def sha1_hash32(b, start, length, w):
+    """datasketch's ``sha1_hash32``: the first 4 bytes of SHA-1, read little endian.
+
+    ``w`` is a scratch array of 80 uint32.
+    """
+    h0 = np.uint32(0x67452301)
+    h1 = np.uint32(0xEFCDAB89)
+    h2 = np.uint32(0x98BADCFE)
+    h3 = np.uint32(0x10325476)
+    h4 = np.uint32(0xC3D2E1F0)
+    bits = np.uint64(length) * np.uint64(8)
+    n_blocks = (length + 8) // 64 + 1
+    total = n_blocks * 64
+    for blk in range(n_blocks):
+        base = blk * 64
+        for i in range(16):
+            word = np.uint32(0)
+            for j in range(4):
+                pos = base + 4 * i + j
+                if pos < length:
+                    byte = np.uint32(b[start + pos])
+                elif pos == length:
+                    byte = np.uint32(0x80)
+                elif pos >= total - 8:
+                    byte = np.uint32((bits >> np.uint64(8 * (total - 1 - pos))) & np.uint64(0xFF))
+                else:
+                    byte = np.uint32(0)
+                word = np.uint32((word << np.uint32(8)) | byte)
+            w[i] = word
+        for i in range(16, 80):
+            w[i] = _rotl32(np.uint32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]), 1)
+        a = h0
+        bb = h1
+        c = h2
+        d = h3
+        e = h4
+        for i in range(80):
+            if i < 20:
+                f = np.uint32((bb & c) | (~bb & d))
+                k = np.uint32(0x5A827999)
+            elif i < 40:
+                f = np.uint32(bb ^ c ^ d)
+                k = np.uint32(0x6ED9EBA1)
+            elif i < 60:
+                f = np.uint32((bb & c) | (bb & d) | (c & d))
+                k = np.uint32(0x8F1BBCDC)
+            else:
+                f = np.uint32(bb ^ c ^ d)
+                k = np.uint32(0xCA62C1D6)
+            temp = np.uint32(_rotl32(a, 5) + f + e + k + w[i])
+            e = d
+            d = c
+            c = _rotl32(bb, 30)
+            bb = a
+            a = temp
+        h0 = np.uint32(h0 + a)
+        h1 = np.uint32(h1 + bb)
+        h2 = np.uint32(h2 + c)
+        h3 = np.uint32(h3 + d)
+        h4 = np.uint32(h4 + e)
+    # digest bytes 0..3 are h0 big endian; read them little endian
+    return np.uint32(
+        ((h0 & np.uint32(0xFF)) << np.uint32(24))
+        | ((h0 & np.uint32(0xFF00)) << np.uint32(8))
+        | ((h0 >> np.uint32(8)) & np.uint32(0xFF00))
+        | (h0 >> np.uint32(24))
+    )
+
+
+@njit(cache=True)
+def sha1_many(data, offsets):
+    """``sha1_hash32`` of every value ``data[offsets[i]:offsets[i+1]]``."""
+    n = offsets.shape[0] - 1
+    out = np.empty(n, dtype=np.uint32)
+    w = np.empty(80, dtype=np.uint32)
+    for i in range(n):
+        out[i] = sha1_hash32(data, offsets[i], offsets[i + 1] - offsets[i], w)
+    return out
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+@njit(cache=True)
+def non_ascii_rows(buf, offsets):
+    """True for every document holding a byte >= 0x80."""
+    n_docs = offsets.shape[0] - 1
+    out = np.zeros(n_docs, dtype=np.bool_)
+    for d in range(n_docs):
+        for i in range(offsets[d], offsets[d + 1]):
+            if buf[i] >= 0x80:
+                out[d] = True
+                break
+    return out
+
+
+@njit(cache=True)
+def canonical(buf, offsets, table):
+    """Map every byte through ``table`` (32 = separator, 255 = digit), collapse each run of
+    separators to one space and each run of digits to one ``0``, and trim each document.
+
+    With a table that maps only ASCII whitespace to 32, this just collapses whitespace, so that
+    words are always separated by exactly one space. Returns the new bytes and offsets.
+    """
+    n_docs = offsets.shape[0] - 1
+    out = np.empty(buf.shape[0], dtype=np.uint8)
+    out_offsets = np.empty(n_docs + 1, dtype=np.int64)
+    w = 0
+    out_offsets[0] = 0
+    for d in range(n_docs):
+        doc_start = w
+        prev = np.uint8(32)  # as if a separator preceded the document
+        for i in range(offsets[d], offsets[d + 1]):
+            c = table[buf[i]]
+            if c == 32:
+                if prev != 32:
+                    out[w] = 32
+                    w += 1
+            elif c == 255:
+                if prev != 255:
+                    out[w] = 48  # "0"
+                    w += 1
+            else:
+                out[w] = c
+                w += 1
+            prev = c
+        if w > doc_start and out[w - 1] == 32:
+            w -= 1
+        out_offsets[d + 1] = w
+    return out[:w], out_offsets
+
+
+# --------------------------------------------------------------------------- shingles
+
+
+@njit(inline="always")
+def _hash_span(buf, start, length, mode, w):
+    if mode == 0:
+        return np.uint32(xxh3_64(buf, start, length) >> np.uint64(32))
+    return sha1_hash32(buf, start, length, w)
+
+
+@njit(cache=True)
+def word_shingle_hashes(buf, offsets, n, mode):
+    """32-bit hashes of every word n-gram of canonical text (words separated by one space).
+
+    The n-gram's bytes are its words joined by one space. ``mode`` 0 = high half of XXH3-64,
+    1 = datasketch's ``sha1_hash32``. A document with fewer than ``n`` words has one shingle
+    (its whole text); an empty one has none. Returns hashes (flat) and shingles per document.
+    """
+    n_docs = offsets.shape[0] - 1
+    n_sh = np.zeros(n_docs, dtype=np.int64)
+    out = np.empty(buf.shape[0] // 2 + n_docs + 1, dtype=np.uint32)
+    starts = np.empty(n, dtype=np.int64)  # ring of word starts
+    w = np.empty(80, dtype=np.uint32)
+    o = 0
+    for d in range(n_docs):
+        lo = offsets[d]
+        hi = offsets[d + 1]
+        if hi == lo:
+            continue
+        words = 0
+        i = lo
+        while i < hi:
+            j = i
+            while j < hi and buf[j] != 32:
+                j += 1
+            starts[words % n] = i
+            words += 1
+            if words >= n:
+                first = starts[(words - n) % n]
+                out[o] = _hash_span(buf, first, j - first, mode, w)
+                o += 1
+            i = j + 1
+        if words < n:
+            out[o] = _hash_span(buf, lo, hi - lo, mode, w)
+            o += 1
+            n_sh[d] = 1
+        else:
+            n_sh[d] = words - n + 1
+    return out[:o], n_sh
+
+
+@njit(cache=True)
+def char_shingle_hashes(buf, offsets, n, mode):
+    """32-bit hashes of every window of ``n`` characters (UTF-8 code points); see
+    :func:`word_shingle_hashes` for ``mode`` and short documents."""
+    n_docs = offsets.shape[0] - 1
+    n_sh = np.zeros(n_docs, dtype=np.int64)
+    out = np.empty(buf.shape[0] + n_docs, dtype=np.uint32)
+    starts = np.empty(n + 1, dtype=np.int64)  # ring of code point starts
+    w = np.empty(80, dtype=np.uint32)
+    o = 0
+    for d in range(n_docs):
+        lo = offsets[d]
+        hi = offsets[d + 1]
+        seen = 0
+        for i in range(lo, hi + 1):
+            if i < hi and (buf[i] & 0xC0) == 0x80:
+                continue  # continuation byte
+            starts[seen % (n + 1)] = i
+            if seen >= n:
+                first = starts[(seen - n) % (n + 1)]
+                out[o] = _hash_span(buf, first, i - first, mode, w)
+                o += 1
+                n_sh[d] += 1
+            seen += 1
+        if n_sh[d] == 0 and hi > lo:
+            out[o] = _hash_span(buf, lo, hi - lo, mode, w)
+            o += 1
+            n_sh[d] = 1
+    return out[:o], n_sh
+
+
+# --------------------------------------------------------------------------- permutations
+
+
+@njit(cache=True)
+def minhash_signatures(hv, n_sh, a, b):
+    """MinHash of each document's shingle hashes ``hv`` (datasketch ``affine32``: fmix32 pre-mix,
+    ``a*h + b mod 2^32``, minimum per permutation). Empty documents keep ``2^32 - 1``."""
+    n_docs = n_sh.shape[0]
+    num_perm = a.shape[0]
+    sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    pos = 0
+    for d in range(n_docs):
+        row = sig[d]
+        for s in range(pos, pos + n_sh[d]):
+            x = hv[s]
+            x = np.uint32(x ^ (x >> np.uint32(16)))
+            x = np.uint32(x * np.uint32(0x85EBCA6B))
+            x = np.uint32(x ^ (x >> np.uint32(13)))
+            x = np.uint32(x * np.uint32(0xC2B2AE35))
+            x = np.uint32(x ^ (x >> np.uint32(16)))
+            for k in range(num_perm):
+                row[k] = min(row[k], np.uint32(a[k] * x + b[k]))
+        pos += n_sh[d]
+    return sig

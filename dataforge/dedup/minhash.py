@@ -1,0 +1,259 @@
+"""MinHash signatures: normalization, shingling, hashing and permutations over whole batches.
+
+Pipeline for one batch of texts (compiled kernels in ``_kernels.py``; no per-document Python):
+
+1. **normalize** (optional, on by default), see :func:`normalize_text`: lowercase; on rows that
+   hold non-ASCII text, NFKD, combining marks removed and common Unicode punctuation -> space; then
+   each run of digits -> ``0``; ASCII punctuation, symbols and whitespace -> space; spaces collapsed,
+   ends trimmed.
+2. **shingles**: word n-grams (``word:5``: five consecutive words) or character n-grams
+   (``char:24``: 24 consecutive code points) of the normalized text. Words are split on ASCII
+   whitespace. A document shorter than one shingle has one shingle, its whole (normalized) text;
+   an empty document has none and never matches anything.
+3. **hash** each shingle to 32 bits:
+   - ``xxh3`` (default; fast and stable across versions): each word is hashed with XXH3-64; a word
+     n-gram is the polynomial ``sum(w[i+k] * M^(n-1-k)) mod 2^64`` of its word hashes finished with
+     MurmurHash3's 64-bit finalizer, high 32 bits. A character n-gram is the high 32 bits of XXH3-64
+     of its UTF-8 bytes.
+   - ``sha1``: the first 4 bytes (little endian) of SHA-1 of the shingle's UTF-8 bytes (word n-grams
+     joined by one space), exactly datasketch's ``sha1_hash32``, so signatures equal
+     ``datasketch.MinHash(num_perm, seed).update_batch(shingles).hashvalues`` bit for bit.
+4. **permute**: datasketch 2.0's ``affine32`` scheme: MurmurHash3's ``fmix32`` pre-mix, then
+   ``a*h + b mod 2^32`` with ``a``, ``b`` drawn from ``np.random.RandomState(seed)`` exactly as
+   datasketch draws them; a signature is the minimum per permutation.
+
+:func:`shingles` is the plain-Python reference of steps 1-2 (used by tests and for feeding
+datasketch directly).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from dataforge.dedup import _kernels as K
+from dataforge.errors import ConfigError, choices
+
+HASHES = ("xxh3", "sha1")
+SHINGLE_KINDS = ("word", "char")
+MAX_HASH = np.uint32(0xFFFFFFFF)
+
+# Common Unicode punctuation and symbols treated as separators (on rows with non-ASCII text).
+_UNICODE_PUNCT = (
+    "\u00a0\u00a1\u00a6\u00a7\u00a8\u00a9\u00ab\u00ac\u00ae\u00af\u00b0\u00b1\u00b4\u00b6\u00b7\u00b8"
+    "\u00bb\u00bf\u00d7\u00f7\u2010\u2011\u2012\u2013\u2014\u2015\u2016\u2017\u2018\u2019\u201a"
+    "\u201b\u201c\u201d\u201e\u201f\u2020\u2021\u2022\u2026\u2030\u2032\u2033\u2039\u203a\u2044"
+    "\u20ac\u2122\u2212\u3000\u3001\u3002\uff01\uff08\uff09\uff0c\uff1a\uff1b\uff1f"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f"
+    "\u0085\u1680"
+)
+_UNICODE_TABLE = {ord(c): " " for c in _UNICODE_PUNCT}
+_ASCII_SEPARATORS = string.punctuation + "".join(map(chr, range(33))) + "\x7f"
+_DIGITS = re.compile(r"[0-9]+")
+_ASCII_SEP = re.compile("[" + re.escape(_ASCII_SEPARATORS) + "]+")
+_ASCII_WS = re.compile(r"[ \t\n\r\x0b\x0c]+")
+
+
+def _byte_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint8)
+    for c in _ASCII_SEPARATORS:
+        table[ord(c)] = 32
+    for c in string.ascii_uppercase:
+        table[ord(c)] = ord(c.lower())
+    for c in string.digits:
+        table[ord(c)] = 255  # digit marker: runs collapse to "0"
+    return table
+
+
+_TABLE = _byte_table()
+_WS_TABLE = np.arange(256, dtype=np.uint8)
+_WS_TABLE[[9, 10, 11, 12, 13]] = 32
+_CHUNK_BYTES = 8 << 20  # documents are processed in groups of about this many bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinHashParams:
+    """How documents become signatures.
+
+    Args:
+        num_perm: permutations (signature length).
+        seed: seed of the permutations (datasketch's ``seed``; default 1 as in datasketch).
+        shingle: ``word:N`` or ``char:N``.
+        normalize: apply the normalization described in the module docstring.
+        hash: ``xxh3`` (fast) or ``sha1`` (datasketch-identical).
+    """
+
+    num_perm: int = 128
+    seed: int = 1
+    shingle: str = "word:5"
+    normalize: bool = True
+    hash: str = "xxh3"
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.num_perm, int)
+            or isinstance(self.num_perm, bool)
+            or not 2 <= self.num_perm <= 1024
+        ):
+            msg = f"num_perm must be an integer in [2, 1024], got {self.num_perm!r}"
+            raise ConfigError(msg)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            msg = f"seed must be an integer in [0, 2^32), got {self.seed!r}"
+            raise ConfigError(msg)
+        if self.hash not in HASHES:
+            msg = f"unknown hash {self.hash!r}; valid: {choices(HASHES)}"
+            raise ConfigError(msg)
+        self.shingle_kind()  # validates
+
+    def shingle_kind(self) -> tuple[str, int]:
+        kind, _, n = self.shingle.partition(":")
+        if kind not in SHINGLE_KINDS or not n.isdigit() or not 1 <= int(n) <= 64:
+            msg = f"shingle must be word:N or char:N with 1 <= N <= 64, got {self.shingle!r}"
+            raise ConfigError(msg)
+        return kind, int(n)
+
+
+@functools.cache
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` uint32 arrays of datasketch 2.0's ``affine32`` scheme for ``seed``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def normalize_text(text: str) -> str:
+    """Plain-Python reference of the normalization, for one string.
+
+    Example:
+        >>> normalize_text("Café  RÉSUMÉ: 1,250 units (2024)!")
+        'cafe resume 0 0 units 0'
+    """
+    text = text.lower()
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        text = text.translate(_UNICODE_TABLE)
+    text = _DIGITS.sub("0", text)
+    return _ASCII_SEP.sub(" ", text).strip(" ")
+
+
+def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes and int64 offsets of a string column (zero-copy where possible)."""
+    arr = texts.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    if arr.null_count:
+        arr = arr.fill_null("")
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    return data, offsets
+
+
+def _unicode_fix(texts: pl.Series) -> pl.Series:
+    """Lowercase, NFKD, drop combining marks, map Unicode punctuation to spaces."""
+    return (
+        texts.str.to_lowercase()
+        .str.normalize("NFKD")
+        .str.replace_all(r"\p{Mn}", "")
+        .str.replace_many(list(_UNICODE_PUNCT), [" "] * len(_UNICODE_PUNCT))
+    )
+
+
+def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes and offsets of the canonical texts (normalized, or with whitespace collapsed only)."""
+    data, offsets = _buffers(texts)
+    if not normalize:
+        return K.canonical(data, offsets, _WS_TABLE)
+    non_ascii = K.non_ascii_rows(data, offsets)
+    if non_ascii.any():
+        idx = np.flatnonzero(non_ascii)
+        fixed = _unicode_fix(texts.gather(idx))
+        texts = texts.scatter(idx, fixed)
+        data, offsets = _buffers(texts)
+    return K.canonical(data, offsets, _TABLE)
+
+
+def normalize_texts(texts: pl.Series) -> pl.Series:
+    """Vectorized :func:`normalize_text` over a column."""
+    data, offsets = normalized_buffers(texts)
+    arr = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return pl.Series(texts.name, arr, dtype=pl.Utf8)
+
+
+def shingles(text: str, *, shingle: str = "word:5", normalize: bool = True) -> list[bytes]:
+    """The shingles of one document as UTF-8 bytes (reference implementation).
+
+    Feeding these to ``datasketch.MinHash(num_perm, seed).update_batch(...)`` gives the same
+    hash values as dataforge's ``hash="sha1"`` mode.
+
+    Example:
+        >>> shingles("The quick brown fox.", shingle="word:2")
+        [b'the quick', b'quick brown', b'brown fox']
+    """
+    kind, n = MinHashParams(shingle=shingle).shingle_kind()
+    t = normalize_text(text) if normalize else _ASCII_WS.sub(" ", text).strip(" ")
+    if kind == "word":
+        words = t.split(" ") if t else []
+        if not words:
+            return []
+        if len(words) < n:
+            return [" ".join(words).encode()]
+        return [" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)]
+    if not t:
+        return []
+    if len(t) < n:
+        return [t.encode()]
+    return [t[i : i + n].encode() for i in range(len(t) - n + 1)]
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def shingle_hashes(texts: pl.Series, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-permutation uint32 hashes of every shingle (flat, document order) and shingles per doc."""
+    kind, n = params.shingle_kind()
+    data, offsets = normalized_buffers(texts, normalize=params.normalize)
+    mode = 0 if params.hash == "xxh3" else 1
+    if kind == "word":
+        return K.word_shingle_hashes(data, offsets, n, mode)
+    return K.char_shingle_hashes(data, offsets, n, mode)
+
+
+def signatures(texts: pl.Series, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of ``texts`` (uint32, documents x num_perm) and shingles per document.
+
+    Documents are processed in groups of about 8 MB of text, so memory stays bounded.
+
+    Example:
+        >>> sig, n = signatures(pl.Series(["a b c d e f", ""]), MinHashParams(num_perm=4))
+        >>> sig.shape, n.tolist()
+        ((2, 4), [2, 0])
+    """
+    a, b = permutations(params.num_perm, params.seed)
+    lengths = texts.str.len_bytes().fill_null(0).to_numpy()
+    sigs, counts = [], []
+    start = 0
+    n_docs = len(texts)
+    while start < n_docs or (n_docs == 0 and not sigs):
+        cum = np.cumsum(lengths[start:])
+        stop = start + max(1, int(np.searchsorted(cum, _CHUNK_BYTES, side="right")))
+        stop = min(stop, n_docs)
+        hv, n_sh = shingle_hashes(texts.slice(start, stop - start), params)
+        sigs.append(K.minhash_signatures(hv, n_sh, a, b))
+        counts.append(n_sh)
+        start = stop
+        if n_docs == 0:
+            break
+    return np.concatenate(sigs), np.concatenate(counts)
