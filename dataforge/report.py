@@ -181,6 +181,30 @@ class RunReport:
         if counters:
             lines += ["", "## Step counters", "", "| step | counter | value |", "|---|---|---:|"]
             lines += [f"| {s} | {k} | {v:,} |" for s, k, v in counters]
+        for step, info in self.global_info.items():
+            fin = info.get("finalize", info.get("decide", {}))
+            if not isinstance(fin, dict):
+                continue
+            lines += ["", f"## {step}", ""]
+            lsh = fin.get("lsh")
+            if lsh:
+                lines.append(
+                    f"- LSH: {lsh['bands']} bands x {lsh['rows']} rows, threshold {lsh['threshold']}, "
+                    f"S-curve midpoint {lsh['midpoint']}, false-positive area {lsh['false_positive_area']}, "
+                    f"false-negative area {lsh['false_negative_area']}"
+                )
+                curve = ", ".join(f"P({s})={p}" for s, p in lsh["probability"].items() if float(s) >= 0.5)
+                lines.append(f"- S-curve: {curve}")
+            for key in (
+                "candidate_pairs",
+                "verified_pairs",
+                "clusters",
+                "near_duplicates",
+                "reference_duplicates",
+                "dropped",
+            ):
+                if key in fin:
+                    lines.append(f"- {key.replace('_', ' ')}: {fin[key]:,}")
         if self.ledger.rejected:
             lines += ["", "## Rejected (malformed input)", "", "| reason | rows |", "|---|---:|"]
             lines += [f"| {r} | {n:,} |" for r, n in sorted(self.ledger.rejected.items())]

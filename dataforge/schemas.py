@@ -97,14 +97,21 @@ def load_schema(name: str) -> pa.Schema:
     return pa.schema(fields, metadata={"dataforge.schema": name})
 
 
+# Columns several steps may declare (each fills them only for the rows it drops).
+SHARED_COLUMNS = {"dup_of": pa.large_string()}
+
+
 def extend(
     base: pa.Schema, extra: dict[str, pa.DataType] | list[pa.Field], *, name: str | None = None
 ) -> pa.Schema:
-    """Append columns to ``base``; a name already present is a ConfigError."""
+    """Append columns to ``base``; a name already present is a ConfigError, except for shared
+    columns such as ``dup_of``, which appear once whichever steps declare them."""
     fields = list(base)
     seen = set(base.names)
     extra_fields = list(extra) if isinstance(extra, list) else [pa.field(k, v) for k, v in extra.items()]
     for f in extra_fields:
+        if f.name in seen and SHARED_COLUMNS.get(f.name) == f.type:
+            continue
         if f.name in seen:
             msg = f"column {f.name!r} is declared twice (by the base schema or two steps)"
             raise ConfigError(msg)

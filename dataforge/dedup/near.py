@@ -298,21 +298,27 @@ class MinHashDedup(GlobalStep):
 
     def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Verify candidate pairs, match the reference, cluster, and write the decisions."""
-        edges = (
-            pl.concat([pl.read_ipc(ctx.path(f"edges-p{p:03d}.arrow")) for p in range(self.partitions)])
-            .unique(maintain_order=False)
-            .sort(["t1", "o1", "t2", "o2"])
-        )
+        edges = pl.concat([pl.read_ipc(ctx.path(f"edges-p{p:03d}.arrow")) for p in range(self.partitions)])
         offsets = np.concatenate([[0], np.cumsum(ctx.task_rows)]).astype(np.int64)
+        k1 = _node_keys(edges["t1"].to_numpy(), edges["o1"].to_numpy(), offsets)
+        k2 = _node_keys(edges["t2"].to_numpy(), edges["o2"].to_numpy(), offsets)
+        pairs = np.unique(np.stack([np.minimum(k1, k2), np.maximum(k1, k2)], axis=1), axis=0)
         bands, rows = self.lsh()
-        info: dict[str, Any] = {"lsh": s_curve(bands, rows, self.threshold), "candidate_pairs": edges.height}
-        nodes = _Nodes.collect(edges, ctx, offsets)
-        sim = _similarities(edges, nodes, self, ctx)
-        verified = edges.with_columns(pl.Series("similarity", sim, pl.Float32))
+        info: dict[str, Any] = {
+            "lsh": s_curve(bands, rows, self.threshold),
+            "candidate_pairs": int(pairs.shape[0]),
+        }
+        nodes = _Nodes.collect(np.unique(pairs), ctx, offsets)
+        left = np.searchsorted(nodes.keys, pairs[:, 0])
+        right = np.searchsorted(nodes.keys, pairs[:, 1])
+        if self.verify == "exact":
+            nodes.load_sets(ctx, self)
+        sim = nodes.similarity(left, right)
         if self.verify != "none":
-            verified = verified.filter(pl.col("similarity") >= self.threshold)
-        info["verified_pairs"] = verified.height
-        decisions, report_rows, pairs = _decide(verified, nodes, self, offsets)
+            ok = sim >= self.threshold
+            left, right, sim = left[ok], right[ok], sim[ok]
+        info["verified_pairs"] = int(left.shape[0])
+        decisions, report_rows, pair_rows = _decide(left, right, sim, nodes, self)
         info["clusters"] = int(decisions.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique())
         info["near_duplicates"] = int((decisions["reason"] == "near_duplicate").sum())
         info["reference_duplicates"] = int((decisions["reason"] == "reference_duplicate").sum())
@@ -320,7 +326,7 @@ class MinHashDedup(GlobalStep):
             decisions.write_ipc(tmp, compression="uncompressed")
         if self.report_clusters:
             _write_ipc(ctx.path("clusters.arrow"), report_rows)
-            _write_ipc(ctx.path("cluster_pairs.arrow"), pairs)
+            _write_ipc(ctx.path("cluster_pairs.arrow"), pair_rows)
         return info
 
     # ------------------------------------------------------------------ annotate
@@ -406,87 +412,101 @@ def _bucket_edges(table: pl.DataFrame) -> pl.DataFrame:
     return edges.filter(~((pl.col("t1") < 0) & (pl.col("t2") < 0))).unique()
 
 
+_REF_SHIFT = 40  # reference keys pack (file, row) as -(file << 40 | row) - 1
+
+
+def _node_keys(tasks: np.ndarray, ords: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """One int64 key per document: its global position (input order) for the corpus, a negative
+    number for reference documents."""
+    ref = tasks < 0
+    keys = np.empty(tasks.shape[0], dtype=np.int64)
+    keys[~ref] = offsets[tasks[~ref]] + ords[~ref]
+    keys[ref] = -(((-tasks[ref].astype(np.int64) - 1) << _REF_SHIFT) | ords[ref]) - 1
+    return keys
+
+
+def _split_keys(keys: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_node_keys`: (task, ord) per key."""
+    tasks = np.empty(keys.shape[0], dtype=np.int64)
+    ords = np.empty(keys.shape[0], dtype=np.int64)
+    ref = keys < 0
+    v = -keys[ref] - 1
+    tasks[ref] = -(v >> _REF_SHIFT) - 1
+    ords[ref] = v & ((1 << _REF_SHIFT) - 1)
+    t = np.searchsorted(offsets, keys[~ref], side="right") - 1
+    tasks[~ref] = t
+    ords[~ref] = keys[~ref] - offsets[t]
+    return tasks, ords
+
+
 @dataclass
 class _Nodes:
-    """The documents that appear in candidate pairs: signatures, attributes, texts on demand."""
+    """The documents that appear in candidate pairs, in key order, with what deciding needs."""
 
-    tasks: np.ndarray  # task (negative: reference file -(i+1))
+    keys: np.ndarray  # sorted node keys (references first: negative)
+    tasks: np.ndarray
     ords: np.ndarray
     sig: np.ndarray
-    ids: list[str]
-    sources: list[str]
-    rows: np.ndarray
-    length: np.ndarray
-    value: np.ndarray
-    texts: list[str] | None
-    index: dict[tuple[int, int], int]
+    attrs: pl.DataFrame  # id, source, row, length, value (aligned with keys)
     sets: tuple[np.ndarray, np.ndarray] | None = None  # unique shingle hashes per node (exact mode)
+
+    @classmethod
+    def collect(cls, keys: np.ndarray, ctx: GlobalContext, offsets: np.ndarray) -> _Nodes:
+        tasks, ords = _split_keys(keys, offsets)
+        n = keys.shape[0]
+        sig = None
+        frames: list[pl.DataFrame] = []
+        for t in np.unique(tasks):
+            idx = np.flatnonzero(tasks == t)
+            order = idx[np.argsort(ords[idx], kind="stable")]
+            folder, prefix = ("sig", f"t{int(t):05d}") if t >= 0 else ("ref/sig", f"r{int(-t - 1):05d}")
+            rows = _gather_sig(ctx.path(folder), prefix, ords[order])
+            if sig is None:
+                sig = np.empty((n, rows.shape[1]), dtype=np.uint32)
+            sig[order] = rows
+            folder = "attr" if t >= 0 else "ref/attr"
+            attr = _gather_attr(ctx.path(folder), prefix, ords[order])
+            frames.append(
+                attr.select(
+                    "id", "source", "row", *[c for c in ("length", "value") if c in attr.columns]
+                ).with_columns(pl.Series("_node", order))
+            )
+        attrs = (
+            pl.concat(frames, how="diagonal_relaxed").sort("_node")
+            if frames
+            else pl.DataFrame(schema={"id": pl.Utf8, "source": pl.Utf8, "row": pl.Int64, "_node": pl.Int64})
+        )
+        for col, dtype in (("length", pl.Int64), ("value", pl.Float64)):
+            if col not in attrs.columns:
+                attrs = attrs.with_columns(pl.lit(None, dtype).alias(col))
+        return cls(keys, tasks, ords, sig if sig is not None else np.empty((0, 1), np.uint32), attrs)
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Jaccard of node pairs: exact when the shingle sets are loaded, else estimated."""
+        if i.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
         if self.sets is not None:
             return _jaccard_pairs(self.sets[0], self.sets[1], i, j)
         return (self.sig[i] == self.sig[j]).mean(axis=1)
 
-    @classmethod
-    def collect(cls, edges: pl.DataFrame, ctx: GlobalContext, offsets: np.ndarray) -> _Nodes:
-        ends = (
-            pl.concat([edges.select(t="t1", o="o1"), edges.select(t="t2", o="o2")]).unique().sort(["t", "o"])
-        )
-        tasks = ends["t"].to_numpy()
-        ords = ends["o"].to_numpy()
-        n = tasks.shape[0]
-        sig_parts, attr_parts = [], []
-        for t in np.unique(tasks):
-            sel = ords[tasks == t]
+    def load_sets(self, ctx: GlobalContext, step: MinHashDedup) -> None:
+        """Read the nodes' texts again and keep their sorted unique shingle hashes."""
+        from dataforge.stages import read_ipc
+
+        texts: list[str | None] = [None] * self.keys.shape[0]
+        for t in np.unique(self.tasks):
+            idx = np.flatnonzero(self.tasks == t)
             if t >= 0:
-                sig_parts.append(_gather_sig(ctx.path("sig"), f"t{int(t):05d}", sel))
-                attr_parts.append(_gather_attr(ctx.path("attr"), f"t{int(t):05d}", sel))
+                table = read_ipc(ctx.live_file(int(t))).select(["text"])
+                vals = table.take(pa.array(self.ords[idx])).column("text").to_pylist()
             else:
-                sig_parts.append(_gather_sig(ctx.path("ref/sig"), f"r{int(-t - 1):05d}", sel))
-                attr_parts.append(_gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", sel))
-        sig = np.concatenate(sig_parts) if sig_parts else np.empty((0, 1), np.uint32)
-        attrs = (
-            pl.concat(attr_parts, how="diagonal_relaxed")
-            if attr_parts
-            else pl.DataFrame({"id": [], "source": [], "row": []})
-        )
-        index = {(int(t), int(o)): i for i, (t, o) in enumerate(zip(tasks, ords))}
-        length = attrs["length"].fill_null(0).to_numpy() if "length" in attrs.columns else np.zeros(n)
-        value = attrs["value"].to_numpy() if "value" in attrs.columns else np.full(n, np.nan)
-        return cls(
-            tasks,
-            ords,
-            sig,
-            attrs["id"].to_list(),
-            attrs["source"].to_list(),
-            attrs["row"].to_numpy(),
-            length,
-            value,
-            None,
-            index,
-        )
-
-    def positions(self, t: np.ndarray, o: np.ndarray) -> np.ndarray:
-        return np.array([self.index[(int(a), int(b))] for a, b in zip(t, o)], dtype=np.int64)
-
-    def load_texts(self, ctx: GlobalContext) -> list[str]:
-        if self.texts is None:
-            from dataforge.stages import read_ipc
-
-            texts: list[str] = [""] * self.tasks.shape[0]
-            for t in np.unique(self.tasks):
-                idx = np.flatnonzero(self.tasks == t)
-                if t >= 0:
-                    table = read_ipc(ctx.live_file(int(t))).select(["text"])
-                    vals = table.take(pa.array(self.ords[idx])).column("text").to_pylist()
-                else:
-                    ref = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", self.ords[idx])
-                    vals = ref["text"].to_list()
-                for i, v in zip(idx, vals):
-                    texts[i] = v
-            self.texts = texts
-        return self.texts
+                order = idx[np.argsort(self.ords[idx], kind="stable")]
+                ref = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", self.ords[order])
+                idx, vals = order, ref["text"].to_list()
+            for k, v in zip(idx, vals):
+                texts[k] = v
+        hv, counts = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
+        self.sets = _unique_sets(hv, counts)
 
 
 def _side_files(folder: str, prefix: str, ext: str) -> tuple[list[str], np.ndarray]:
@@ -508,33 +528,30 @@ def _gather_sig(folder: str, prefix: str, ords: np.ndarray) -> np.ndarray:
 def _gather_attr(folder: str, prefix: str, ords: np.ndarray) -> pl.DataFrame:
     files, _ = _side_files(folder, prefix, "arrow")
     wanted = pl.Series("_ord", ords, pl.Int64)
-    frames = [pl.read_ipc(f).filter(pl.col("_ord").is_in(wanted)) for f in files]
+    frames = [pl.read_ipc(f).filter(pl.col("_ord").is_in(wanted.implode())) for f in files]
     return pl.concat(frames).sort("_ord")
-
-
-def _similarities(edges: pl.DataFrame, nodes: _Nodes, step: MinHashDedup, ctx: GlobalContext) -> np.ndarray:
-    """Jaccard of every candidate pair: exact (shingle sets) or estimated (signatures)."""
-    if edges.height == 0:
-        return np.empty(0, dtype=np.float32)
-    i = nodes.positions(edges["t1"].to_numpy(), edges["o1"].to_numpy())
-    j = nodes.positions(edges["t2"].to_numpy(), edges["o2"].to_numpy())
-    if step.verify == "exact":
-        texts = pl.Series(nodes.load_texts(ctx), dtype=pl.Utf8)
-        hv, counts = shingle_hashes(texts, step.params())
-        nodes.sets = _unique_sets(hv, counts)
-    return nodes.similarity(i, j).astype(np.float32)
 
 
 def _unique_sets(hv: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per document, its sorted unique shingle hashes (flat) and offsets."""
-    doc = np.repeat(np.arange(counts.shape[0]), counts)
-    order = np.lexsort((hv, doc))
-    hv_s, doc_s = hv[order], doc[order]
-    keep = np.r_[True, (hv_s[1:] != hv_s[:-1]) | (doc_s[1:] != doc_s[:-1])]
-    hv_u, doc_u = hv_s[keep], doc_s[keep]
+    return _sorted_unique_segments(hv.astype(np.uint32, copy=False), counts.astype(np.int64, copy=False))
+
+
+@njit(cache=True)
+def _sorted_unique_segments(hv, counts):
+    out = np.empty_like(hv)
     offs = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.add.at(offs, doc_u + 1, 1)
-    return hv_u, np.cumsum(offs)
+    pos = 0
+    w = 0
+    for d in range(counts.shape[0]):
+        seg = np.sort(hv[pos : pos + counts[d]])
+        for k in range(seg.shape[0]):
+            if k == 0 or seg[k] != seg[k - 1]:
+                out[w] = seg[k]
+                w += 1
+        offs[d + 1] = w
+        pos += counts[d]
+    return out[:w], offs
 
 
 @njit(cache=True)
@@ -560,120 +577,131 @@ def _jaccard_pairs(values, offs, left, right):
 
 
 def _decide(
-    verified: pl.DataFrame, nodes: _Nodes, step: MinHashDedup, offsets: np.ndarray
+    left: np.ndarray, right: np.ndarray, sim: np.ndarray, nodes: _Nodes, step: MinHashDedup
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Decision table, clusters report and pairs report from the verified pairs."""
-    empty_decisions = pl.DataFrame(
-        schema={
-            "_task": pl.Int32,
-            "_ord": pl.Int64,
-            "reason": pl.Utf8,
-            "detail": pl.Utf8,
-            "cluster_id": pl.Int64,
-            "cluster_size": pl.Int32,
-            "dup_of": pl.Utf8,
-            "similarity": pl.Float32,
-        }
+    """Decision table, clusters report and pairs report from the verified pairs (node indices)."""
+    ids = nodes.attrs["id"]
+    is_ref = nodes.keys < 0
+    # 1. corpus documents near-duplicating a reference document (references sort first, so a
+    #    reference is always on the left); the most similar reference wins, then the first one
+    ref_edge = is_ref[left]
+    ref_pairs = pl.DataFrame(
+        {"node": right[ref_edge], "ref": left[ref_edge], "sim": sim[ref_edge]},
+        schema={"node": pl.Int64, "ref": pl.Int64, "sim": pl.Float64},
     )
-    t1, o1 = verified["t1"].to_numpy(), verified["o1"].to_numpy()
-    t2, o2 = verified["t2"].to_numpy(), verified["o2"].to_numpy()
-    sims = verified["similarity"].to_numpy()
-    rows: list[dict[str, Any]] = []
-    # 1. documents near-duplicating the reference (t1 < 0 sorts first; refs are never both ends)
-    ref_edge = t1 < 0
-    ref_match: dict[int, tuple[float, int]] = {}  # corpus node -> (similarity, reference node)
-    for a_t, a_o, b_t, b_o, s in zip(t1[ref_edge], o1[ref_edge], t2[ref_edge], o2[ref_edge], sims[ref_edge]):
-        corpus = nodes.index[(int(b_t), int(b_o))]
-        ref = nodes.index[(int(a_t), int(a_o))]
-        best = ref_match.get(corpus)
-        if best is None or s > best[0] or (s == best[0] and ref < best[1]):
-            ref_match[corpus] = (float(s), ref)
-    for corpus, (s, ref) in sorted(ref_match.items()):
-        g = int(offsets[nodes.tasks[corpus]] + nodes.ords[corpus])
-        rows.append(
-            {
-                "_task": int(nodes.tasks[corpus]),
-                "_ord": int(nodes.ords[corpus]),
-                "reason": "reference_duplicate",
-                "detail": f"jaccard {s:.3f} >= {step.threshold} with reference {nodes.ids[ref]} ({nodes.sources[ref]})",
-                "cluster_id": g,
-                "cluster_size": 1,
-                "dup_of": nodes.ids[ref],
-                "similarity": s,
-            }
-        )
+    best = (
+        ref_pairs.sort(["node", "sim", "ref"], descending=[False, True, False])
+        .unique("node", keep="first")
+        .sort("node")
+    )
+    matched = best["node"].to_numpy()
+    ref_rows = pl.DataFrame(
+        {
+            "node": matched,
+            "reason": pl.Series(["reference_duplicate"] * len(matched), dtype=pl.Utf8),
+            "cluster_id": nodes.keys[matched],
+            "cluster_size": np.ones(len(matched), dtype=np.int32),
+            "dup_of": ids.gather(best["ref"].to_numpy()),
+            "similarity": best["sim"].cast(pl.Float32),
+            "_with": ids.gather(best["ref"].to_numpy()),
+            "_source": nodes.attrs["source"].gather(best["ref"].to_numpy()),
+        }
+    ).with_columns(
+        pl.format(
+            "jaccard {} >= {} with reference {} ({})",
+            pl.col("similarity").round(3),
+            pl.lit(step.threshold),
+            "_with",
+            "_source",
+        ).alias("detail")
+    )
     # 2. clusters among the remaining corpus documents
-    keep_edge = ~ref_edge
-    li = nodes.positions(t1[keep_edge], o1[keep_edge])
-    ri = nodes.positions(t2[keep_edge], o2[keep_edge])
-    matched = np.array(sorted(ref_match), dtype=np.int64)
-    alive = ~(np.isin(li, matched) | np.isin(ri, matched))
-    li, ri, esims = li[alive], ri[alive], sims[keep_edge][alive]
-    gpos = np.where(nodes.tasks >= 0, offsets[np.maximum(nodes.tasks, 0)] + nodes.ords, -1)
-    pair_rows: list[dict[str, Any]] = []
+    keep = ~ref_edge & ~np.isin(left, matched) & ~np.isin(right, matched)
+    li, ri, esim = left[keep], right[keep], sim[keep]
+    frames = [ref_rows.drop("_with", "_source")]
+    pair_report = pl.DataFrame(
+        schema={"cluster_id": pl.Int64, "id_a": pl.Utf8, "id_b": pl.Utf8, "similarity": pl.Float32}
+    )
     if li.size:
         involved = np.unique(np.concatenate([li, ri]))
         rank = cl.keep_rank(
-            step.keep, length=nodes.length[involved], position=gpos[involved], value=nodes.value[involved]
+            step.keep,
+            length=nodes.attrs["length"].fill_null(0).to_numpy()[involved],
+            position=nodes.keys[involved],
+            value=nodes.attrs["value"].to_numpy()[involved],
         )
-        clu = cl.components(gpos[li], gpos[ri], rank=rank, nodes=gpos[involved])
-        node_of = {int(gpos[k]): int(k) for k in involved}  # global position -> node index
-        keeper_sim = _keeper_similarities(clu, node_of, nodes)
-        for g, cid, size, keeper in zip(clu.nodes, clu.cluster_id, clu.cluster_size, clu.keeper):
-            k = node_of[int(g)]
-            kept = g == keeper
-            s = None if kept else keeper_sim[int(g)]
-            keeper_id = nodes.ids[node_of[int(keeper)]]
-            rows.append(
+        clu = cl.components(nodes.keys[li], nodes.keys[ri], rank=rank, nodes=nodes.keys[involved])
+        member = np.searchsorted(nodes.keys, clu.nodes)
+        keeper = np.searchsorted(nodes.keys, clu.keeper)
+        kept = member == keeper
+        ksim = nodes.similarity(member, keeper)
+        cluster_rows = (
+            pl.DataFrame(
                 {
-                    "_task": int(nodes.tasks[k]),
-                    "_ord": int(nodes.ords[k]),
-                    "reason": None if kept else "near_duplicate",
-                    "detail": None
-                    if kept
-                    else f"jaccard {s:.3f} with {keeper_id} (cluster {int(cid)}: {int(size)} documents, keep={step.keep})",
-                    "cluster_id": int(cid),
-                    "cluster_size": int(size),
-                    "dup_of": None if kept else keeper_id,
-                    "similarity": s,
+                    "node": member,
+                    "_kept": kept,
+                    "cluster_id": clu.cluster_id,
+                    "cluster_size": clu.cluster_size,
+                    "_keeper_id": ids.gather(keeper),
+                    "_sim": ksim,
                 }
             )
+            .with_columns(
+                pl.when(pl.col("_kept")).then(None).otherwise(pl.lit("near_duplicate")).alias("reason"),
+                pl.when(pl.col("_kept")).then(None).otherwise(pl.col("_keeper_id")).alias("dup_of"),
+                pl.when(pl.col("_kept"))
+                .then(None)
+                .otherwise(pl.col("_sim"))
+                .cast(pl.Float32)
+                .alias("similarity"),
+            )
+            .with_columns(
+                pl.when(pl.col("_kept"))
+                .then(None)
+                .otherwise(
+                    pl.format(
+                        "jaccard {} with {} (cluster {}: {} documents, keep={})",
+                        pl.col("similarity").round(3),
+                        "dup_of",
+                        "cluster_id",
+                        "cluster_size",
+                        pl.lit(step.keep),
+                    )
+                )
+                .alias("detail")
+            )
+            .drop("_kept", "_keeper_id", "_sim")
+        )
+        frames.append(cluster_rows)
         cid_of = dict(zip(clu.nodes.tolist(), clu.cluster_id.tolist()))
-        for a, b, s in zip(li, ri, esims):
-            pair_rows.append(
-                {
-                    "cluster_id": cid_of[int(gpos[a])],
-                    "id_a": nodes.ids[a],
-                    "id_b": nodes.ids[b],
-                    "similarity": float(s),
-                }
-            )
-    decisions = pl.DataFrame(rows, schema=empty_decisions.schema) if rows else empty_decisions
-    decisions = decisions.sort(["_task", "_ord"])
-    report = decisions.with_columns(
-        pl.Series(
-            "id",
-            [nodes.ids[nodes.index[(t, o)]] for t, o in zip(decisions["_task"], decisions["_ord"])],
-            pl.Utf8,
-        ),
-        pl.Series(
-            "source_file",
-            [nodes.sources[nodes.index[(t, o)]] for t, o in zip(decisions["_task"], decisions["_ord"])],
-            pl.Utf8,
-        ),
+        pair_report = pl.DataFrame(
+            {
+                "cluster_id": [cid_of[int(k)] for k in nodes.keys[li]],
+                "id_a": ids.gather(li),
+                "id_b": ids.gather(ri),
+                "similarity": esim.astype(np.float32),
+            }
+        )
+    rows = pl.concat(frames, how="diagonal_relaxed").sort("node")
+    node = rows["node"].to_numpy()
+    decisions = rows.select(
+        pl.Series("_task", nodes.tasks[node], pl.Int32),
+        pl.Series("_ord", nodes.ords[node], pl.Int64),
+        "reason",
+        "detail",
+        pl.col("cluster_id").cast(pl.Int64),
+        pl.col("cluster_size").cast(pl.Int32),
+        pl.col("dup_of").cast(pl.Utf8),
+        pl.col("similarity").cast(pl.Float32),
+    )
+    report = rows.select(
+        pl.col("cluster_id").cast(pl.Int64),
+        pl.col("cluster_size").cast(pl.Int32),
+        ids.gather(node).alias("id"),
+        nodes.attrs["source"].gather(node).alias("source_file"),
         pl.col("reason").is_null().alias("kept"),
-    ).select("cluster_id", "cluster_size", "id", "source_file", "kept", "dup_of", "similarity", "reason")
-    pairs = pl.DataFrame(
-        pair_rows, schema={"cluster_id": pl.Int64, "id_a": pl.Utf8, "id_b": pl.Utf8, "similarity": pl.Float32}
-    ).sort("cluster_id", "id_a", "id_b")
-    return decisions, report.sort("cluster_id", "kept", descending=[False, True], maintain_order=True), pairs
-
-
-def _keeper_similarities(clu: cl.Clusters, node_of: dict[int, int], nodes: _Nodes) -> dict[int, float]:
-    """Jaccard of every clustered document with its cluster's keeper (same method as verification)."""
-    members = np.array([node_of[int(g)] for g in clu.nodes], dtype=np.int64)
-    keepers = np.array([node_of[int(k)] for k in clu.keeper], dtype=np.int64)
-    if not members.size:
-        return {}
-    sims = nodes.similarity(members, keepers)
-    return {int(g): float(s) for g, s in zip(clu.nodes, sims)}
+        pl.col("dup_of").cast(pl.Utf8),
+        pl.col("similarity").cast(pl.Float32),
+        "reason",
+    ).sort(["cluster_id", "kept", "id"], descending=[False, True, False])
+    return decisions, report, pair_report.sort("cluster_id", "id_a", "id_b")

@@ -72,6 +72,7 @@ REJECT_REASONS = (
     "corrupt_file",
 )
 _BIG_INT = re.compile(rb"\d{19,}")
+_EXP_FLOAT = re.compile(r"[0-9]e[+-]?[0-9]")
 
 
 @dataclass
@@ -239,9 +240,12 @@ def _iter_lines(stream: IO[bytes]) -> Iterator[tuple[bytes, str | None]]:
 
 
 def _loads(line: bytes) -> Any:
-    if _BIG_INT.search(line):  # orjson turns integers beyond 64 bits into floats: keep them exact
-        return json.loads(line, parse_constant=_no_constant)
     return orjson.loads(line)
+
+
+def _loads_exact(line: bytes) -> Any:
+    """Parse keeping integers beyond 64 bits exact (orjson turns them into floats)."""
+    return json.loads(line, parse_constant=_no_constant)
 
 
 def _no_constant(name: str) -> Any:
@@ -331,6 +335,16 @@ def _parse_json_line(
         )
         return
     id_value = rec.get(idf)
+    others = {k: v for k, v in rec.items() if k != tf and k != idf}
+    meta = _dumps(others) if others else None
+    if (isinstance(id_value, float) or (meta is not None and _EXP_FLOAT.search(meta))) and _BIG_INT.search(
+        line
+    ):
+        # orjson read an integer beyond 64 bits as a float: parse the line again exactly
+        rec = _loads_exact(line)
+        id_value = rec.get(idf)
+        others = {k: v for k, v in rec.items() if k != tf and k != idf}
+        meta = _dumps(others) if others else None
     if id_value is None:
         id_ = f"{path}:{lineno}"
     elif isinstance(id_value, str):
@@ -346,8 +360,7 @@ def _parse_json_line(
             raw,
         )
         return
-    others = {k: v for k, v in rec.items() if k != tf and k != idf}
-    b.doc(id_, text, _dumps(others) if others else None, row, lineno)
+    b.doc(id_, text, meta, row, lineno)
 
 
 # --------------------------------------------------------------------------- CSV
