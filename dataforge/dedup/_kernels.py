@@ -392,43 +392,62 @@ def _hash_span(buf, start, length, mode, w):
 
 
 @njit(cache=True)
+def _positions(buf, only_spaces):
+    """Branchless compaction: positions of spaces, or of UTF-8 code point starts."""
+    n = buf.shape[0]
+    out = np.empty(n + 1, dtype=np.int64)
+    k = 0
+    if only_spaces:
+        for i in range(n):
+            out[k] = i
+            k += buf[i] == 32
+    else:
+        for i in range(n):
+            out[k] = i
+            k += (buf[i] & 0xC0) != 0x80
+    return out[:k]
+
+
+@njit(cache=True)
 def word_shingle_hashes(buf, offsets, n, mode):
-    """32-bit hashes of every word n-gram of canonical text (words separated by one space).
+    """32-bit hashes of every word n-gram of canonical text (words separated by one space, no
+    leading or trailing space).
 
     The n-gram's bytes are its words joined by one space. ``mode`` 0 = high half of XXH3-64,
     1 = datasketch's ``sha1_hash32``. A document with fewer than ``n`` words has one shingle
     (its whole text); an empty one has none. Returns hashes (flat) and shingles per document.
     """
     n_docs = offsets.shape[0] - 1
+    spaces = _positions(buf, True)
+    n_spaces = spaces.shape[0]
     n_sh = np.zeros(n_docs, dtype=np.int64)
-    out = np.empty(buf.shape[0] // 2 + n_docs + 1, dtype=np.uint32)
-    starts = np.empty(n, dtype=np.int64)  # ring of word starts
+    out = np.empty(n_spaces + n_docs + 1, dtype=np.uint32)
     w = np.empty(80, dtype=np.uint32)
     o = 0
+    si = 0
     for d in range(n_docs):
         lo = offsets[d]
         hi = offsets[d + 1]
+        sj = si
+        while sj < n_spaces and spaces[sj] < hi:
+            sj += 1
         if hi == lo:
+            si = sj
             continue
-        words = 0
-        i = lo
-        while i < hi:
-            j = i
-            while j < hi and buf[j] != 32:
-                j += 1
-            starts[words % n] = i
-            words += 1
-            if words >= n:
-                first = starts[(words - n) % n]
-                out[o] = _hash_span(buf, first, j - first, mode, w)
-                o += 1
-            i = j + 1
+        words = sj - si + 1
         if words < n:
             out[o] = _hash_span(buf, lo, hi - lo, mode, w)
             o += 1
             n_sh[d] = 1
         else:
+            for k in range(words - n + 1):
+                start = lo if k == 0 else spaces[si + k - 1] + 1
+                last = k + n - 1
+                end = hi if last == words - 1 else spaces[si + last]
+                out[o] = _hash_span(buf, start, end - start, mode, w)
+                o += 1
             n_sh[d] = words - n + 1
+        si = sj
     return out[:o], n_sh
 
 
@@ -437,29 +456,35 @@ def char_shingle_hashes(buf, offsets, n, mode):
     """32-bit hashes of every window of ``n`` characters (UTF-8 code points); see
     :func:`word_shingle_hashes` for ``mode`` and short documents."""
     n_docs = offsets.shape[0] - 1
+    cps = _positions(buf, False)
+    n_cps = cps.shape[0]
     n_sh = np.zeros(n_docs, dtype=np.int64)
-    out = np.empty(buf.shape[0] + n_docs, dtype=np.uint32)
-    starts = np.empty(n + 1, dtype=np.int64)  # ring of code point starts
+    out = np.empty(n_cps + n_docs + 1, dtype=np.uint32)
     w = np.empty(80, dtype=np.uint32)
     o = 0
+    ci = 0
     for d in range(n_docs):
         lo = offsets[d]
         hi = offsets[d + 1]
-        seen = 0
-        for i in range(lo, hi + 1):
-            if i < hi and (buf[i] & 0xC0) == 0x80:
-                continue  # continuation byte
-            starts[seen % (n + 1)] = i
-            if seen >= n:
-                first = starts[(seen - n) % (n + 1)]
-                out[o] = _hash_span(buf, first, i - first, mode, w)
-                o += 1
-                n_sh[d] += 1
-            seen += 1
-        if n_sh[d] == 0 and hi > lo:
+        cj = ci
+        while cj < n_cps and cps[cj] < hi:
+            cj += 1
+        chars = cj - ci
+        if chars == 0:
+            ci = cj
+            continue
+        if chars < n:
             out[o] = _hash_span(buf, lo, hi - lo, mode, w)
             o += 1
             n_sh[d] = 1
+        else:
+            for k in range(chars - n + 1):
+                start = cps[ci + k]
+                end = hi if k + n == chars else cps[ci + k + n]
+                out[o] = _hash_span(buf, start, end - start, mode, w)
+                o += 1
+            n_sh[d] = chars - n + 1
+        ci = cj
     return out[:o], n_sh
 
 

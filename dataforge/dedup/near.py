@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from numba import njit
+from scipy.stats import binom
 
 from dataforge.dedup import clusters as cl
 from dataforge.dedup.lsh import band_hashes, bucket_pairs, optimal_params, s_curve
@@ -312,7 +313,13 @@ class MinHashDedup(GlobalStep):
         left = np.searchsorted(nodes.keys, pairs[:, 0])
         right = np.searchsorted(nodes.keys, pairs[:, 1])
         if self.verify == "exact":
-            nodes.load_sets(ctx, self)
+            # A pair whose signatures agree on fewer permutations than a pair at the threshold would
+            # with probability 1e-9 cannot reach it: skip reading those texts again.
+            agree = (nodes.sig[left] == nodes.sig[right]).sum(axis=1)
+            plausible = agree > binom.ppf(1e-9, self.num_perm, self.threshold)
+            info["rejected_by_signature"] = int((~plausible).sum())
+            left, right = left[plausible], right[plausible]
+            nodes.load_sets(ctx, self, np.unique(np.concatenate([left, right])))
         sim = nodes.similarity(left, right)
         if self.verify != "none":
             ok = sim >= self.threshold
@@ -448,7 +455,8 @@ class _Nodes:
     ords: np.ndarray
     sig: np.ndarray
     attrs: pl.DataFrame  # id, source, row, length, value (aligned with keys)
-    sets: tuple[np.ndarray, np.ndarray] | None = None  # unique shingle hashes per node (exact mode)
+    sets: tuple[np.ndarray, np.ndarray] | None = None  # unique shingle hashes (exact mode) ...
+    set_index: np.ndarray | None = None  # ... of node k at position set_index[k]
 
     @classmethod
     def collect(cls, keys: np.ndarray, ctx: GlobalContext, offsets: np.ndarray) -> _Nodes:
@@ -485,28 +493,30 @@ class _Nodes:
         """Jaccard of node pairs: exact when the shingle sets are loaded, else estimated."""
         if i.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
-        if self.sets is not None:
-            return _jaccard_pairs(self.sets[0], self.sets[1], i, j)
+        if self.sets is not None and self.set_index is not None:
+            return _jaccard_pairs(self.sets[0], self.sets[1], self.set_index[i], self.set_index[j])
         return (self.sig[i] == self.sig[j]).mean(axis=1)
 
-    def load_sets(self, ctx: GlobalContext, step: MinHashDedup) -> None:
-        """Read the nodes' texts again and keep their sorted unique shingle hashes."""
+    def load_sets(self, ctx: GlobalContext, step: MinHashDedup, which: np.ndarray) -> None:
+        """Read the texts of nodes ``which`` again and keep their sorted unique shingle hashes."""
         from dataforge.stages import read_ipc
 
-        texts: list[str | None] = [None] * self.keys.shape[0]
-        for t in np.unique(self.tasks):
-            idx = np.flatnonzero(self.tasks == t)
+        texts: list[str | None] = [None] * which.shape[0]
+        tasks, ords = self.tasks[which], self.ords[which]
+        for t in np.unique(tasks):
+            idx = np.flatnonzero(tasks == t)
             if t >= 0:
                 table = read_ipc(ctx.live_file(int(t))).select(["text"])
-                vals = table.take(pa.array(self.ords[idx])).column("text").to_pylist()
+                vals = table.take(pa.array(ords[idx])).column("text").to_pylist()
             else:
-                order = idx[np.argsort(self.ords[idx], kind="stable")]
-                ref = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", self.ords[order])
-                idx, vals = order, ref["text"].to_list()
+                idx = idx[np.argsort(ords[idx], kind="stable")]
+                vals = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])["text"].to_list()
             for k, v in zip(idx, vals):
                 texts[k] = v
         hv, counts = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
         self.sets = _unique_sets(hv, counts)
+        self.set_index = np.full(self.keys.shape[0], -1, dtype=np.int64)
+        self.set_index[which] = np.arange(which.shape[0])
 
 
 def _side_files(folder: str, prefix: str, ext: str) -> tuple[list[str], np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -306,3 +307,30 @@ def test_every_line_lands_exactly_once(tmp_path, kinds, texts):
     assert lines == list(range(1, len(kinds) + 1))
     assert docs.height == kinds.count("good")
     assert docs["text"].to_list() == [texts[i] for i, k in enumerate(kinds) if k == "good"]
+
+
+def test_bulk_path_equals_line_by_line_path(monkeypatch):
+    import dataforge.io.readers as readers
+
+    sample = Path(__file__).resolve().parent.parent.parent / "sample_data"
+    files = [
+        sample / "news" / "reuters.jsonl.gz",
+        sample / "defects" / "planted.jsonl",
+        sample / "pretraining" / "prose.jsonl.gz",
+    ]
+    for path in files:
+        fast_docs, fast_rej = read_all(path)
+        monkeypatch.setattr(readers, "_fast_jsonl_chunk", lambda *a, **k: False)
+        slow_docs, slow_rej = read_all(path)
+        monkeypatch.undo()
+        assert fast_docs.equals(slow_docs), path
+        assert fast_rej.equals(slow_rej), path
+
+
+def test_big_integer_id_is_kept_exactly(make_jsonl):
+    path = make_jsonl(
+        "bigid.jsonl", ['{"id": 123456789012345678901234567890, "text": "t"}', '{"id": 7, "text": "u"}']
+    )
+    docs, rejects = read_all(path)
+    assert rejects.height == 0
+    assert docs["id"].to_list() == ["123456789012345678901234567890", "7"]
