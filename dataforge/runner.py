@@ -15,6 +15,7 @@ the run succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -61,6 +62,7 @@ from dataforge.step import GlobalContext, GlobalStep
 log = logging.getLogger(__name__)
 
 WORK_DIR = "_work"
+REPORT_DIRS = ("clusters", "cluster_pairs")
 OUR_NAMES = {
     MANIFEST,
     REPORT_JSON,
@@ -69,7 +71,7 @@ OUR_NAMES = {
     "data",
     "dropped",
     "rejects",
-    "clusters",
+    *REPORT_DIRS,
     WORK_DIR,
 }
 
@@ -201,10 +203,13 @@ def _clear_outputs(out: Path, *, keep_work: bool) -> None:
     """Remove our own output files (manifest first, so nothing half-replaced looks complete)."""
     if not out.exists():
         return
+    report_dirs: set[str] = set(REPORT_DIRS)
+    with contextlib.suppress(DataError):
+        report_dirs |= set(read_manifest(out).get("reports", {}))
     (out / MANIFEST).unlink(missing_ok=True)
     for name in (REPORT_JSON, REPORT_MD, "report.html"):
         (out / name).unlink(missing_ok=True)
-    for name in ("data", "dropped", "rejects", "clusters") + (() if keep_work else (WORK_DIR,)):
+    for name in ("data", "dropped", "rejects", *sorted(report_dirs)) + (() if keep_work else (WORK_DIR,)):
         shutil.rmtree(out / name, ignore_errors=True)
     for p in out.glob(".*.tmp-*"):
         p.unlink(missing_ok=True)
