@@ -183,6 +183,8 @@ def dedup(
     hash: str = "xxh3",
     seed: int = 1,
     keep: str = "first",
+    date_field: str = "date",
+    date_format: str | None = None,
     verify: str = "exact",
     against: Sequence[str | Path] = (),
     exact_first: bool = False,
@@ -210,6 +212,7 @@ def dedup(
         threshold: Jaccard similarity of shingle sets that makes two documents duplicates.
         num_perm, bands, rows, shingle, normalize, hash, seed: see ``dedup.minhash``.
         keep: which document of a cluster survives (``first``, ``longest``, ``oldest``, ``field:NAME``...).
+        date_field, date_format: the metadata field (and strptime format) ``oldest``/``newest`` use.
         verify: ``exact`` (default), ``estimate`` or ``none``.
         against: reference files whose near-duplicates are removed from the input.
         exact_first: run ``dedup.exact`` before MinHash (cheap, and removes exact copies first).
@@ -233,6 +236,8 @@ def dedup(
             "hash": hash,
             "seed": seed,
             "keep": keep,
+            "date_field": date_field,
+            "date_format": date_format,
             "verify": verify,
             "against": tuple(str(a) for a in against),
             "report_clusters": report_clusters,

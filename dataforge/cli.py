@@ -399,6 +399,14 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
     help="Kept document per cluster: first|last|longest|shortest|oldest|newest|field:NAME|field:-NAME.",
 )
 @click.option(
+    "--date-field", default="date", show_default=True, help="Metadata field --keep oldest/newest reads."
+)
+@click.option(
+    "--date-format",
+    default=None,
+    help="strptime format of --date-field (default: ISO 8601 and common layouts).",
+)
+@click.option(
     "--verify",
     type=click.Choice(["none", "estimate", "exact"]),
     default="exact",
@@ -456,7 +464,8 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
 @_common_run_options
 @pass_state
 def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float, num_perm: int, bands: int | None,
-          rows: int | None, shingle: str, normalize: bool, hash_: str, seed: int, keep: str, verify: str,
+          rows: int | None, shingle: str, normalize: bool, hash_: str, seed: int, keep: str, date_field: str,
+          date_format: str | None, verify: str,
           against: tuple[str, ...], exact_first: bool, report_clusters: bool, text_field: str, id_field: str,
           fmt: str | None, shard_rows: int, output_format: str, keep_dropped: bool, max_reject_rate: float,
           executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
@@ -486,6 +495,8 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
             hash=hash_,
             seed=seed,
             keep=keep,
+            date_field=date_field,
+            date_format=date_format,
             verify=verify,
             against=list(against),
             exact_first=exact_first,

@@ -50,7 +50,8 @@ def optimal_params(
 
 
 def s_curve(bands: int, rows: int, threshold: float) -> dict[str, object]:
-    """The chosen S-curve: where it crosses 0.5, areas, and ``P(s)`` at a few similarities."""
+    """The chosen S-curve: its midpoint ``(1/b)^(1/r)`` (roughly where it is steepest; P is about
+    0.63 there), the false-positive and false-negative areas, and ``P(s)`` at a few similarities."""
     fp = quad(lambda s: candidate_probability(s, bands, rows), 0.0, threshold)[0]
     fn = quad(lambda s: 1 - candidate_probability(s, bands, rows), threshold, 1.0)[0]
     points = [round(x, 2) for x in np.arange(0.3, 1.0001, 0.05)]

@@ -3,18 +3,17 @@
 Pipeline for one batch of texts (compiled kernels in ``_kernels.py``; no per-document Python):
 
 1. **normalize** (optional, on by default), see :func:`normalize_text`: lowercase; on rows that
-   hold non-ASCII text, NFKD, combining marks removed and common Unicode punctuation -> space; then
-   each run of digits -> ``0``; ASCII punctuation, symbols and whitespace -> space; spaces collapsed,
-   ends trimmed.
+   hold non-ASCII text, NFKD, accents (the combining diacritical mark blocks) removed, lowercase
+   again and common Unicode punctuation -> space; then each run of digits -> ``0``; ASCII
+   punctuation, symbols and whitespace -> space; spaces collapsed, ends trimmed. Without
+   normalization only whitespace is collapsed.
 2. **shingles**: word n-grams (``word:5``: five consecutive words) or character n-grams
    (``char:24``: 24 consecutive code points) of the normalized text. Words are split on ASCII
    whitespace. A document shorter than one shingle has one shingle, its whole (normalized) text;
    an empty document has none and never matches anything.
 3. **hash** each shingle to 32 bits:
-   - ``xxh3`` (default; fast and stable across versions): each word is hashed with XXH3-64; a word
-     n-gram is the polynomial ``sum(w[i+k] * M^(n-1-k)) mod 2^64`` of its word hashes finished with
-     MurmurHash3's 64-bit finalizer, high 32 bits. A character n-gram is the high 32 bits of XXH3-64
-     of its UTF-8 bytes.
+   - ``xxh3`` (default; fast and stable across versions): the high 32 bits of XXH3-64 (seed 0) of
+     the shingle's UTF-8 bytes (a word n-gram's words joined by one space).
    - ``sha1``: the first 4 bytes (little endian) of SHA-1 of the shingle's UTF-8 bytes (word n-grams
      joined by one space), exactly datasketch's ``sha1_hash32``, so signatures equal
      ``datasketch.MinHash(num_perm, seed).update_batch(shingles).hashvalues`` bit for bit.
@@ -57,6 +56,11 @@ _UNICODE_PUNCT = (
 _UNICODE_TABLE = {ord(c): " " for c in _UNICODE_PUNCT}
 _ASCII_SEPARATORS = string.punctuation + "".join(map(chr, range(33))) + "\x7f"
 _DIGITS = re.compile(r"[0-9]+")
+# Accents: the combining diacritical mark blocks (not every nonspacing mark: Indic vowel signs
+# and the like are letters' parts and stay).
+_ACCENT_RANGES = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_ACCENTS = re.compile(f"[{_ACCENT_RANGES}]")
+_ACCENTS_RUST = r"[\x{0300}-\x{036F}\x{1AB0}-\x{1AFF}\x{1DC0}-\x{1DFF}\x{20D0}-\x{20FF}\x{FE20}-\x{FE2F}]"
 _ASCII_SEP = re.compile("[" + re.escape(_ASCII_SEPARATORS) + "]+")
 _ASCII_WS = re.compile(r"[ \t\n\r\x0b\x0c]+")
 
@@ -114,7 +118,7 @@ class MinHashParams:
 
     def shingle_kind(self) -> tuple[str, int]:
         kind, _, n = self.shingle.partition(":")
-        if kind not in SHINGLE_KINDS or not n.isdigit() or not 1 <= int(n) <= 64:
+        if kind not in SHINGLE_KINDS or not (n.isascii() and n.isdigit()) or not 1 <= int(n) <= 64:
             msg = f"shingle must be word:N or char:N with 1 <= N <= 64, got {self.shingle!r}"
             raise ConfigError(msg)
         return kind, int(n)
@@ -141,7 +145,7 @@ def normalize_text(text: str) -> str:
     """
     text = text.lower()
     if not text.isascii():
-        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        text = _ACCENTS.sub("", unicodedata.normalize("NFKD", text)).lower()
         text = text.translate(_UNICODE_TABLE)
     text = _DIGITS.sub("0", text)
     return _ASCII_SEP.sub(" ", text).strip(" ")
@@ -162,11 +166,12 @@ def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unicode_fix(texts: pl.Series) -> pl.Series:
-    """Lowercase, NFKD, drop combining marks, map Unicode punctuation to spaces."""
+    """Lowercase, NFKD, drop accents, lowercase again, map Unicode punctuation to spaces."""
     return (
         texts.str.to_lowercase()
         .str.normalize("NFKD")
-        .str.replace_all(r"\p{Mn}", "")
+        .str.replace_all(_ACCENTS_RUST, "")
+        .str.to_lowercase()
         .str.replace_many(list(_UNICODE_PUNCT), [" "] * len(_UNICODE_PUNCT))
     )
 
@@ -180,7 +185,7 @@ def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.
     if non_ascii.any():
         idx = np.flatnonzero(non_ascii)
         fixed = _unicode_fix(texts.gather(idx))
-        texts = texts.scatter(idx, fixed)
+        texts = texts.clone().scatter(idx, fixed)  # scatter works in place: never on the caller's data
         data, offsets = _buffers(texts)
     return K.canonical(data, offsets, _TABLE)
 

@@ -43,6 +43,23 @@ from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
 VERIFY = ("none", "estimate", "exact")
+# Date formats tried in this order for keep=oldest/newest when date_format is not given (per value:
+# the first format that parses it wins, so the result never depends on batching).
+DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+    "%d-%b-%Y %H:%M:%S%.f",
+    "%d-%b-%Y %H:%M:%S",
+    "%d-%b-%Y",
+    "%d %b %Y",
+    "%b %d, %Y",
+    "%m/%d/%Y",
+    "%Y/%m/%d",
+)
 ALL_PAIRS_MAX = 12  # buckets up to this size give every pair; larger ones a star
 EDGE_SCHEMA = {"t1": pl.Int32, "o1": pl.Int64, "t2": pl.Int32, "o2": pl.Int64}
 
@@ -66,7 +83,9 @@ class MinHashDedup(GlobalStep):
         keep: which document of a cluster to keep: ``first`` (by input order), ``last``,
             ``longest``, ``shortest``, ``oldest``/``newest`` (by ``date_field``), ``field:NAME``
             (smallest numeric value) or ``field:-NAME`` (largest). Ties go to input order.
-        date_field, date_format: metadata field (and strptime format) for oldest/newest.
+        date_field, date_format: metadata field (and strptime format) for oldest/newest. Without a
+            format, ISO 8601 and a few common layouts (``26-FEB-1987 15:01:01.79``, ``03/15/2024``)
+            are tried; dates that do not parse count as missing (never preferred).
         verify: ``exact`` (Jaccard of the shingle sets, default), ``estimate`` (from signatures)
             or ``none`` (every LSH candidate pair counts).
         against: files, folders or globs of a reference set; documents near-duplicating any
@@ -178,7 +197,8 @@ class MinHashDedup(GlobalStep):
         n = frame.height
         if self.keep in ("oldest", "newest"):
             raw = frame["meta"].str.json_path_match(f"$.{self.date_field}")
-            parsed = raw.str.to_datetime(format=self.date_format, strict=False, time_unit="us")
+            formats = (self.date_format,) if self.date_format else DATE_FORMATS
+            parsed = pl.select(pl.coalesce([_parse_dates(raw, f) for f in formats])).to_series()
             return parsed.dt.epoch("s").cast(pl.Float64).fill_null(float("nan")).rename("value")
         if self.keep.startswith("field:"):
             name = self.keep.removeprefix("field:").lstrip("-")
@@ -370,6 +390,14 @@ class MinHashDedup(GlobalStep):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _parse_dates(raw: pl.Series, fmt: str) -> pl.Series:
+    """Parse with one strptime format (null where it does not fit); zoned times become naive UTC."""
+    parsed = raw.str.to_datetime(format=fmt, strict=False, time_unit="us")
+    if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone is not None:
+        parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return parsed
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
