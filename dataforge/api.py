@@ -150,8 +150,54 @@ def clean(
                 msg = f"{config}: options given for step {name!r}, which is not in steps"
                 raise ConfigError(msg)
         steps = [build_step(s.name, {**s.options(), **(options.get(s.name) or {})}) for s in steps]
+    return _run_documents(
+        "clean",
+        inputs,
+        steps,
+        output=output,
+        text_field=text_field,
+        id_field=id_field,
+        format=format,
+        shard_rows=shard_rows,
+        output_format=output_format,
+        compression=compression,
+        keep_dropped=keep_dropped,
+        max_reject_rate=extra.get("max_reject_rate", max_reject_rate),
+        batch_rows=extra.get("batch_rows", 10_000),
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+        overwrite=overwrite,
+        force=force,
+        progress=progress,
+    )
+
+
+def _run_documents(
+    name: str,
+    inputs: Sequence[str | Path],
+    steps: list[Step],
+    *,
+    output: str | Path,
+    text_field: str,
+    id_field: str,
+    format: str | None,
+    shard_rows: int,
+    output_format: str,
+    compression: str,
+    keep_dropped: bool,
+    max_reject_rate: float | None,
+    executor: str,
+    workers: int,
+    ray_address: str | None,
+    overwrite: bool,
+    force: bool,
+    progress: Progress | None,
+    batch_rows: int = 10_000,
+) -> RunReport:
+    """Build the pipeline the document commands share (input, output, executor) and run it."""
     pipeline = Pipeline(
-        name="clean",
+        name=name,
         input=InputSpec(
             paths=tuple(str(p) for p in inputs), format=format, text_field=text_field, id_field=id_field
         ),
@@ -164,8 +210,8 @@ def clean(
         ),
         steps=steps,
         executor=ExecutorSpec(kind=executor, workers=workers, address=ray_address),
-        max_reject_rate=extra.get("max_reject_rate", max_reject_rate),
-        batch_rows=extra.get("batch_rows", 10_000),
+        max_reject_rate=max_reject_rate,
+        batch_rows=batch_rows,
     )
     return run_pipeline(pipeline, overwrite=overwrite, force=force, progress=progress)
 
@@ -244,23 +290,26 @@ def dedup(
         },
     )
     steps = ([build_step("dedup.exact")] if exact_first else []) + [minhash]
-    pipeline = Pipeline(
-        name="dedup",
-        input=InputSpec(
-            paths=tuple(str(p) for p in inputs), format=format, text_field=text_field, id_field=id_field
-        ),
-        output=OutputSpec(
-            path=str(output),
-            format=output_format,
-            compression=compression,
-            shard_rows=shard_rows,
-            keep_dropped=keep_dropped,
-        ),
-        steps=steps,
-        executor=ExecutorSpec(kind=executor, workers=workers, address=ray_address),
+    return _run_documents(
+        "dedup",
+        inputs,
+        steps,
+        output=output,
+        text_field=text_field,
+        id_field=id_field,
+        format=format,
+        shard_rows=shard_rows,
+        output_format=output_format,
+        compression=compression,
+        keep_dropped=keep_dropped,
         max_reject_rate=max_reject_rate,
+        executor=executor,
+        workers=workers,
+        ray_address=ray_address,
+        overwrite=overwrite,
+        force=force,
+        progress=progress,
     )
-    return run_pipeline(pipeline, overwrite=overwrite, force=force, progress=progress)
 
 
 def run(

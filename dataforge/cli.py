@@ -228,6 +228,80 @@ def cli(state: _State, verbose: int, quiet: bool, log_json: str | None) -> None:
     _setup_logging(verbose, quiet, log_json)
 
 
+def _io_options(f: Any) -> Any:
+    """Input, output and run options shared by the commands that process documents."""
+    options = [
+        click.option(
+            "--text-field", default="text", show_default=True, help="Field or column holding the text."
+        ),
+        click.option("--id-field", default="id", show_default=True, help="Field or column holding the id."),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["jsonl", "parquet", "csv", "arrow"]),
+            default=None,
+            help="Input format (default: from file names).",
+        ),
+        click.option(
+            "--shard-rows",
+            type=click.IntRange(min=1),
+            default=100_000,
+            show_default=True,
+            help="Rows per output shard.",
+        ),
+        click.option(
+            "--output-format",
+            type=click.Choice(["arrow", "parquet"]),
+            default="arrow",
+            show_default=True,
+            help="Shard format.",
+        ),
+        click.option(
+            "--compression",
+            type=click.Choice(["zstd", "lz4", "none"]),
+            default="zstd",
+            show_default=True,
+            help="Shard compression.",
+        ),
+        click.option(
+            "--keep-dropped/--no-keep-dropped",
+            default=True,
+            show_default=True,
+            help="Write dropped rows with their reason to dropped/.",
+        ),
+        click.option(
+            "--max-reject-rate",
+            type=click.FloatRange(0, 1),
+            default=0.05,
+            show_default=True,
+            help="Exit 1 if more input than this is malformed.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return _common_run_options(f)
+
+
+def _api_kwargs(state: _State, opts: dict[str, Any]) -> dict[str, Any]:
+    """The shared options as keyword arguments of ``dataforge.clean`` / ``dataforge.dedup``."""
+    return {
+        "text_field": opts["text_field"],
+        "id_field": opts["id_field"],
+        "format": opts["fmt"],
+        "shard_rows": opts["shard_rows"],
+        "output_format": opts["output_format"],
+        "compression": opts["compression"],
+        "keep_dropped": opts["keep_dropped"],
+        "max_reject_rate": opts["max_reject_rate"],
+        "executor": opts["executor"] or "local",
+        "workers": opts["workers"] or 1,
+        "ray_address": opts["ray_address"],
+        "overwrite": opts["overwrite"],
+        "force": opts["force"],
+        "progress": _progress(state),
+    }
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -256,61 +330,16 @@ def cli(state: _State, verbose: int, quiet: bool, log_json: str | None) -> None:
 @click.option(
     "--dedup/--no-dedup", default=True, show_default=True, help="Drop exact duplicates across all inputs."
 )
-@click.option("--text-field", default="text", show_default=True, help="Field or column holding the text.")
-@click.option("--id-field", default="id", show_default=True, help="Field or column holding the id.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "parquet", "csv", "arrow"]),
-    default=None,
-    help="Input format (default: from file names).",
-)
-@click.option(
-    "--shard-rows",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="Rows per output shard.",
-)
-@click.option(
-    "--output-format",
-    type=click.Choice(["arrow", "parquet"]),
-    default="arrow",
-    show_default=True,
-    help="Shard format.",
-)
-@click.option(
-    "--compression",
-    type=click.Choice(["zstd", "lz4", "none"]),
-    default="zstd",
-    show_default=True,
-    help="Shard compression.",
-)
-@click.option(
-    "--keep-dropped/--no-keep-dropped",
-    default=True,
-    show_default=True,
-    help="Write dropped rows with their reason to dropped/.",
-)
-@click.option(
-    "--max-reject-rate",
-    type=click.FloatRange(0, 1),
-    default=0.05,
-    show_default=True,
-    help="Exit 1 if more input than this is malformed.",
-)
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="YAML with steps: and/or options: {step: {option: value}}.",
 )
-@_common_run_options
+@_io_options
 @pass_state
 def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii: str, lang: tuple[str, ...],
-          lang_min_score: float, dedup: bool, text_field: str, id_field: str, fmt: str | None, shard_rows: int,
-          output_format: str, compression: str, keep_dropped: bool, max_reject_rate: float, config: str | None,
-          executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+          lang_min_score: float, dedup: bool, config: str | None, **opts: Any) -> None:  # fmt: skip
     """Normalize text, filter by quality, redact PII and drop exact duplicates.
 
     INPUTS are files, folders or globs of JSONL, Parquet, CSV or Arrow (plain, .gz or .zst).
@@ -331,21 +360,8 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
             lang=list(lang) or None,
             lang_min_score=lang_min_score,
             dedup=dedup,
-            text_field=text_field,
-            id_field=id_field,
-            format=fmt,
-            executor=executor or "local",
-            workers=workers or 1,
-            ray_address=ray_address,
-            shard_rows=shard_rows,
-            output_format=output_format,
-            compression=compression,
-            keep_dropped=keep_dropped,
-            max_reject_rate=max_reject_rate,
             config=config,
-            overwrite=overwrite,
-            force=force,
-            progress=_progress(state),
+            **_api_kwargs(state, opts),
         )
         _finish(state, report)
 
@@ -367,7 +383,7 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
     "--bands",
     type=click.IntRange(min=1),
     default=None,
-    help="LSH bands (with --rows; default: chosen from the threshold).",
+    help="LSH bands (with --rows; default: from the threshold).",
 )
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="LSH rows per band (with --bands).")
 @click.option("--shingle", default="word:5", show_default=True, help="word:N or char:N shingles.")
@@ -425,50 +441,12 @@ def clean(state: _State, inputs: tuple[str, ...], output: str, preset: str, pii:
 @click.option(
     "--report-clusters", is_flag=True, help="Also write clusters/ and cluster_pairs/ tables for inspection."
 )
-@click.option("--text-field", default="text", show_default=True, help="Field or column holding the text.")
-@click.option("--id-field", default="id", show_default=True, help="Field or column holding the id.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "parquet", "csv", "arrow"]),
-    default=None,
-    help="Input format (default: from file names).",
-)
-@click.option(
-    "--shard-rows",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    help="Rows per output shard.",
-)
-@click.option(
-    "--output-format",
-    type=click.Choice(["arrow", "parquet"]),
-    default="arrow",
-    show_default=True,
-    help="Shard format.",
-)
-@click.option(
-    "--keep-dropped/--no-keep-dropped",
-    default=True,
-    show_default=True,
-    help="Write removed rows with their reason to dropped/.",
-)
-@click.option(
-    "--max-reject-rate",
-    type=click.FloatRange(0, 1),
-    default=0.05,
-    show_default=True,
-    help="Exit 1 if more input than this is malformed.",
-)
-@_common_run_options
+@_io_options
 @pass_state
 def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float, num_perm: int, bands: int | None,
           rows: int | None, shingle: str, normalize: bool, hash_: str, seed: int, keep: str, date_field: str,
-          date_format: str | None, verify: str,
-          against: tuple[str, ...], exact_first: bool, report_clusters: bool, text_field: str, id_field: str,
-          fmt: str | None, shard_rows: int, output_format: str, keep_dropped: bool, max_reject_rate: float,
-          executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+          date_format: str | None, verify: str, against: tuple[str, ...], exact_first: bool, report_clusters: bool,
+          **opts: Any) -> None:  # fmt: skip
     """Remove near-duplicate documents with MinHash LSH.
 
     Every kept row gets cluster_id and cluster_size; removed rows go to dropped/ with dup_of (the
@@ -501,19 +479,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
             against=list(against),
             exact_first=exact_first,
             report_clusters=report_clusters,
-            text_field=text_field,
-            id_field=id_field,
-            format=fmt,
-            executor=executor or "local",
-            workers=workers or 1,
-            ray_address=ray_address,
-            shard_rows=shard_rows,
-            output_format=output_format,
-            keep_dropped=keep_dropped,
-            max_reject_rate=max_reject_rate,
-            overwrite=overwrite,
-            force=force,
-            progress=_progress(state),
+            **_api_kwargs(state, opts),
         )
         _finish(state, report)
 
