@@ -526,25 +526,39 @@ class _Nodes:
         return (self.sig[i] == self.sig[j]).mean(axis=1)
 
     def load_sets(self, ctx: GlobalContext, step: MinHashDedup, which: np.ndarray) -> None:
-        """Read the texts of nodes ``which`` again and keep their sorted unique shingle hashes."""
+        """Read the texts of nodes ``which`` again and keep their sorted unique shingle hashes.
+
+        Texts stay Arrow arrays (no Python strings); documents are hashed task by task.
+        """
         from dataforge.stages import read_ipc
 
-        texts: list[str | None] = [None] * which.shape[0]
         tasks, ords = self.tasks[which], self.ords[which]
+        hashes: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
+        order: list[np.ndarray] = []
         for t in np.unique(tasks):
             idx = np.flatnonzero(tasks == t)
+            idx = idx[np.argsort(ords[idx], kind="stable")]
             if t >= 0:
-                table = read_ipc(ctx.live_file(int(t))).select(["text"])
-                vals = table.take(pa.array(ords[idx])).column("text").to_pylist()
+                texts = read_ipc(ctx.live_file(int(t))).column("text").take(pa.array(ords[idx]))
             else:
-                idx = idx[np.argsort(ords[idx], kind="stable")]
-                vals = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])["text"].to_list()
-            for k, v in zip(idx, vals):
-                texts[k] = v
-        hv, counts = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
-        self.sets = _unique_sets(hv, counts)
+                texts = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])[
+                    "text"
+                ].to_arrow()
+            hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
+            values, offs = _unique_sets(hv, n_sh)
+            hashes.append(values)
+            counts.append(np.diff(offs))
+            order.append(idx)
+        if order:
+            flat = np.concatenate(hashes)
+            sizes = np.concatenate(counts)
+            position = np.concatenate(order)
+        else:
+            flat, sizes, position = np.empty(0, np.uint32), np.empty(0, np.int64), np.empty(0, np.int64)
+        self.sets = (flat, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         self.set_index = np.full(self.keys.shape[0], -1, dtype=np.int64)
-        self.set_index[which] = np.arange(which.shape[0])
+        self.set_index[which[position]] = np.arange(position.shape[0])
 
 
 def _side_files(folder: str, prefix: str, ext: str) -> tuple[list[str], np.ndarray]:
