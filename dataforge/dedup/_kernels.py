@@ -265,15 +265,25 @@ def sha1_hash32(b, start, length, w):
     for blk in range(n_blocks):
         base = blk * 64
         for i in range(16):
+            pos = base + 4 * i
+            if pos + 3 < length:  # a whole word of message bytes
+                p = start + pos
+                w[i] = np.uint32(
+                    (np.uint32(b[p]) << np.uint32(24))
+                    | (np.uint32(b[p + 1]) << np.uint32(16))
+                    | (np.uint32(b[p + 2]) << np.uint32(8))
+                    | np.uint32(b[p + 3])
+                )
+                continue
             word = np.uint32(0)
             for j in range(4):
-                pos = base + 4 * i + j
-                if pos < length:
-                    byte = np.uint32(b[start + pos])
-                elif pos == length:
+                q = pos + j
+                if q < length:
+                    byte = np.uint32(b[start + q])
+                elif q == length:
                     byte = np.uint32(0x80)
-                elif pos >= total - 8:
-                    byte = np.uint32((bits >> np.uint64(8 * (total - 1 - pos))) & np.uint64(0xFF))
+                elif q >= total - 8:
+                    byte = np.uint32((bits >> np.uint64(8 * (total - 1 - q))) & np.uint64(0xFF))
                 else:
                     byte = np.uint32(0)
                 word = np.uint32((word << np.uint32(8)) | byte)
@@ -285,20 +295,33 @@ def sha1_hash32(b, start, length, w):
         c = h2
         d = h3
         e = h4
-        for i in range(80):
-            if i < 20:
-                f = np.uint32((bb & c) | (~bb & d))
-                k = np.uint32(0x5A827999)
-            elif i < 40:
-                f = np.uint32(bb ^ c ^ d)
-                k = np.uint32(0x6ED9EBA1)
-            elif i < 60:
-                f = np.uint32((bb & c) | (bb & d) | (c & d))
-                k = np.uint32(0x8F1BBCDC)
-            else:
-                f = np.uint32(bb ^ c ^ d)
-                k = np.uint32(0xCA62C1D6)
-            temp = np.uint32(_rotl32(a, 5) + f + e + k + w[i])
+        for i in range(20):
+            temp = np.uint32(
+                _rotl32(a, 5) + np.uint32((bb & c) | (~bb & d)) + e + np.uint32(0x5A827999) + w[i]
+            )
+            e = d
+            d = c
+            c = _rotl32(bb, 30)
+            bb = a
+            a = temp
+        for i in range(20, 40):
+            temp = np.uint32(_rotl32(a, 5) + np.uint32(bb ^ c ^ d) + e + np.uint32(0x6ED9EBA1) + w[i])
+            e = d
+            d = c
+            c = _rotl32(bb, 30)
+            bb = a
+            a = temp
+        for i in range(40, 60):
+            temp = np.uint32(
+                _rotl32(a, 5) + np.uint32((bb & c) | (bb & d) | (c & d)) + e + np.uint32(0x8F1BBCDC) + w[i]
+            )
+            e = d
+            d = c
+            c = _rotl32(bb, 30)
+            bb = a
+            a = temp
+        for i in range(60, 80):
+            temp = np.uint32(_rotl32(a, 5) + np.uint32(bb ^ c ^ d) + e + np.uint32(0xCA62C1D6) + w[i])
             e = d
             d = c
             c = _rotl32(bb, 30)
@@ -408,14 +431,30 @@ def _positions(buf, only_spaces):
     return out[:k]
 
 
+@njit(inline="always")
+def _combine(ring, first, count, size):
+    """Polynomial of ``count`` word hashes from the ring, finished with fmix64; high 32 bits."""
+    h = np.uint64(0)
+    for k in range(count):
+        h = h * _NGRAM_MULT + ring[(first + k) % size]
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return np.uint32(h >> np.uint64(32))
+
+
 @njit(cache=True)
 def word_shingle_hashes(buf, offsets, n, mode):
     """32-bit hashes of every word n-gram of canonical text (words separated by one space, no
     leading or trailing space).
 
-    The n-gram's bytes are its words joined by one space. ``mode`` 0 = high half of XXH3-64,
-    1 = datasketch's ``sha1_hash32``. A document with fewer than ``n`` words has one shingle
-    (its whole text); an empty one has none. Returns hashes (flat) and shingles per document.
+    ``mode`` 0 (``xxh3``): each word is hashed once with XXH3-64 and an n-gram is the polynomial
+    ``sum(w[i+k] * M^(n-1-k)) mod 2^64`` of its word hashes, finished with MurmurHash3's fmix64,
+    high 32 bits. ``mode`` 1 (``sha1``): datasketch's ``sha1_hash32`` of the n-gram's bytes (its
+    words joined by one space). A document with fewer than ``n`` words has one shingle (all its
+    words); an empty one has none. Returns hashes (flat) and shingles per document.
     """
     n_docs = offsets.shape[0] - 1
     spaces = _positions(buf, True)
@@ -423,6 +462,7 @@ def word_shingle_hashes(buf, offsets, n, mode):
     n_sh = np.zeros(n_docs, dtype=np.int64)
     out = np.empty(n_spaces + n_docs + 1, dtype=np.uint32)
     w = np.empty(80, dtype=np.uint32)
+    ring = np.empty(n, dtype=np.uint64)
     o = 0
     si = 0
     for d in range(n_docs):
@@ -435,18 +475,28 @@ def word_shingle_hashes(buf, offsets, n, mode):
             si = sj
             continue
         words = sj - si + 1
-        if words < n:
-            out[o] = _hash_span(buf, lo, hi - lo, mode, w)
+        if mode == 0:
+            for k in range(words):
+                start = lo if k == 0 else spaces[si + k - 1] + 1
+                end = hi if k == words - 1 else spaces[si + k]
+                ring[k % n] = xxh3_64(buf, start, end - start)
+                if k >= n - 1:
+                    out[o] = _combine(ring, k - n + 1, n, n)
+                    o += 1
+            if words < n:
+                out[o] = _combine(ring, 0, words, n)
+                o += 1
+        elif words < n:
+            out[o] = sha1_hash32(buf, lo, hi - lo, w)
             o += 1
-            n_sh[d] = 1
         else:
             for k in range(words - n + 1):
                 start = lo if k == 0 else spaces[si + k - 1] + 1
                 last = k + n - 1
                 end = hi if last == words - 1 else spaces[si + last]
-                out[o] = _hash_span(buf, start, end - start, mode, w)
+                out[o] = sha1_hash32(buf, start, end - start, w)
                 o += 1
-            n_sh[d] = words - n + 1
+        n_sh[d] = words - n + 1 if words >= n else 1
         si = sj
     return out[:o], n_sh
 

@@ -12,8 +12,10 @@ Pipeline for one batch of texts (compiled kernels in ``_kernels.py``; no per-doc
    whitespace. A document shorter than one shingle has one shingle, its whole (normalized) text;
    an empty document has none and never matches anything.
 3. **hash** each shingle to 32 bits:
-   - ``xxh3`` (default; fast and stable across versions): the high 32 bits of XXH3-64 (seed 0) of
-     the shingle's UTF-8 bytes (a word n-gram's words joined by one space).
+   - ``xxh3`` (default; fast and stable across versions): each word is hashed once with XXH3-64
+     (seed 0); a word n-gram is the polynomial ``sum(w[i+k] * M^(n-1-k)) mod 2^64`` of its word
+     hashes finished with MurmurHash3's fmix64, high 32 bits. A character n-gram is the high 32
+     bits of XXH3-64 of its UTF-8 bytes.
    - ``sha1``: the first 4 bytes (little endian) of SHA-1 of the shingle's UTF-8 bytes (word n-grams
      joined by one space), exactly datasketch's ``sha1_hash32``, so signatures equal
      ``datasketch.MinHash(num_perm, seed).update_batch(shingles).hashvalues`` bit for bit.
