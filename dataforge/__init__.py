@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "DataforgeError",
     "InputError",
+    "NoiseReport",
     "OutputError",
     "Pipeline",
     "RunReport",
@@ -27,6 +28,7 @@ __all__ = [
     "dedup",
     "inspect_output",
     "load_pipeline",
+    "noise_report",
     "run",
     "run_pipeline",
 ]
@@ -42,12 +44,16 @@ _LAZY = {
     "Pipeline": "dataforge.config",
     "RunReport": "dataforge.report",
     "inspect_output": "dataforge.inspect",
+    "noise_report": "dataforge.noise.analyze",
+    "NoiseReport": "dataforge.noise.report",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from dataforge.api import clean, dedup, run
     from dataforge.config import Pipeline, load_pipeline
     from dataforge.inspect import inspect_output
+    from dataforge.noise.analyze import noise_report
+    from dataforge.noise.report import NoiseReport
     from dataforge.report import RunReport
     from dataforge.runner import run_pipeline
 

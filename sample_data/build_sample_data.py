@@ -7,6 +7,10 @@ Writes:
     pretraining/prose.jsonl.gz   30 State of the Union addresses + 2 Gutenberg texts (public domain)
     news/reuters.jsonl.gz        2,000 Reuters-21578 stories with a body (research use)
     defects/planted.jsonl        real Reuters paragraphs with planted defects, see defects/expected.json
+    labels/20news.jsonl.gz       600 20 Newsgroups test posts (6 groups) with 10% of labels flipped, see
+                                 labels/flips.json (the injected flips, by id)
+    labels/20news_pred_probs.npy the paper's published pred_probs for those 600 rows (6 columns, renormalized)
+    labels/wine.csv              UCI Wine (178 rows, 13 features) with 10% of labels flipped, see flips.json
 
 The defects file is built from Reuters stories that are *not* in news/reuters.jsonl.gz, chosen so
 that each base story passes dataforge's normalize + Gopher filters and holds no PII; the planted
@@ -224,6 +228,96 @@ def build_defects(rows: list[dict], exclude: set[str], seed: int = 7) -> None:
     (HERE / "defects" / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
 
 
+LABEL_GROUPS = (
+    "comp.graphics",
+    "rec.autos",
+    "rec.sport.hockey",
+    "sci.med",
+    "sci.space",
+    "talk.politics.guns",
+)
+
+
+def build_labels(shared: Path, *, per_group: int = 100, flip_rate: float = 0.10, seed: int = 11) -> None:
+    """A labelled text slice and a labelled table, each with known injected label flips."""
+    rows = read_jsonl_gz(shared / "label_noise" / "20news_test.jsonl.gz")
+    rng = random.Random(seed)
+    picked: list[dict] = []
+    for group in LABEL_GROUPS:
+        members = [r for r in rows if r["given_label_name"] == group]
+        picked += members[:per_group]  # file order (scikit-learn's shuffled test order)
+    picked.sort(key=lambda r: r["idx"])
+    out_rows = []
+    flips: dict[str, dict] = {}
+    for r in picked:
+        rid = f"20news-test-{r['idx']}"
+        label = r["given_label_name"]
+        if rng.random() < flip_rate:
+            new = rng.choice([g for g in LABEL_GROUPS if g != label])
+            flips[rid] = {"given": new, "original": label}
+            label = new
+        text = r["text"]
+        if len(text) > 2500:  # keep the slice small; posts are cut at a line break
+            cut = text.rfind("\n", 0, 2500)
+            text = text[: cut if cut > 500 else 2500]
+        out_rows.append({"id": rid, "text": text, "label": label, "newsgroup_file": r["newsgroup_file"]})
+    write_jsonl_gz(HERE / "labels" / "20news.jsonl.gz", out_rows)
+    import numpy as np
+
+    # The paper's published out-of-sample probabilities for these rows, restricted to the six
+    # groups (columns in sorted group order, like the labels) and renormalized.
+    probs = np.load(shared / "label_noise" / "20news_test_pred_probs.npy")
+    names = sorted({r["given_label_name"] for r in rows})
+    cols = [names.index(g) for g in sorted(LABEL_GROUPS)]
+    sub = probs[[r["idx"] for r in picked]][:, cols]
+    sub = sub / sub.sum(axis=1, keepdims=True)
+    np.save(HERE / "labels" / "20news_pred_probs.npy", sub.astype(np.float64))
+    import csv
+    import sklearn.datasets
+
+    wine_src = Path(sklearn.datasets.__file__).parent / "data" / "wine_data.csv"
+    with wine_src.open() as fh:
+        raw = list(csv.reader(fh))[1:]
+    names = [
+        "alcohol",
+        "malic_acid",
+        "ash",
+        "alcalinity_of_ash",
+        "magnesium",
+        "total_phenols",
+        "flavanoids",
+        "nonflavanoid_phenols",
+        "proanthocyanins",
+        "color_intensity",
+        "hue",
+        "od280_od315",
+        "proline",
+    ]
+    wine_flips: dict[str, dict] = {}
+    rng = random.Random(seed + 1)
+    with (HERE / "labels" / "wine.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", *names, "cultivar"])
+        for i, rec in enumerate(raw):
+            label = f"cultivar_{int(rec[-1]) + 1}"
+            if rng.random() < flip_rate:
+                new = rng.choice([c for c in ("cultivar_1", "cultivar_2", "cultivar_3") if c != label])
+                wine_flips[f"wine-{i}"] = {"given": new, "original": label}
+                label = new
+            w.writerow([f"wine-{i}", *rec[:-1], label])
+    (HERE / "labels" / "flips.json").write_text(
+        json.dumps(
+            {
+                "20news.jsonl.gz": {"rows": len(out_rows), "label_col": "label", "flips": flips},
+                "wine.csv": {"rows": len(raw), "label_col": "cultivar", "flips": wine_flips},
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared" / "data")
@@ -232,6 +326,7 @@ def main() -> None:
     rows = reuters_rows(args.shared)
     news_texts = build_news(rows)
     build_defects(rows, news_texts)
+    build_labels(args.shared)
 
 
 if __name__ == "__main__":

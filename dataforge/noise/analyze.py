@@ -1,0 +1,627 @@
+"""``noise_report``: read labelled data, get out-of-sample probabilities, find label issues with
+cleanlab, write the report (JSON, HTML, per-row parquet) and optionally the fixed shards.
+
+Every input record ends in one place: rejected (malformed, with file and line) or used; with a
+fix, every used row is kept (possibly relabelled, the original label kept in ``<label>_original``)
+or dropped with reason ``label_issue``. The counts are checked before anything is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+import dataforge
+from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
+from dataforge.io.inputs import InputSpec
+from dataforge.io.shards import (
+    MANIFEST,
+    atomic_path,
+    check_output_options,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_shard,
+)
+from dataforge.ledger import Ledger, LedgerError, StepCounts
+from dataforge.noise.data import LabelledData, load_labelled
+from dataforge.noise.issues import RANK_BY, check_filter_by, find_issues
+from dataforge.noise.probs import (
+    MODELS,
+    ProbResult,
+    cross_val_probs,
+    members_for,
+    tabular_features,
+    text_features,
+)
+from dataforge.noise.report import (
+    ISSUES_PARQUET,
+    REPORT_HTML,
+    REPORT_JSON,
+    NoiseReport,
+    histogram,
+    render_html,
+    to_json,
+)
+from dataforge.report import REPORT_JSON as RUN_REPORT_JSON
+from dataforge.report import REPORT_MD, RunReport
+
+log = logging.getLogger(__name__)
+
+FIXES = ("none", "drop", "relabel")
+STEP = "noise.label_issues"
+EXCERPT = 300
+
+
+def _check_options(
+    *, model: str, folds: int, fix: str, min_confidence: float, filter_by: str, rank_by: str
+) -> None:
+    if model not in MODELS:
+        msg = f"unknown model {model!r}; valid: {choices(MODELS)}"
+        raise ConfigError(msg)
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        msg = f"folds must be an integer >= 2, got {folds!r}"
+        raise ConfigError(msg)
+    if fix not in FIXES:
+        msg = f"unknown fix {fix!r}; valid: {choices(FIXES)}"
+        raise ConfigError(msg)
+    if not 0.0 <= float(min_confidence) <= 1.0:
+        msg = f"min_confidence must be between 0 and 1, got {min_confidence!r}"
+        raise ConfigError(msg)
+    check_filter_by(filter_by)
+    if rank_by not in RANK_BY:
+        msg = f"unknown rank_by {rank_by!r}; valid: {choices(RANK_BY)}"
+        raise ConfigError(msg)
+
+
+def _encode_labels(data: LabelledData, folds: int | None) -> tuple[np.ndarray, list[Any], list[str]]:
+    """Labels as codes 0..K-1 over the sorted distinct labels; the warnings about classes."""
+    labels = data.frame["label"]
+    classes = sorted(labels.unique().to_list())
+    if len(classes) < 2:
+        only = f" {classes[0]!r}" if classes else ""
+        msg = (
+            f"label column {data.label_col!r} has a single class{only} in {data.frame.height:,} usable rows;"
+            " label-noise detection needs at least 2 classes"
+        )
+        raise InputError(msg)
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.fromiter((index[v] for v in labels.to_list()), dtype=np.int64, count=labels.len())
+    warnings: list[str] = []
+    if folds:
+        counts = np.bincount(codes, minlength=len(classes))
+        rare = [(classes[i], int(n)) for i, n in enumerate(counts) if n < folds]
+        if rare:
+            listed = ", ".join(f"{c!r} ({n})" for c, n in rare[:10])
+            warnings.append(
+                f"{len(rare)} class(es) have fewer examples than the {folds} folds: {listed}; their rows are scored by"
+                " models that saw few or none of them, so their flags are unreliable (consider dropping rare classes)"
+            )
+    return codes, classes, warnings
+
+
+def _load_pred_probs(source: Any, data: LabelledData) -> np.ndarray:
+    """Precomputed probabilities: an array, a .npy file, or a column of the input holding lists."""
+    where = "pred_probs"
+    if isinstance(source, np.ndarray):
+        arr = source
+    elif isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
+        path = Path(source)
+        if not path.is_file():
+            msg = f"pred_probs file {str(path)!r} does not exist"
+            raise InputError(msg)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            msg = f"{path}: not a readable .npy array: {exc}"
+            raise InputError(msg) from None
+        where = str(path)
+    elif isinstance(source, str):
+        col = source
+        metas = data.frame["meta"].to_list()
+        rows = []
+        for i, m in enumerate(metas):
+            rec = json.loads(m) if m else {}
+            if col not in rec:
+                r = data.frame.row(i, named=True)
+                msg = f"{r['source_file']}:{r['source_line'] or r['source_row']}: no pred_probs column {col!r} (expected a .npy file or a column name)"
+                raise InputError(msg)
+            rows.append(rec[col])
+        try:
+            arr = np.asarray(rows, dtype=np.float64)
+        except (ValueError, TypeError):
+            msg = f"pred_probs column {col!r} must hold equal-length lists of numbers in every row"
+            raise InputError(msg) from None
+        where = f"column {col!r}"
+    else:
+        msg = f"pred_probs must be a .npy path, a column name or an array, got {type(source).__name__}"
+        raise ConfigError(msg)
+    if arr.ndim != 2:
+        msg = f"{where}: pred_probs must be 2-D [rows, classes], got shape {arr.shape}"
+        raise InputError(msg)
+    if arr.shape[0] == data.rows_in and data.rows_in != data.frame.height:
+        arr = arr[data.frame["_input"].to_numpy()]
+    elif arr.shape[0] != data.frame.height:
+        msg = (
+            f"{where}: pred_probs has {arr.shape[0]:,} rows but the input has {data.rows_in:,} records"
+            f" ({data.frame.height:,} usable); rows must align with the input records"
+        )
+        raise InputError(msg)
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr).all(axis=1) | (arr < 0).any(axis=1) | (np.abs(arr.sum(axis=1) - 1.0) > 1e-3)
+    if bad.any():
+        i = int(np.argmax(bad))
+        msg = f"{where}: row {i} is not a probability distribution (values {np.round(arr[i][:8], 4).tolist()}..., sum {arr[i].sum():.4f})"
+        raise InputError(msg)
+    return arr / arr.sum(axis=1, keepdims=True)
+
+
+def _excerpts(data: LabelledData) -> list[str]:
+    if data.text_col:
+        return [t[:EXCERPT].replace("\r", " ") for t in data.frame["text"].to_list()]
+    cols = data.feature_cols
+    if not cols:
+        return [""] * data.frame.height
+    return [
+        ", ".join(f"{c}={v}" for c, v in zip(cols, row, strict=True))[:EXCERPT]
+        for row in data.frame.select(cols).iter_rows()
+    ]
+
+
+def _reject_samples(rejects: pl.DataFrame, limit: int = 20) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": r["source_file"],
+            "row": r["source_row"],
+            "line": r["source_line"],
+            "reason": r["reason"],
+            "error": r["error"],
+        }
+        for r in rejects.head(limit).drop("raw").iter_rows(named=True)
+    ]
+
+
+def _write_fixed(
+    data: LabelledData,
+    issues_frame: pl.DataFrame,
+    *,
+    fix: str,
+    min_confidence: float,
+    out: Path,
+    shard_rows: int,
+    output_format: str,
+    compression: str,
+    overwrite: bool,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the fixed shards (data/, dropped/, rejects/), manifest and run report into ``out`` atomically."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            msg = f"fixed output folder {str(out)!r} is not empty; pass --overwrite to replace it"
+            raise OutputError(msg)
+        if not (out / MANIFEST).exists() and not (out / RUN_REPORT_JSON).exists():
+            msg = f"refusing to overwrite {str(out)!r}: it is not a dataforge output folder"
+            raise OutputError(msg)
+    t0 = time.perf_counter()
+    flagged = issues_frame["is_issue"]
+    confident = issues_frame["suggested_prob"] >= min_confidence
+    if fix == "drop":
+        drop_mask = flagged
+        relabel_mask = pl.Series([False] * flagged.len())
+    else:
+        relabel_mask = flagged & confident & (issues_frame["suggested_label"] != issues_frame["given_label"])
+        drop_mask = flagged & ~relabel_mask
+    base = data.frame.drop("_input")
+    base = base.with_columns(
+        issues_frame["label_quality"].alias("label_quality"),
+        flagged.alias("label_issue"),
+    )
+    if fix == "relabel":
+        base = base.with_columns(
+            pl.when(relabel_mask).then(pl.col("label")).otherwise(None).alias("label_original"),
+            pl.when(relabel_mask)
+            .then(issues_frame["suggested_label"])
+            .otherwise(pl.col("label"))
+            .alias("label"),
+        )
+    renames = {"label": data.label_col}
+    if fix == "relabel":
+        renames["label_original"] = f"{data.label_col}_original"
+    if data.text_col:
+        renames["text"] = data.text_col
+    base = base.rename(renames)
+    kept = base.filter(~drop_mask)
+    detail = pl.format(
+        "given {}, suggested {} (p={}), quality {}",
+        issues_frame["given_label"].cast(pl.Utf8),
+        issues_frame["suggested_label"].cast(pl.Utf8),
+        issues_frame["suggested_prob"].round(3),
+        issues_frame["label_quality"].round(4),
+    )
+    dropped = base.with_columns(
+        pl.lit(STEP).alias("drop_step"),
+        pl.lit("label_issue").alias("drop_reason"),
+        pl.select(detail).to_series().alias("drop_detail"),
+    ).filter(drop_mask)
+    n_relabel = int(relabel_mask.sum())
+    ledger = Ledger(
+        rows_in=data.rows_in,
+        kept=kept.height,
+        rejected=Counter(data.rejects["reason"].to_list()),
+        steps=[
+            StepCounts(
+                STEP,
+                rows_in=data.frame.height,
+                kept=kept.height,
+                dropped=Counter({"label_issue": dropped.height} if dropped.height else {}),
+                counters=Counter({"relabelled": n_relabel, "flagged": int(flagged.sum())}),
+            )
+        ],
+    )
+    ledger.check("noise fix")
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ext = "arrow" if output_format == "arrow" else "parquet"
+
+    def write_group(frame: pl.DataFrame, folder: str) -> list[dict[str, Any]]:
+        infos = []
+        table = frame.to_arrow()
+        table = table.cast(
+            pa.schema(
+                [f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema]
+            )
+        )
+        if frame.height == 0:
+            return []
+        for i, start in enumerate(range(0, frame.height, shard_rows)):
+            info = write_shard(
+                table.slice(start, shard_rows),
+                tmp / folder / f"part-{i:05d}.{ext}",
+                format=output_format,
+                compression=compression,
+                relative_to=tmp,
+            )
+            infos.append(info.to_dict())
+        return infos
+
+    try:
+        shards = write_group(kept, "data")
+        dropped_shards = write_group(dropped, "dropped")
+        reject_shards = write_group(data.rejects, "rejects")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        report = RunReport(
+            name="noise-fix",
+            output=str(out),
+            ledger=ledger,
+            shards=shards,
+            dropped_shards=dropped_shards,
+            reject_shards=reject_shards,
+            per_input=[],
+            timings={"write": time.perf_counter() - t0},
+            started_at=now,
+            finished_at=now,
+            dataforge_version=dataforge.__version__,
+            config=config,
+            reject_samples=_reject_samples(data.rejects),
+        )
+        manifest = {
+            "manifest_version": 1,
+            "kind": "labelled",
+            "name": "noise-fix",
+            "dataforge_version": dataforge.__version__,
+            "config": config,
+            "inputs": [
+                {"path": f.path, "format": f.format, "compression": f.compression, "bytes": f.size}
+                for f in data.files
+            ],
+            "schema": {
+                "name": "labelled",
+                "fields": [{"name": f.name, "type": str(f.type)} for f in kept.to_arrow().schema],
+            },
+            "format": output_format,
+            "compression": compression,
+            "counts": {
+                "rows_in": ledger.rows_in,
+                "kept": ledger.kept,
+                "dropped": ledger.dropped_total,
+                "rejected": ledger.rejected_total,
+            },
+            "shards": shards,
+            "dropped": dropped_shards,
+            "rejects": reject_shards,
+            "reports": {},
+        }
+        write_json_atomic(tmp / RUN_REPORT_JSON, report.to_dict())
+        write_bytes_atomic(tmp / REPORT_MD, report.markdown().encode())
+        write_json_atomic(tmp / MANIFEST, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {
+        "mode": fix,
+        "output": str(out),
+        "min_confidence": min_confidence,
+        "kept": ledger.kept,
+        "dropped": ledger.dropped_total,
+        "relabelled": n_relabel,
+        "rejected": ledger.rejected_total,
+    }
+
+
+def noise_report(
+    inputs: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...],
+    *,
+    output: str | os.PathLike[str],
+    label_col: str = "label",
+    text_col: str | None = None,
+    feature_cols: list[str] | tuple[str, ...] | None = None,
+    pred_probs: Any = None,
+    id_field: str = "id",
+    format: str | None = None,
+    model: str = "auto",
+    folds: int = 5,
+    seed: int = 0,
+    filter_by: str = "prune_by_noise_rate",
+    rank_by: str = "self_confidence",
+    outliers: bool = False,
+    fix: str = "none",
+    fixed_out: str | os.PathLike[str] | None = None,
+    min_confidence: float = 0.9,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    shard_rows: int = 100_000,
+    output_format: str = "arrow",
+    compression: str = "zstd",
+    max_reject_rate: float = 0.05,
+    overwrite: bool = False,
+) -> NoiseReport:
+    """Find label errors in a labelled dataset and write a report (and, with ``fix``, cleaned shards).
+
+    Args:
+        inputs: JSONL/CSV/Parquet/Arrow files, folders or globs (gzip/zstd too).
+        output: report folder (report.json, report.html, issues.parquet).
+        label_col: column with the given label (strings or integers).
+        text_col: text column (text mode; default "text" unless feature_cols or pred_probs is given).
+        feature_cols: numeric/categorical feature columns (tabular mode).
+        pred_probs: precomputed out-of-sample probabilities instead of a model: a ``.npy`` path,
+            a column name holding lists, or an array; rows align with the input records,
+            columns with the sorted classes.
+        model: ``auto``, ``tfidf-logreg``, ``hgb`` or ``ensemble``.
+        folds: cross-validation folds.
+        seed: fold shuffling and model seed (same seed, same report).
+        filter_by: cleanlab ``find_label_issues`` method.
+        rank_by: cleanlab label quality score method.
+        outliers: also score outliers (cleanlab ``OutOfDistribution`` on the probabilities).
+        fix: ``none``, ``drop`` (drop flagged rows) or ``relabel`` (flagged rows whose suggested
+            label has probability >= min_confidence are relabelled, the rest are dropped).
+        fixed_out: folder for the fixed shards (default ``OUTPUT/fixed``).
+        min_confidence: the relabel threshold.
+        executor, workers, ray_address: where the cross-validation folds run.
+        shard_rows, output_format, compression: fixed shard layout.
+        max_reject_rate: fail (DataError) when more input than this is malformed.
+        overwrite: replace an existing fixed output folder.
+
+    Returns:
+        The NoiseReport (also written to ``OUTPUT/report.json``).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    _check_options(
+        model=model, folds=folds, fix=fix, min_confidence=min_confidence, filter_by=filter_by, rank_by=rank_by
+    )
+    check_output_options(format=output_format, compression=compression)
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    feature_cols = list(feature_cols or [])
+    if text_col is None and not feature_cols:
+        text_col = "text"
+    if text_col and feature_cols:
+        msg = "give either text_col or feature_cols, not both"
+        raise ConfigError(msg)
+    out = Path(output)
+    config = {
+        "label_col": label_col,
+        "text_col": text_col,
+        "feature_cols": feature_cols,
+        "pred_probs": str(pred_probs)
+        if isinstance(pred_probs, str | os.PathLike)
+        else ("array" if pred_probs is not None else None),
+        "model": model,
+        "folds": folds,
+        "seed": seed,
+        "filter_by": filter_by,
+        "rank_by": rank_by,
+        "fix": fix,
+        "min_confidence": min_confidence,
+    }
+    spec = InputSpec(
+        paths=tuple(str(p) for p in inputs), format=format, id_field=id_field, text_field=text_col or "text"
+    )
+    t0 = time.perf_counter()
+    data = load_labelled(spec, label_col=label_col, text_col=text_col, feature_cols=feature_cols)
+    timings["read"] = time.perf_counter() - t0
+    if data.rows_in == 0:
+        msg = f"no records in {', '.join(spec.paths)}"
+        raise InputError(msg)
+    rate = data.rejects.height / data.rows_in
+    if rate > max_reject_rate:
+        first = "; ".join(data.rejects["error"].head(3).to_list())
+        msg = (
+            f"{data.rejects.height:,} of {data.rows_in:,} records ({rate:.1%}) are malformed, over max_reject_rate"
+            f" {max_reject_rate:.1%}; first: {first}"
+        )
+        raise DataError(msg)
+    if data.frame.height < 2 * folds and pred_probs is None:
+        msg = f"only {data.frame.height} usable rows: at least {2 * folds} are needed for {folds}-fold cross-validation"
+        raise InputError(msg)
+    y, classes, class_warnings = _encode_labels(data, folds if pred_probs is None else None)
+    warnings = list(data.warnings) + class_warnings
+    k = len(classes)
+    class_names = [str(c) for c in classes]
+    if pred_probs is not None:
+        probs = _load_pred_probs(pred_probs, data)
+        width = probs.shape[1]
+        if isinstance(classes[0], int) and classes[0] >= 0 and classes[-1] < width:
+            # integer labels index the probability columns directly (classes without rows allowed)
+            classes = list(range(width))
+            y = data.frame["label"].to_numpy().astype(np.int64)
+            class_names = [str(c) for c in classes]
+            k = width
+        elif width != k:
+            msg = (
+                f"pred_probs has {width} columns but the labels have {k} classes"
+                f" ({', '.join(class_names[:20])}); columns must follow the sorted class order"
+            )
+            raise InputError(msg)
+        result = ProbResult(pred_probs=probs, folds=0)
+        mode, members = "pred_probs", []
+    else:
+        t0 = time.perf_counter()
+        text = data.text_col is not None
+        members = list(members_for(model, text=text))
+        if text:
+            X = text_features(data.frame["text"].to_list(), members=tuple(members))
+            categorical = None
+        else:
+            mat, categorical = tabular_features(data.frame, data.feature_cols, data.categorical)
+            X = {m: mat for m in members}
+        timings["features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        from dataforge.executors.base import make_executor
+
+        ex = (
+            make_executor(executor, workers=workers, address=ray_address)
+            if (workers > 1 or executor != "local")
+            else None
+        )
+        try:
+            result = cross_val_probs(
+                X, y, n_classes=k, folds=folds, seed=seed, executor=ex, categorical=categorical
+            )
+        finally:
+            if ex is not None:
+                ex.close()
+        timings["cross_validation"] = time.perf_counter() - t0
+        mode = "text" if text else "tabular"
+    t0 = time.perf_counter()
+    found = find_issues(
+        y,
+        result.pred_probs,
+        filter_by=filter_by,
+        rank_by=rank_by,
+        pred_probs_list=list(result.members.values()) if len(result.members) > 1 else None,
+        class_names=class_names,
+        outliers=outliers,
+    )
+    timings["cleanlab"] = time.perf_counter() - t0
+    label_values = pl.Series("label", classes, dtype=data.frame["label"].dtype)
+    suggested = label_values.gather(found.suggested)
+    given = data.frame["label"]
+    issues_cols: dict[str, Any] = {
+        "id": data.frame["id"],
+        "source_file": data.frame["source_file"],
+        "source_row": data.frame["source_row"],
+        "source_line": data.frame["source_line"],
+        "given_label": given,
+        "suggested_label": suggested.alias("suggested_label"),
+        "label_quality": pl.Series(found.quality, dtype=pl.Float64),
+        "given_prob": pl.Series(found.given_prob, dtype=pl.Float64),
+        "suggested_prob": pl.Series(found.suggested_prob, dtype=pl.Float64),
+        "is_issue": pl.Series(found.is_issue, dtype=pl.Boolean),
+        "rank": pl.Series(found.rank, dtype=pl.Int64),
+    }
+    if found.outlier_score is not None:
+        issues_cols["outlier_score"] = pl.Series(found.outlier_score, dtype=pl.Float64)
+        issues_cols["is_outlier"] = pl.Series(found.is_outlier, dtype=pl.Boolean)
+    excerpts = _excerpts(data)
+    issues_cols["excerpt"] = pl.Series("excerpt", excerpts, dtype=pl.Utf8)
+    issues_frame = pl.DataFrame(issues_cols)
+    top = issues_frame.filter(pl.col("is_issue")).sort("rank").head(5000).to_dicts()
+    fix_info: dict[str, Any] = {}
+    if fix != "none":
+        t0 = time.perf_counter()
+        fixed_path = Path(fixed_out) if fixed_out else out / "fixed"
+        fix_info = _write_fixed(
+            data,
+            issues_frame,
+            fix=fix,
+            min_confidence=min_confidence,
+            out=fixed_path,
+            shard_rows=shard_rows,
+            output_format=output_format,
+            compression=compression,
+            overwrite=overwrite,
+            config=config,
+        )
+        timings["fix"] = time.perf_counter() - t0
+    elif fixed_out:
+        warnings.append("fixed_out was given but fix is 'none': no fixed shards were written")
+    timings["total"] = time.perf_counter() - t_start
+    report = NoiseReport(
+        output=str(out),
+        rows_in=data.rows_in,
+        rows_used=data.frame.height,
+        rejected=data.rejects.height,
+        rejected_by_reason=dict(sorted(Counter(data.rejects["reason"].to_list()).items())),
+        reject_samples=_reject_samples(data.rejects),
+        label_col=label_col,
+        mode=mode,
+        model=model if pred_probs is None else "pred_probs",
+        members=members,
+        member_accuracy={m: round(a, 4) for m, a in result.accuracy.items()},
+        folds=result.folds,
+        seed=seed,
+        filter_by=filter_by,
+        rank_by=rank_by,
+        classes=class_names,
+        class_counts=[int(c) for c in np.bincount(y, minlength=k)],
+        num_flagged=int(found.is_issue.sum()),
+        num_issues_estimate=found.num_issues_estimate,
+        health_score=found.health_score,
+        noise_matrix=[[round(float(v), 5) for v in row] for row in found.noise_matrix],
+        per_class=found.per_class,
+        overlapping=found.overlapping,
+        quality_histogram=histogram(found.quality, found.is_issue),
+        top_issues=top,
+        warnings=warnings,
+        num_outliers=int(found.is_outlier.sum()) if found.is_outlier is not None else None,
+        fix=fix_info,
+        timings=timings,
+        files={"json": REPORT_JSON, "html": REPORT_HTML, "issues": ISSUES_PARQUET},
+        inputs=[
+            {"path": f.path, "format": f.format, "compression": f.compression, "bytes": f.size}
+            for f in data.files
+        ],
+        dataforge_version=dataforge.__version__,
+        config=config,
+    )
+    if report.rows_in != report.rows_used + report.rejected:
+        msg = f"noise report counts do not add up: {report.rows_in} != {report.rows_used} + {report.rejected}"
+        raise LedgerError(msg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / ISSUES_PARQUET) as tmp:
+            issues_frame.write_parquet(tmp, compression="zstd", statistics=False)
+        write_bytes_atomic(out / REPORT_HTML, render_html(report).encode("utf-8"))
+        write_bytes_atomic(out / REPORT_JSON, to_json(report).encode("utf-8"))
+    except OSError as exc:
+        msg = f"cannot write the noise report to {out}: {exc}"
+        raise OutputError(msg) from None
+    for line in report.summary_lines():
+        log.info("%s", line)
+    return report
