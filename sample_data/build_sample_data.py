@@ -273,6 +273,7 @@ def build_labels(shared: Path, *, per_group: int = 100, flip_rate: float = 0.10,
     sub = sub / sub.sum(axis=1, keepdims=True)
     np.save(HERE / "labels" / "20news_pred_probs.npy", sub.astype(np.float64))
     import csv
+
     import sklearn.datasets
 
     wine_src = Path(sklearn.datasets.__file__).parent / "data" / "wine_data.csv"

@@ -54,3 +54,9 @@ def make_jsonl(tmp_path):
         return write_jsonl(tmp_path / name, records, compression=compression)
 
     return make
+
+
+def read_jsonl_gz(path: Path) -> list[dict]:
+    """Read a gzip JSONL file from sample_data into dicts."""
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

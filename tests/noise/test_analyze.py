@@ -15,7 +15,7 @@ import dataforge
 from dataforge.errors import ConfigError, DataError, InputError, OutputError
 from dataforge.io.shards import read_manifest, read_shard, verify_shards
 
-from ..conftest import SAMPLE, write_jsonl
+from ..conftest import SAMPLE, read_jsonl_gz, write_jsonl
 
 NEWS = SAMPLE / "labels" / "20news.jsonl.gz"
 WINE = SAMPLE / "labels" / "wine.csv"
@@ -206,9 +206,7 @@ def test_single_class_and_tiny_inputs_are_errors(tmp_path):
 
 
 def test_rare_class_is_a_warning_in_the_report(tmp_path):
-    import gzip
-
-    rows = [json.loads(line) for line in gzip.open(NEWS)][:200]
+    rows = _news_rows()[:200]
     rows.append({"id": "rare-1", "text": rows[0]["text"], "label": "misc.rare"})
     path = write_jsonl(tmp_path / "r.jsonl", rows)
     report = dataforge.noise_report(path, output=tmp_path / "o", model="tfidf-logreg")
@@ -217,9 +215,7 @@ def test_rare_class_is_a_warning_in_the_report(tmp_path):
 
 
 def test_rejects_are_counted_and_reject_rate_enforced(tmp_path):
-    import gzip
-
-    rows = [json.loads(line) for line in gzip.open(NEWS)][:120]
+    rows = _news_rows()[:120]
     bad = [b'{"text": "cut', {"text": "no label at all"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows[:60] + bad + rows[60:])
     report = dataforge.noise_report(path, output=tmp_path / "o", model="tfidf-logreg", fix="drop")
@@ -258,3 +254,7 @@ def test_bad_options_are_config_errors(tmp_path):
         dataforge.noise_report(NEWS, output=tmp_path / "o", fix="maybe")
     with pytest.raises(ConfigError, match="needs feature columns"):
         dataforge.noise_report(NEWS, output=tmp_path / "o", model="hgb")
+
+
+def _news_rows() -> list[dict]:
+    return read_jsonl_gz(SAMPLE / "labels" / "20news.jsonl.gz")

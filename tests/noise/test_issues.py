@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from dataforge.errors import ConfigError
 from dataforge.noise.issues import find_issues
 
-from ..conftest import SAMPLE
+from ..conftest import SAMPLE, read_jsonl_gz
 
 
 def _published():
     """The paper's out-of-sample probabilities for the 600-row 20news slice, and its labels."""
-    import gzip
-    import json
-
-    rows = [json.loads(line) for line in gzip.open(SAMPLE / "labels" / "20news.jsonl.gz")]
+    rows = _news_rows()
     names = sorted({r["label"] for r in rows})
     labels = np.array([names.index(r["label"]) for r in rows])
     flips = json.loads((SAMPLE / "labels" / "flips.json").read_text())["20news.jsonl.gz"]["flips"]
@@ -82,3 +81,7 @@ def test_bad_options_name_the_choices():
         find_issues(labels, probs, filter_by="nope")
     with pytest.raises(ConfigError, match="valid: .*self_confidence"):
         find_issues(labels, probs, rank_by="nope")
+
+
+def _news_rows() -> list[dict]:
+    return read_jsonl_gz(SAMPLE / "labels" / "20news.jsonl.gz")
