@@ -9,7 +9,7 @@ BENCH_VENV := .venv-bench
 .PHONY: help venv demo test test-fast lint format bench clean
 
 help:
-	@echo "make demo   - install into .venv and run pipelines/demo.yaml on sample_data/ (local executor)"
+	@echo "make demo   - install into .venv and run pipelines/demo.yaml and pipelines/noise.yaml on sample_data/ (local executor)"
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
@@ -24,6 +24,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/dataforge run pipelines/demo.yaml --force
+	$(VENV)/bin/dataforge run pipelines/noise.yaml --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks

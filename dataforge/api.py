@@ -312,6 +312,56 @@ def dedup(
     )
 
 
+_NOISE_PATH_KEYS = ("output", "fixed_out")
+
+
+def run_noise_yaml(
+    path: str | Path,
+    raw: dict[str, Any],
+    *,
+    output: str | Path | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Run a ``noise_report:`` pipeline file (see pipelines/noise.yaml); paths are relative to it."""
+    import inspect as _inspect
+
+    from dataforge.config import _check_keys, _resolve
+    from dataforge.noise.analyze import noise_report
+
+    _check_keys("the pipeline", raw, {"name", "description", "noise_report"})
+    opts = dict(raw["noise_report"] or {})
+    valid = {
+        n for n, prm in _inspect.signature(noise_report).parameters.items() if prm.kind is prm.KEYWORD_ONLY
+    }
+    _check_keys("noise_report", opts, valid | {"inputs"})
+    base = Path(path).parent
+    inputs = opts.pop("inputs", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs or not isinstance(inputs, list):
+        msg = "noise_report.inputs must be a non-empty list of files, folders or globs"
+        raise ConfigError(msg)
+    if "output" not in opts and output is None:
+        msg = "noise_report.output is required"
+        raise ConfigError(msg)
+    for key in _NOISE_PATH_KEYS:
+        if opts.get(key) is not None:
+            opts[key] = _resolve(str(opts[key]), base)
+    if isinstance(opts.get("pred_probs"), str) and opts["pred_probs"].endswith(".npy"):
+        opts["pred_probs"] = _resolve(opts["pred_probs"], base)
+    if output is not None:
+        opts["output"] = str(output)
+    for key, value in (("executor", executor), ("workers", workers), ("ray_address", ray_address)):
+        if value is not None:
+            opts[key] = value
+    if overwrite:
+        opts["overwrite"] = True
+    return noise_report([_resolve(str(i), base) for i in inputs], **opts)
+
+
 def run(
     pipeline: str | Path | Pipeline,
     *,
@@ -328,6 +378,15 @@ def run(
     Example:
         >>> dataforge.run("pipelines/demo.yaml", force=True)  # doctest: +SKIP
     """
+    if not isinstance(pipeline, Pipeline):
+        from dataforge.config import read_yaml
+
+        raw = read_yaml(pipeline)
+        if "noise_report" in raw:
+            return run_noise_yaml(
+                pipeline, raw, output=output, executor=executor, workers=workers, ray_address=ray_address,
+                overwrite=overwrite or force,
+            )  # fmt: skip
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     if output is not None:
         p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})

@@ -678,6 +678,11 @@ def run(state: _State, pipeline: str, output: str | None, executor: str | None, 
 def _finish(state: _State, report: Any) -> None:
     if state.quiet:
         return
+    if hasattr(report, "summary_lines"):  # a noise report (noise_report: pipeline file)
+        for line in report.summary_lines():
+            click.echo(line)
+        click.echo(f"report: {report.output}/report.html")
+        return
     if report.status == "up_to_date":
         click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
         return
