@@ -526,7 +526,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option(
     "--rank-by",
     type=click.Choice(RANK_CHOICES),
-    default="self_confidence",
+    default="normalized_margin",
     show_default=True,
     help="cleanlab label quality score.",
 )

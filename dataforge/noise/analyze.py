@@ -376,7 +376,7 @@ def noise_report(
     folds: int = 5,
     seed: int = 0,
     filter_by: str = "prune_by_noise_rate",
-    rank_by: str = "self_confidence",
+    rank_by: str = "normalized_margin",
     outliers: bool = False,
     fix: str = "none",
     fixed_out: str | os.PathLike[str] | None = None,
@@ -405,7 +405,9 @@ def noise_report(
         folds: cross-validation folds.
         seed: fold shuffling and model seed (same seed, same report).
         filter_by: cleanlab ``find_label_issues`` method.
-        rank_by: cleanlab label quality score method.
+        rank_by: cleanlab label quality score method. Default ``normalized_margin``: on the 20news
+            human-verified errors it put 28 confirmed errors in the top 50 against 18 for
+            ``self_confidence`` (benchmarks/noise_quality.py).
         outliers: also score outliers (cleanlab ``OutOfDistribution`` on the probabilities).
         fix: ``none``, ``drop`` (drop flagged rows) or ``relabel`` (flagged rows whose suggested
             label has probability >= min_confidence are relabelled, the rest are dropped).

@@ -80,7 +80,7 @@ def find_issues(
     pred_probs: np.ndarray,
     *,
     filter_by: str = "prune_by_noise_rate",
-    rank_by: str = "self_confidence",
+    rank_by: str = "normalized_margin",
     pred_probs_list: list[np.ndarray] | None = None,
     class_names: list[str] | None = None,
     outliers: bool = False,
