@@ -515,6 +515,13 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option(
     "--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds."
 )
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 5),
+    default=2,
+    show_default=True,
+    help="Cross-validation rounds; later rounds train without the rows the previous round flagged.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Fold and model seed.")
 @click.option(
     "--filter-by",
@@ -584,7 +591,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option("--overwrite", is_flag=True, help="Replace an existing fixed output folder.")
 @pass_state
 def noise_report(state: _State, inputs: tuple[str, ...], output: str, label_col: str, text_col: str | None,
-                 feature_cols: str | None, pred_probs: str | None, model: str, folds: int, seed: int,
+                 feature_cols: str | None, pred_probs: str | None, model: str, folds: int, rounds: int, seed: int,
                  filter_by: str, rank_by: str, outliers: bool, fix: str, fixed_out: str | None,
                  min_confidence: float, id_field: str, format_: str | None, executor: str, workers: int,
                  ray_address: str | None, shard_rows: int, output_format: str, max_reject_rate: float,
@@ -614,6 +621,7 @@ def noise_report(state: _State, inputs: tuple[str, ...], output: str, label_col:
             format=format_,
             model=model,
             folds=folds,
+            rounds=rounds,
             seed=seed,
             filter_by=filter_by,
             rank_by=rank_by,

@@ -156,15 +156,23 @@ class FoldJob:
 
 
 def _fit_fold(
-    job: FoldJob, *, X: Any, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], categorical: Any
+    job: FoldJob,
+    *,
+    X: Any,
+    y: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    categorical: Any,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Fit on the other folds, predict the held-out fold: probabilities [len(test), K] and seconds."""
+    """Fit on the other folds (minus ``exclude`` rows), predict the held-out fold: probabilities [len(test), K] and seconds."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     t0 = time.perf_counter()
     train, test = folds[job.fold]
+    if exclude is not None:
+        train = train[~exclude[train]]
     est = make_estimator(job.member, seed=job.seed, categorical=categorical)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -183,6 +191,7 @@ def _run_job(job: FoldJob, payload: dict[str, Any]) -> tuple[np.ndarray, float]:
         y=payload["y"],
         folds=payload["folds"],
         categorical=payload.get("categorical"),
+        exclude=payload.get("exclude"),
     )
 
 
@@ -210,6 +219,7 @@ def cross_val_probs(
     seed: int = 0,
     executor: Any = None,
     categorical: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> ProbResult:
     """Out-of-sample probabilities for every member in ``X`` (member -> feature matrix).
 
@@ -221,10 +231,12 @@ def cross_val_probs(
         seed: fold shuffling and estimator seed.
         executor: a dataforge executor (``map``); None = in this process.
         categorical: categorical column mask for tabular models.
+        exclude: rows never used for training (e.g. the previous round's flags); they are still
+            predicted, by models that did not see them.
     """
     split = stratified_folds(y, folds=folds, seed=seed)
     jobs = [FoldJob(member=m, fold=f, seed=seed, n_classes=n_classes) for m in X for f in range(len(split))]
-    payload = {"X": X, "y": y, "folds": split, "categorical": categorical}
+    payload = {"X": X, "y": y, "folds": split, "categorical": categorical, "exclude": exclude}
     fn = functools.partial(_run_job, payload=payload)
     t0 = time.perf_counter()
     results = executor.map(fn, jobs) if executor is not None else [fn(j) for j in jobs]

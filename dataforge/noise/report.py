@@ -57,6 +57,7 @@ class NoiseReport:
     top_issues: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     num_outliers: int | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     fix: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -92,6 +93,7 @@ class NoiseReport:
                 "accuracy_vs_given": self.member_accuracy,
                 "folds": self.folds,
                 "seed": self.seed,
+                "earlier_rounds": self.rounds,
             },
             "filter_by": self.filter_by,
             "rank_by": self.rank_by,
@@ -309,6 +311,12 @@ def render_html(report: NoiseReport) -> str:
             "<p>Out-of-sample accuracy against the given labels: "
             + ", ".join(f"{_e(m)} {a:.3f}" for m, a in report.member_accuracy.items())
             + ". Detection is only as good as this model: review the flags, do not trust them blindly.</p>"
+        )
+    if report.rounds:
+        out.append(
+            "<p>Re-scored: "
+            + ", ".join(f"round {r['round']} flagged {r['flagged']:,}" for r in report.rounds)
+            + f"; the final round trained without those rows and flagged {report.num_flagged:,}.</p>"
         )
     if report.fix:
         f = report.fix
