@@ -474,6 +474,9 @@ def _split_keys(keys: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     return tasks, ords
 
 
+_SET_CHUNK = 20_000  # documents whose texts are re-read and hashed at once (exact verification)
+
+
 @dataclass
 class _Nodes:
     """The documents that appear in candidate pairs, in key order, with what deciding needs."""
@@ -537,19 +540,26 @@ class _Nodes:
         counts: list[np.ndarray] = []
         order: list[np.ndarray] = []
         for t in np.unique(tasks):
-            idx = np.flatnonzero(tasks == t)
-            idx = idx[np.argsort(ords[idx], kind="stable")]
-            if t >= 0:
-                texts = read_ipc(ctx.live_file(int(t))).column("text").take(pa.array(ords[idx]))
-            else:
-                texts = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])[
-                    "text"
-                ].to_arrow()
-            hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
-            values, offs = _unique_sets(hv, n_sh)
-            hashes.append(values)
-            counts.append(np.diff(offs))
-            order.append(idx)
+            all_idx = np.flatnonzero(tasks == t)
+            all_idx = all_idx[np.argsort(ords[all_idx], kind="stable")]
+            column = read_ipc(ctx.live_file(int(t))).column("text") if t >= 0 else None
+            # chunk by chunk, so the texts and raw shingle hashes held at once stay bounded
+            for start in range(0, all_idx.shape[0], _SET_CHUNK):
+                idx = all_idx[start : start + _SET_CHUNK]
+                if column is not None:
+                    texts = column.take(pa.array(ords[idx]))
+                else:
+                    texts = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])[
+                        "text"
+                    ].to_arrow()
+                hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
+                del texts
+                values, offs = _unique_sets(hv, n_sh)
+                del hv
+                hashes.append(values[: offs[-1]].copy())
+                counts.append(np.diff(offs))
+                order.append(idx)
+            del column
         if order:
             flat = np.concatenate(hashes)
             sizes = np.concatenate(counts)

@@ -781,3 +781,15 @@ def test_overwrite_without_report_clusters_removes_old_reports(tmp_path):
     run_dedup([str(src)], output=out, report_clusters=False, threshold=0.7, overwrite=True)
     assert read_manifest(out)["reports"] == {}
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["data", "dropped"]
+
+
+def test_exact_verification_in_small_chunks_gives_the_same_bytes(news_run, tmp_path, monkeypatch):
+    """Texts of candidate documents are re-hashed chunk by chunk; the chunk size must not matter."""
+    import dataforge.dedup.near as near
+
+    monkeypatch.setattr(near, "_SET_CHUNK", 7)
+    out = tmp_path / "small-chunks"
+    report = run_dedup([str(NEWS)], output=out, report_clusters=True, verify="exact")
+    ref_out, ref_report = news_run
+    assert report.global_info["dedup.minhash"]["finalize"]["verified_pairs"] > 7
+    assert digests(out) == digests(ref_out)
