@@ -18,11 +18,14 @@ Parts (all on /work/shared/data/label_noise, real posts and labels):
    (uniform); train the same classifier (TF-IDF + logistic regression) on the clean labels, the
    noisy labels, and dataforge's ``--fix drop`` and ``--fix relabel`` outputs; report accuracy on the
    held-out 30 % (its original labels). "Recovered" = (fixed - noisy) / (clean - noisy).
+4. ``scale`` (not in the default parts): a default run on 100k short texts (20news post bodies cut
+   into 150-400 character pieces, labelled by newsgroup), in a subprocess: seconds and peak RSS.
 
 Usage:
     .venv/bin/python benchmarks/noise_quality.py                 # all parts, ~15 min on 2 cores
     .venv/bin/python benchmarks/noise_quality.py --parts verified downstream
     .venv/bin/python benchmarks/noise_quality.py --rates 0.2 --kinds uniform --parts injected
+    .venv/bin/python benchmarks/noise_quality.py --parts scale   # 100k short texts: time and peak RSS
 """
 
 from __future__ import annotations
@@ -256,15 +259,55 @@ def part_downstream(args: argparse.Namespace, results: dict) -> None:
     results["downstream"] = {"train_rows": len(tr), "test_rows": len(te), **acc}
 
 
+def part_scale(args: argparse.Namespace, results: dict) -> None:
+    """Time and peak memory of a default run on --scale-rows short texts (20news posts cut into pieces)."""
+    import subprocess
+
+    rows, labels, _ = load_posts()
+    rng = np.random.default_rng(args.seed)
+    out_rows: list[dict] = []
+    passes = 0
+    while len(out_rows) < args.scale_rows:
+        passes += 1
+        for i in rng.permutation(len(rows)):
+            body = rows[i]["text"].split("\n\n", 1)[-1]  # without the header block
+            pos = int(rng.integers(0, 120))
+            while pos < len(body) and len(out_rows) < args.scale_rows:
+                size = int(rng.integers(150, 400))
+                piece = " ".join(body[pos : pos + size].split())
+                pos += size
+                if len(piece) >= 60:
+                    out_rows.append({"id": f"s{len(out_rows)}", "text": piece, "label": int(labels[i])})
+    src = write_jsonl(OUT / f"scale-{args.scale_rows}.jsonl", out_rows)
+    mb = src.stat().st_size / 1e6
+    code = (
+        "import json, resource, sys, time, dataforge; t = time.perf_counter();"
+        f" r = dataforge.noise_report({str(src)!r}, output={str(OUT / 'scale-report')!r}, workers={args.workers});"
+        " print(json.dumps({'seconds': round(time.perf_counter() - t, 1), 'timings': r.timings, 'flagged': r.num_flagged,"
+        " 'accuracy': r.member_accuracy, 'peak_rss_mb_driver': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),"
+        " 'peak_rss_mb_children': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    row = {
+        "rows": len(out_rows),
+        "mb": round(mb, 1),
+        "passes": passes,
+        **json.loads(proc.stdout.strip().splitlines()[-1]),
+    }
+    print(f"  {json.dumps(row)}", flush=True)
+    results["scale"] = row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="*", default=["verified", "injected", "downstream"])
     ap.add_argument("--rates", nargs="*", type=float, default=[0.05, 0.1, 0.2, 0.3])
     ap.add_argument("--kinds", nargs="*", default=["uniform", "class-conditional"])
-    ap.add_argument("--filter-by", default="prune_by_noise_rate")
+    ap.add_argument("--filter-by", default="prune_by_class")
     ap.add_argument("--min-confidence", type=float, default=0.6)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale-rows", type=int, default=100_000, help="rows for --parts scale")
     ap.add_argument("--json", type=Path, default=OUT / "results.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

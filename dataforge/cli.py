@@ -526,7 +526,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option(
     "--filter-by",
     type=click.Choice(FILTER_CHOICES),
-    default="prune_by_noise_rate",
+    default="prune_by_class",
     show_default=True,
     help="cleanlab find_label_issues method.",
 )
