@@ -298,6 +298,71 @@ def part_scale(args: argparse.Namespace, results: dict) -> None:
     results["scale"] = row
 
 
+def markdown(results: dict) -> str:
+    """The results as Markdown tables (written next to the JSON and into benchmarks/results/)."""
+    v = results.get("versions", {})
+    lines = [
+        f"Run {results.get('when', '?')}, Python {results.get('python', '?')}, dataforge {v.get('dataforge')},"
+        f" cleanlab {v.get('cleanlab')}, scikit-learn {v.get('scikit-learn')}; options {results.get('args', {})}.",
+        "",
+    ]
+    if "injected" in results:
+        lines += [
+            "### Injected noise: detection against cleanlab's default pipeline (same data, same run)",
+            "",
+            "| noise | rate | flips | cleanlab default P / R / F1 | s | dataforge P / R / F1 | s | F1 gain |",
+            "|---|---:|---:|---|---:|---|---:|---:|",
+        ]
+        for r in results["injected"]:
+            b, d = r["cleanlab_default"], r["dataforge"]
+            lines.append(
+                f"| {r['kind']} | {r['rate']:.0%} | {r['flips']:,} | {b['precision']:.3f} / {b['recall']:.3f} / {b['f1']:.3f}"
+                f" | {b['seconds']:.0f} | {d['precision']:.3f} / {d['recall']:.3f} / **{d['f1']:.3f}** | {d['seconds']:.0f}"
+                f" | {r['f1_gain']:+.3f} |"
+            )
+        lines.append("")
+    if "verified" in results:
+        ver = results["verified"]
+        lines += [
+            f"### 20news human-verified label errors ({ver['confirmed']} confirmed of 93 checked)",
+            "",
+            "| probabilities | flagged | confirmed in top 50 | in top 100 | recall of the 82 (flagged) | flags with a verdict | precision among them |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in ver["runs"].items():
+            lines.append(
+                f"| {name} | {r['flagged']} | {r['top50']['confirmed']} ({r['top50']['precision']:.2f}) |"
+                f" {r['top100']['confirmed']} ({r['top100']['precision']:.2f}) | {r['recall_of_82']:.3f} |"
+                f" {r['flagged_with_verdict']} | {r['precision_among_flags_with_verdict']:.3f} |"
+            )
+        lines.append("")
+    if "downstream" in results:
+        d = results["downstream"]
+        lines += [
+            f"### Downstream: test accuracy after cleaning ({d['train_rows']:,} training posts, {d['test_rows']:,} held out)",
+            "",
+            "| training labels | rows | label noise left | held-out accuracy |",
+            "|---|---:|---:|---:|",
+            f"| clean (original) | {d['train_rows']:,} | – | {d['clean labels']:.4f} |",
+            f"| 20 % flipped | {d['train_rows']:,} | 0.20 | {d['20% noisy labels']:.4f} |",
+            f"| dataforge --fix drop | {d['_drop_rows']:,} | {d['_drop_kept_noise']:.3f} | {d['dataforge --fix drop']:.4f} |",
+            f"| dataforge --fix relabel | {d['_relabel_rows']:,} | {d['_relabel_kept_noise']:.3f} | {d['dataforge --fix relabel']:.4f} |",
+            "",
+            f"Accuracy recovered (share of the loss to noise): drop {d['recovered_drop']:.0%}, relabel {d['recovered_relabel']:.0%}.",
+            "",
+        ]
+    if "scale" in results:
+        r = results["scale"]
+        lines += [
+            "### Scale",
+            "",
+            f"{r['rows']:,} short texts ({r['mb']} MB JSONL): {r['seconds']} s end to end with 2 workers"
+            f" (timings {r['timings']}); peak RSS driver {r['peak_rss_mb_driver']} MB, largest worker {r['peak_rss_mb_children']} MB.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="*", default=["verified", "injected", "downstream"])
@@ -309,7 +374,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale-rows", type=int, default=100_000, help="rows for --parts scale")
     ap.add_argument("--json", type=Path, default=OUT / "results.json")
+    ap.add_argument(
+        "--render", type=Path, nargs="*", help="only print the Markdown of these result files (merged)"
+    )
     args = ap.parse_args()
+    if args.render:
+        merged: dict = {}
+        for f in args.render:
+            merged.update(json.loads(f.read_text()))
+        print(markdown(merged))
+        return
     logging.basicConfig(level=logging.WARNING)
     OUT.mkdir(parents=True, exist_ok=True)
     import cleanlab
@@ -328,13 +402,21 @@ def main() -> None:
     t0 = time.perf_counter()
     for part in args.parts:
         print(f"== {part}", flush=True)
-        {"verified": part_verified, "injected": part_injected, "downstream": part_downstream}[part](
-            args, results
-        )
+        parts = {
+            "verified": part_verified,
+            "injected": part_injected,
+            "downstream": part_downstream,
+            "scale": part_scale,
+        }
+        if part not in parts:
+            ap.error(f"unknown part {part!r}; valid: {', '.join(parts)}")
+        parts[part](args, results)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    args.json.with_suffix(".md").write_text(markdown(results) + "\n")
+    print(markdown(results))
     print(f"results: {args.json} ({results['seconds']} s)")
 
 
