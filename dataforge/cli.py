@@ -591,7 +591,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option("--overwrite", is_flag=True, help="Replace an existing fixed output folder.")
 @pass_state
 def noise_report(state: _State, inputs: tuple[str, ...], output: str, label_col: str, text_col: str | None,
-                 feature_cols: str | None, pred_probs: str | None, model: str, folds: int, rounds: int, seed: int,
+                 feature_cols: str | None, pred_probs: str | None, pred_probs_index: str | None, model: str, folds: int, rounds: int, seed: int,
                  filter_by: str, rank_by: str, outliers: bool, fix: str, fixed_out: str | None,
                  min_confidence: float, id_field: str, format_: str | None, executor: str, workers: int,
                  ray_address: str | None, shard_rows: int, output_format: str, max_reject_rate: float,
@@ -617,6 +617,7 @@ def noise_report(state: _State, inputs: tuple[str, ...], output: str, label_col:
             text_col=text_col,
             feature_cols=[c.strip() for c in feature_cols.split(",") if c.strip()] if feature_cols else None,
             pred_probs=pred_probs,
+            pred_probs_index=pred_probs_index,
             id_field=id_field,
             format=format_,
             model=model,

@@ -125,8 +125,32 @@ def _encode_labels(data: LabelledData, folds: int | None) -> tuple[np.ndarray, l
     return codes, classes, warnings
 
 
-def _load_pred_probs(source: Any, data: LabelledData) -> np.ndarray:
-    """Precomputed probabilities: an array, a .npy file, or a column of the input holding lists."""
+def _index_column(data: LabelledData, col: str) -> np.ndarray:
+    """Integer row indices into a probability file, read from column ``col`` of every usable row."""
+    out = np.empty(data.frame.height, dtype=np.int64)
+    for i, m in enumerate(data.frame["meta"].to_list()):
+        value = json.loads(m).get(col) if m else None
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            r = data.frame.row(i, named=True)
+            where = (
+                f"{r['source_file']}:{r['source_line']}"
+                if r["source_line"] is not None
+                else f"{r['source_file']}#row{r['source_row']}"
+            )
+            msg = f"{where}: pred_probs index column {col!r} must hold an integer row number, got {value!r}"
+            raise InputError(msg)
+        out[i] = value
+    return out
+
+
+def _load_pred_probs(source: Any, data: LabelledData, *, index_col: str | None = None) -> np.ndarray:
+    """Precomputed probabilities: an array, a .npy file, or a column of the input holding lists.
+
+    Rows align with the input records (or the usable rows); with ``index_col``, each row's value in
+    that column is its row number in the probability file (a file covering a larger set).
+    """
     where = "pred_probs"
     if isinstance(source, np.ndarray):
         arr = source
@@ -164,7 +188,15 @@ def _load_pred_probs(source: Any, data: LabelledData) -> np.ndarray:
     if arr.ndim != 2:
         msg = f"{where}: pred_probs must be 2-D [rows, classes], got shape {arr.shape}"
         raise InputError(msg)
-    if arr.shape[0] == data.rows_in and data.rows_in != data.frame.height:
+    if index_col is not None:
+        idx = _index_column(data, index_col)
+        bad_idx = (idx < 0) | (idx >= arr.shape[0])
+        if bad_idx.any():
+            i = int(np.argmax(bad_idx))
+            msg = f"{where}: index column {index_col!r} value {int(idx[i])} is outside the {arr.shape[0]:,} rows of pred_probs"
+            raise InputError(msg)
+        arr = arr[idx]
+    elif arr.shape[0] == data.rows_in and data.rows_in != data.frame.height:
         arr = arr[data.frame["_input"].to_numpy()]
     elif arr.shape[0] != data.frame.height:
         msg = (
@@ -386,6 +418,7 @@ def noise_report(
     text_col: str | None = None,
     feature_cols: list[str] | tuple[str, ...] | None = None,
     pred_probs: Any = None,
+    pred_probs_index: str | None = None,
     id_field: str = "id",
     format: str | None = None,
     model: str = "auto",
@@ -418,6 +451,8 @@ def noise_report(
         pred_probs: precomputed out-of-sample probabilities instead of a model: a ``.npy`` path,
             a column name holding lists, or an array; rows align with the input records,
             columns with the sorted classes.
+        pred_probs_index: a column holding each row's row number in ``pred_probs`` (when the
+            probabilities cover a larger set than the input, e.g. a labelled subset of a test set).
         model: ``auto``, ``tfidf-logreg``, ``hgb`` or ``ensemble``.
         folds: cross-validation folds.
         rounds: cross-validation rounds; each round after the first trains without the rows the
@@ -470,6 +505,7 @@ def noise_report(
         "label_col": label_col,
         "text_col": text_col,
         "feature_cols": feature_cols,
+        "pred_probs_index": pred_probs_index,
         "pred_probs": str(pred_probs)
         if isinstance(pred_probs, str | os.PathLike)
         else ("array" if pred_probs is not None else None),
@@ -507,7 +543,7 @@ def noise_report(
     k = len(classes)
     class_names = [str(c) for c in classes]
     if pred_probs is not None:
-        probs = _load_pred_probs(pred_probs, data)
+        probs = _load_pred_probs(pred_probs, data, index_col=pred_probs_index)
         width = probs.shape[1]
         if isinstance(classes[0], int) and classes[0] >= 0 and classes[-1] < width:
             # integer labels index the probability columns directly (classes without rows allowed)

@@ -258,3 +258,33 @@ def test_bad_options_are_config_errors(tmp_path):
 
 def _news_rows() -> list[dict]:
     return read_jsonl_gz(SAMPLE / "labels" / "20news.jsonl.gz")
+
+
+def test_pred_probs_index_column_selects_rows_of_a_larger_file(tmp_path):
+    probs = np.load(SAMPLE / "labels" / "20news_pred_probs.npy")
+    rows = _news_rows()
+    rng = np.random.default_rng(0)
+    where = rng.permutation(1500)[: len(rows)]  # each row's position in a larger probability file
+    big = np.full((1500, probs.shape[1]), 1 / probs.shape[1])
+    big[where] = probs
+    np.save(tmp_path / "big.npy", big)
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{**r, "row_in_probs": int(w)} for r, w in zip(rows, where, strict=True)]
+    )
+    a = dataforge.noise_report(
+        path, output=tmp_path / "a", pred_probs=str(tmp_path / "big.npy"), pred_probs_index="row_in_probs"
+    )
+    b = dataforge.noise_report(
+        NEWS, output=tmp_path / "b", pred_probs=str(SAMPLE / "labels" / "20news_pred_probs.npy")
+    )
+    assert a.num_flagged == b.num_flagged
+    ia = pl.read_parquet(tmp_path / "a" / "issues.parquet").select("id", "label_quality", "is_issue")
+    ib = pl.read_parquet(tmp_path / "b" / "issues.parquet").select("id", "label_quality", "is_issue")
+    assert ia.equals(ib)
+    bad_rows = [{**r, "row_in_probs": int(w)} for r, w in zip(rows[:20], where, strict=False)]
+    bad_rows[0]["row_in_probs"] = 99999
+    bad = write_jsonl(tmp_path / "bad.jsonl", bad_rows)
+    with pytest.raises(InputError, match="value 99999 is outside the 1,500 rows"):
+        dataforge.noise_report(
+            bad, output=tmp_path / "c", pred_probs=str(tmp_path / "big.npy"), pred_probs_index="row_in_probs"
+        )
