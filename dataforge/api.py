@@ -315,24 +315,18 @@ def dedup(
 _NOISE_PATH_KEYS = ("output", "fixed_out")
 
 
-def run_noise_yaml(
-    path: str | Path,
-    raw: dict[str, Any],
-    *,
-    output: str | Path | None = None,
-    executor: str | None = None,
-    workers: int | None = None,
-    ray_address: str | None = None,
-    overwrite: bool = False,
-) -> Any:
-    """Run a ``noise_report:`` pipeline file (see pipelines/noise.yaml); paths are relative to it."""
+def noise_yaml_options(
+    path: str | Path, raw: dict[str, Any] | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Validate a ``noise_report:`` pipeline file: (inputs, keyword options), paths resolved."""
     import inspect as _inspect
 
-    from dataforge.config import _check_keys, _resolve
+    from dataforge.config import _check_keys, _resolve, read_yaml
     from dataforge.noise.analyze import noise_report
 
+    raw = read_yaml(path) if raw is None else raw
     _check_keys("the pipeline", raw, {"name", "description", "noise_report"})
-    opts = dict(raw["noise_report"] or {})
+    opts = dict(raw.get("noise_report") or {})
     valid = {
         n for n, prm in _inspect.signature(noise_report).parameters.items() if prm.kind is prm.KEYWORD_ONLY
     }
@@ -344,14 +338,31 @@ def run_noise_yaml(
     if not inputs or not isinstance(inputs, list):
         msg = "noise_report.inputs must be a non-empty list of files, folders or globs"
         raise ConfigError(msg)
-    if "output" not in opts and output is None:
-        msg = "noise_report.output is required"
-        raise ConfigError(msg)
     for key in _NOISE_PATH_KEYS:
         if opts.get(key) is not None:
             opts[key] = _resolve(str(opts[key]), base)
     if isinstance(opts.get("pred_probs"), str) and opts["pred_probs"].endswith(".npy"):
         opts["pred_probs"] = _resolve(opts["pred_probs"], base)
+    return [_resolve(str(i), base) for i in inputs], opts
+
+
+def run_noise_yaml(
+    path: str | Path,
+    raw: dict[str, Any] | None = None,
+    *,
+    output: str | Path | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+) -> Any:
+    """Run a ``noise_report:`` pipeline file (see pipelines/noise.yaml); paths are relative to it."""
+    from dataforge.noise.analyze import noise_report
+
+    inputs, opts = noise_yaml_options(path, raw)
+    if "output" not in opts and output is None:
+        msg = "noise_report.output is required"
+        raise ConfigError(msg)
     if output is not None:
         opts["output"] = str(output)
     for key, value in (("executor", executor), ("workers", workers), ("ray_address", ray_address)):
@@ -359,7 +370,7 @@ def run_noise_yaml(
             opts[key] = value
     if overwrite:
         opts["overwrite"] = True
-    return noise_report([_resolve(str(i), base) for i in inputs], **opts)
+    return noise_report(inputs, **opts)
 
 
 def run(

@@ -510,6 +510,11 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
     help="Precomputed out-of-sample probabilities: FILE.npy or an input column holding lists (skips the model).",
 )
 @click.option(
+    "--pred-probs-index",
+    default=None,
+    help="Column holding each row's row number in --pred-probs (when the file covers a larger set).",
+)
+@click.option(
     "--model", type=click.Choice(MODEL_CHOICES), default="auto", show_default=True, help="Model family."
 )
 @click.option(
