@@ -14,9 +14,15 @@ from dataforge.executors.base import OnDone
 log = logging.getLogger(__name__)
 
 
+_THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _init_worker(threads: int) -> None:
-    # Polars reads this when first imported in the (freshly spawned) worker process.
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    # Polars, OpenMP (scikit-learn's HistGradientBoosting) and BLAS read these when first imported
+    # in the freshly spawned worker: N workers x all-core thread pools oversubscribe the machine,
+    # and OpenMP's spin-waiting then slows small parallel regions down by an order of magnitude.
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
 
 
 class LocalExecutor:
