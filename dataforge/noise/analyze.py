@@ -125,21 +125,31 @@ def _encode_labels(data: LabelledData, folds: int | None) -> tuple[np.ndarray, l
     return codes, classes, warnings
 
 
+_MISSING = object()  # a field absent from a record
+
+
+def _row_where(data: LabelledData, i: int) -> str:
+    """``file:line`` (or ``file#row<n>``) of usable row ``i``, for error messages."""
+    r = data.frame.row(i, named=True)
+    if r["source_line"] is not None:
+        return f"{r['source_file']}:{r['source_line']}"
+    return f"{r['source_file']}#row{r['source_row']}"
+
+
+def _meta_column(data: LabelledData, col: str) -> list[Any]:
+    """Values of the input field ``col`` (kept in ``meta``) for every usable row; missing -> ``_MISSING``."""
+    return [json.loads(m).get(col, _MISSING) if m else _MISSING for m in data.frame["meta"].to_list()]
+
+
 def _index_column(data: LabelledData, col: str) -> np.ndarray:
     """Integer row indices into a probability file, read from column ``col`` of every usable row."""
     out = np.empty(data.frame.height, dtype=np.int64)
-    for i, m in enumerate(data.frame["meta"].to_list()):
-        value = json.loads(m).get(col) if m else None
+    for i, value in enumerate(_meta_column(data, col)):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            r = data.frame.row(i, named=True)
-            where = (
-                f"{r['source_file']}:{r['source_line']}"
-                if r["source_line"] is not None
-                else f"{r['source_file']}#row{r['source_row']}"
-            )
-            msg = f"{where}: pred_probs index column {col!r} must hold an integer row number, got {value!r}"
+            shown = None if value is _MISSING else value
+            msg = f"{_row_where(data, i)}: pred_probs index column {col!r} must hold an integer row number, got {shown!r}"
             raise InputError(msg)
         out[i] = value
     return out
@@ -167,15 +177,11 @@ def _load_pred_probs(source: Any, data: LabelledData, *, index_col: str | None =
         where = str(path)
     elif isinstance(source, str):
         col = source
-        metas = data.frame["meta"].to_list()
-        rows = []
-        for i, m in enumerate(metas):
-            rec = json.loads(m) if m else {}
-            if col not in rec:
-                r = data.frame.row(i, named=True)
-                msg = f"{r['source_file']}:{r['source_line'] or r['source_row']}: no pred_probs column {col!r} (expected a .npy file or a column name)"
+        rows = _meta_column(data, col)
+        for i, value in enumerate(rows):
+            if value is _MISSING:
+                msg = f"{_row_where(data, i)}: no pred_probs column {col!r} (expected a .npy file or a column name)"
                 raise InputError(msg)
-            rows.append(rec[col])
         try:
             arr = np.asarray(rows, dtype=np.float64)
         except (ValueError, TypeError):

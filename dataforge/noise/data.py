@@ -119,11 +119,12 @@ class _Collector:
             self.seen_label = True
         label = rec.get(lc)
         if label is None or (isinstance(label, float) and math.isnan(label)) or label == "":
-            what = "is missing" if lc not in rec else f"is {_excerpt(label) if label == '' else 'null'}"
-            if label == "":
-                what = "is an empty string"
-            elif isinstance(label, float):
-                what = "is NaN"
+            if lc not in rec:
+                what = "is missing"
+            elif label is None:
+                what = "is null"
+            else:
+                what = "is an empty string" if label == "" else "is NaN"
             self.reject(path, row, line, "missing_label", f"{where}: label field {lc!r} {what}", raw)
             return
         if isinstance(label, float) and label.is_integer():

@@ -71,8 +71,8 @@ def members_for(model: str, *, text: bool) -> tuple[str, ...]:
 def text_features(texts: list[str], *, members: tuple[str, ...]) -> dict[str, Any]:
     """Label-free sparse features, shared by the text members: word 1-2-gram TF-IDF (sublinear tf).
 
-    Character n-grams were measured too (benchmarks/noise_quality.py history): +0.01 F1 at ~10x the
-    time on long posts, so they are not used.
+    Character n-grams were measured too (see benchmarks/results/noise_quality.md): +0.01 F1 at ~10x
+    the time on long posts, so they are not used.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -196,18 +196,18 @@ def _run_job(job: FoldJob, payload: dict[str, Any]) -> tuple[np.ndarray, float]:
 
 
 def stratified_folds(y: np.ndarray, *, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled stratified folds (scikit-learn); classes rarer than ``folds`` are warned about, not an error."""
+    import warnings
+
     from sklearn.model_selection import StratifiedKFold
 
     smallest = int(np.bincount(y).min()) if len(y) else 0
-    n_splits = folds
     if smallest < folds:
         log.warning("the smallest class has %d examples, fewer than %d folds", smallest, folds)
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    import warnings
-
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return [(tr, te) for tr, te in skf.split(np.zeros(len(y)), y)]
+        return list(skf.split(np.zeros(len(y)), y))
 
 
 def cross_val_probs(
