@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,11 +73,17 @@ def schema_spec(name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+_DECIMAL = re.compile(r"decimal128\((\d+),\s*(\d+)\)")
+
+
 def type_from_name(type_name: str) -> pa.DataType:
+    """The Arrow type for a schema type name; ``decimal128(P,S)`` takes any precision and scale."""
+    if m := _DECIMAL.fullmatch(type_name):
+        return pa.decimal128(int(m.group(1)), int(m.group(2)))
     try:
         return _TYPES[type_name]
     except KeyError:
-        msg = f"unknown schema type {type_name!r}; valid: {choices(_TYPES)}"
+        msg = f"unknown schema type {type_name!r}; valid: {choices([*_TYPES, 'decimal128(P,S)'])}"
         raise ConfigError(msg) from None
 
 
@@ -84,6 +91,8 @@ def type_name(dtype: pa.DataType) -> str:
     for name, t in _TYPES.items():
         if t == dtype:
             return name
+    if pa.types.is_decimal128(dtype):
+        return f"decimal128({dtype.precision},{dtype.scale})"
     return str(dtype)
 
 

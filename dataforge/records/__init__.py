@@ -1,0 +1,1 @@
+"""Structured records (EHR, financial filings) into canonical, de-identified Arrow tables and text."""
