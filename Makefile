@@ -9,7 +9,7 @@ BENCH_VENV := .venv-bench
 .PHONY: help venv demo test test-fast lint format bench clean
 
 help:
-	@echo "make demo   - install into .venv and run pipelines/demo.yaml and pipelines/noise.yaml on sample_data/ (local executor)"
+	@echo "make demo   - install into .venv and run pipelines/{demo,noise,ehr,finance}.yaml on sample_data/ (local executor)"
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
@@ -22,9 +22,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A fixed, public salt for the demo only: real runs must export their own secret
+# DATAFORGE_DEID_SALT (see README, "Records").
+DEMO_SALT ?= dataforge-demo-salt-not-secret
+
 demo: $(STAMP)
 	$(VENV)/bin/dataforge run pipelines/demo.yaml --force
 	$(VENV)/bin/dataforge run pipelines/noise.yaml --force
+	DATAFORGE_DEID_SALT=$(DEMO_SALT) $(VENV)/bin/dataforge run pipelines/ehr.yaml --force
+	$(VENV)/bin/dataforge run pipelines/finance.yaml --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks

@@ -6,6 +6,7 @@ The public API (what the CLI calls, and what training jobs import)::
     report = dataforge.clean(["data/"], output="out/clean")
     report = dataforge.run("pipelines/demo.yaml")
     info = dataforge.inspect_output("out/clean", verify=True)
+    report = dataforge.normalize_ehr(["ehr/fhir"], output="out/ehr", source="fhir", render="text")
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
     "inspect_output",
     "load_pipeline",
     "noise_report",
+    "normalize_ehr",
+    "normalize_finance",
     "run",
     "run_pipeline",
 ]
@@ -46,6 +49,8 @@ _LAZY = {
     "inspect_output": "dataforge.inspect",
     "noise_report": "dataforge.noise.analyze",
     "NoiseReport": "dataforge.noise.report",
+    "normalize_ehr": "dataforge.records.normalize",
+    "normalize_finance": "dataforge.records.normalize",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dataforge.inspect import inspect_output
     from dataforge.noise.analyze import noise_report
     from dataforge.noise.report import NoiseReport
+    from dataforge.records.normalize import normalize_ehr, normalize_finance
     from dataforge.report import RunReport
     from dataforge.runner import run_pipeline
 

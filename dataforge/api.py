@@ -373,6 +373,62 @@ def run_noise_yaml(
     return noise_report(inputs, **opts)
 
 
+_NORMALIZE_DOMAINS = ("ehr", "finance")
+
+
+def normalize_yaml_options(
+    path: str | Path, raw: dict[str, Any] | None = None
+) -> tuple[str, list[str], dict[str, Any]]:
+    """Validate a ``normalize:`` pipeline file: (domain, inputs, keyword options), paths resolved.
+
+    The ``normalize`` mapping holds ``domain`` (``ehr`` or ``finance``), ``inputs`` and the keyword
+    arguments of :func:`dataforge.normalize_ehr` / :func:`dataforge.normalize_finance`.
+    """
+    import inspect as _inspect
+
+    from dataforge.config import _check_keys, _resolve, read_yaml
+    from dataforge.records.normalize import normalize_ehr, normalize_finance
+
+    raw = read_yaml(path) if raw is None else raw
+    _check_keys("the pipeline", raw, {"name", "description", "normalize"})
+    opts = dict(raw.get("normalize") or {})
+    domain = opts.pop("domain", None)
+    if domain not in _NORMALIZE_DOMAINS:
+        msg = f"normalize.domain must be one of {choices(_NORMALIZE_DOMAINS)}, got {domain!r}"
+        raise ConfigError(msg)
+    fn = normalize_ehr if domain == "ehr" else normalize_finance
+    valid = {n for n, prm in _inspect.signature(fn).parameters.items() if prm.kind is prm.KEYWORD_ONLY}
+    _check_keys(f"normalize ({domain})", opts, (valid - {"now"}) | {"inputs"})
+    base = Path(path).parent
+    inputs = opts.pop("inputs", None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs or not isinstance(inputs, list):
+        msg = "normalize.inputs must be a non-empty list of files or folders"
+        raise ConfigError(msg)
+    if opts.get("output") is not None:
+        opts["output"] = _resolve(str(opts["output"]), base)
+    return domain, [_resolve(str(i), base) for i in inputs], opts
+
+
+def run_normalize_yaml(
+    path: str | Path, raw: dict[str, Any] | None = None, *, output: str | Path | None = None, overwrite: bool = False
+) -> RunReport:
+    """Run a ``normalize:`` pipeline file (see pipelines/ehr.yaml); paths are relative to it."""
+    from dataforge.records.normalize import normalize_ehr, normalize_finance
+
+    domain, inputs, opts = normalize_yaml_options(path, raw)
+    if output is not None:
+        opts["output"] = str(output)
+    if "output" not in opts:
+        msg = "normalize.output is required"
+        raise ConfigError(msg)
+    if overwrite:
+        opts["overwrite"] = True
+    fn = normalize_ehr if domain == "ehr" else normalize_finance
+    return fn(inputs, **opts)
+
+
 def run(
     pipeline: str | Path | Pipeline,
     *,
@@ -398,6 +454,8 @@ def run(
                 pipeline, raw, output=output, executor=executor, workers=workers, ray_address=ray_address,
                 overwrite=overwrite or force,
             )  # fmt: skip
+        if "normalize" in raw:
+            return run_normalize_yaml(pipeline, raw, output=output, overwrite=overwrite or force)
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     if output is not None:
         p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})

@@ -651,6 +651,126 @@ def noise_report(state: _State, inputs: tuple[str, ...], output: str, label_col:
             )
 
 
+@cli.group(context_settings=CONTEXT_SETTINGS)
+def normalize() -> None:
+    """Normalize structured records (EHR, SEC filings) into canonical Arrow tables and text.
+
+    \b
+    Examples:
+      export DATAFORGE_DEID_SALT=$(openssl rand -hex 32)
+      dataforge normalize ehr sample_data/ehr/synthea_fhir -o out/ehr --source fhir --render text,instruct
+      dataforge normalize ehr sample_data/ehr/mimic_iv_demo -o out/mimic --source mimic --deid off
+      dataforge normalize finance sample_data/finance/companyfacts -o out/fin --source companyfacts --render text
+    """
+
+
+def _records_summary(report: Any) -> None:
+    _print_summary(report)
+    tables = report.reports.get("tables", [])
+    if tables:
+        click.echo("tables: " + ", ".join(f"{t['table']} {t['rows']:,}" for t in tables))
+    counters = report.global_info.get("counters", {})
+    rendered = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("rendered:")}
+    if rendered:
+        click.echo("rendered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(rendered.items())))
+    groups: dict[str, int] = {}
+    for k, v in counters.items():
+        head = k.split(":", 1)[0]
+        if head not in ("rows", "rendered") and isinstance(v, int):
+            groups[head] = groups.get(head, 0) + v
+    if groups:
+        click.echo("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(groups.items())) + " (details in report.md)")
+    for r in report.reject_samples[:3]:
+        click.echo(f"  rejected ({r['reason']}): {r['error']}")
+
+
+_RENDER_HELP = "Also render: text (stage-3 documents), instruct (stage-2 Q/A pairs); comma-separated."
+
+
+@normalize.command("ehr", context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Choice(["fhir", "synthea", "mimic", "omop"]),
+    help="Input format: FHIR R4 bundles/NDJSON, Synthea CSV, MIMIC-IV tables or OMOP CDM CSV.",
+)
+@click.option(
+    "--deid",
+    type=click.Choice(["safe-harbor", "date-shift", "off"]),
+    default="safe-harbor",
+    show_default=True,
+    help="De-identification: HIPAA Safe Harbor, per-patient date shift, or none.",
+)
+@click.option(
+    "--salt-env",
+    default=None,
+    metavar="VAR",
+    help="Environment variable holding the pseudonym salt [default: DATAFORGE_DEID_SALT].",
+)
+@click.option("--render", default=None, help=_RENDER_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
+@pass_state
+def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: str, deid: str,
+                  salt_env: str | None, render: str | None, seed: int, shard_rows: int,
+                  overwrite: bool) -> None:  # fmt: skip
+    """Normalize EHR records into canonical, de-identified tables (patient, encounter, condition,
+    measurement, medication, procedure, note) with UCUM units, plus rendered text.
+
+    Every input record ends kept, dropped with a reason, or rejected with file, row and value;
+    OUTPUT/report.json holds the counts. The salt is read from the environment and never written.
+    """
+    with _errors(state):
+        report = dataforge.normalize_ehr(
+            list(inputs),
+            output=output,
+            source=source,
+            deid=deid,
+            salt_env=salt_env,
+            render=render,
+            seed=seed,
+            shard_rows=shard_rows,
+            overwrite=overwrite,
+        )
+        if not state.quiet:
+            _records_summary(report)
+
+
+@normalize.command("finance", context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Choice(["companyfacts", "fsds", "xbrl"]),
+    help="Input format: SEC companyfacts JSON, Financial Statement Data Sets, XBRL instance.",
+)
+@click.option("--render", default=None, help=_RENDER_HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
+@pass_state
+def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, source: str,
+                      render: str | None, seed: int, shard_rows: int, overwrite: bool) -> None:  # fmt: skip
+    """Normalize SEC filings into one fact per (entity, concept, unit, period), keeping the latest
+    filing, with restatements, derived Q4 values and accounting checks, plus rendered text."""
+    with _errors(state):
+        report = dataforge.normalize_finance(
+            list(inputs),
+            output=output,
+            source=source,
+            render=render,
+            seed=seed,
+            shard_rows=shard_rows,
+            overwrite=overwrite,
+        )
+        if not state.quiet:
+            _records_summary(report)
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -699,6 +819,9 @@ def _finish(state: _State, report: Any) -> None:
         return
     if report.status == "up_to_date":
         click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
+        return
+    if report.name.startswith("normalize-"):
+        _records_summary(report)
         return
     _print_summary(report)
     mh = report.global_info.get("dedup.minhash")

@@ -97,13 +97,19 @@ def test_shipped_pipelines_load():
     root = Path(__file__).resolve().parent.parent / "pipelines"
     files = sorted(root.glob("*.yaml"))
     assert files, "no pipelines shipped"
-    from dataforge.api import noise_yaml_options
+    from dataforge.api import noise_yaml_options, normalize_yaml_options
     from dataforge.config import read_yaml
 
     for f in files:
         raw = read_yaml(f)
         if "noise_report" in raw:  # a noise-report file (run by `dataforge run` too)
             inputs, opts = noise_yaml_options(f, raw)
+            assert all(Path(i).exists() for i in inputs), f
+            assert opts["output"], f
+            continue
+        if "normalize" in raw:  # a records file (dataforge run -> normalize_ehr / normalize_finance)
+            domain, inputs, opts = normalize_yaml_options(f, raw)
+            assert domain in ("ehr", "finance"), f
             assert all(Path(i).exists() for i in inputs), f
             assert opts["output"], f
             continue

@@ -1,0 +1,291 @@
+"""``normalize_ehr`` and ``normalize_finance``: read, validate, normalize, de-identify, render, write.
+
+EHR::
+
+    reader (fhir | synthea | mimic | omop) -> units -> validate -> de-identify -> render -> write
+
+Finance::
+
+    reader (companyfacts | fsds | xbrl) -> fact dedup, restatements, Q4, synonyms -> checks -> render -> write
+
+Both write the layout described in :mod:`dataforge.records.output` and return the run report, whose
+ledger (in input records) is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dataforge.errors import ConfigError, InputError, choices
+from dataforge.records.model import Extract
+from dataforge.records.output import RecordsRun, write_records
+from dataforge.report import RunReport
+
+log = logging.getLogger(__name__)
+
+EHR_SOURCES = {
+    "fhir": ("dataforge.records.ehr.fhir", "read_fhir"),
+    "synthea": ("dataforge.records.ehr.synthea", "read_synthea"),
+    "mimic": ("dataforge.records.ehr.mimic", "read_mimic"),
+    "omop": ("dataforge.records.ehr.omop", "read_omop"),
+}
+FINANCE_SOURCES = {
+    "companyfacts": ("dataforge.records.finance.companyfacts", "read_companyfacts"),
+    "fsds": ("dataforge.records.finance.fsds", "read_fsds"),
+    "xbrl": ("dataforge.records.finance.xbrl", "read_xbrl"),
+}
+RENDER_KINDS = ("text", "instruct")
+
+
+def _reader(sources: dict[str, tuple[str, str]], source: str, what: str) -> Any:
+    if source not in sources:
+        msg = f"unknown {what} source {source!r}; valid: {choices(sources)}"
+        raise ConfigError(msg)
+    module, name = sources[source]
+    return getattr(importlib.import_module(module), name)
+
+
+def _render_kinds(render: Sequence[str] | str | None) -> tuple[str, ...]:
+    if render is None:
+        return ()
+    items = [r.strip() for r in (render.split(",") if isinstance(render, str) else render) if r and r.strip()]
+    bad = [r for r in items if r not in RENDER_KINDS]
+    if bad:
+        msg = f"unknown --render kind {bad[0]!r}; valid: {choices(RENDER_KINDS)}"
+        raise ConfigError(msg)
+    return tuple(dict.fromkeys(items))
+
+
+def _paths(inputs: Sequence[str | Path] | str | Path) -> list[str]:
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    if not items:
+        msg = "no input paths given"
+        raise InputError(msg)
+    for p in items:
+        if not Path(p).exists():
+            msg = f"input path {str(p)!r} does not exist"
+            raise InputError(msg)
+    return [str(p) for p in items]
+
+
+def _common_root(paths: list[str]) -> str | None:
+    parents = [Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in paths]
+    try:
+        import os
+
+        return os.path.commonpath([str(p) for p in parents])
+    except ValueError:
+        return None
+
+
+def extract_ehr(
+    inputs: Sequence[str | Path] | str | Path, *, source: str, now: dt.datetime | None = None
+) -> tuple[Extract, dict[str, Any], dict[str, float]]:
+    """Read, normalize units and validate: the raw (identified) canonical tables of ``inputs``.
+
+    Returns the extract, step counters and timings. Nothing is de-identified yet: use
+    :func:`normalize_ehr` to write output.
+    """
+    from dataforge.records.ehr.units import normalize_units
+    from dataforge.records.ehr.validate import validate
+
+    read = _reader(EHR_SOURCES, source, "EHR")
+    paths = _paths(inputs)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    extract = read(paths, root=_common_root(paths))
+    timings["read"] = time.perf_counter() - t0
+    counters: dict[str, Any] = dict(extract.counters)
+    t0 = time.perf_counter()
+    if "measurement" in extract.tables:
+        m, c = normalize_units(extract.tables["measurement"])
+        extract.tables["measurement"] = m
+        for k, v in c.items():
+            counters[k] = counters.get(k, 0) + v
+    timings["units"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k, v in validate(extract, now=now).items():
+        counters[f"validate:{k}"] = v
+    timings["validate"] = time.perf_counter() - t0
+    return extract, counters, timings
+
+
+def normalize_ehr(
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    output: str | Path,
+    source: str,
+    deid: str = "safe-harbor",
+    salt_env: str | None = None,
+    render: Sequence[str] | str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    shard_rows: int = 100_000,
+    compression: str = "zstd",
+    now: dt.datetime | None = None,
+) -> RunReport:
+    """Normalize EHR files into canonical, de-identified tables (and rendered text) in ``output``.
+
+    Args:
+        inputs: files or folders of one source.
+        output: output folder (must be empty or a previous dataforge output with ``overwrite``).
+        source: ``fhir``, ``synthea``, ``mimic`` or ``omop``.
+        deid: ``safe-harbor`` (default), ``date-shift`` or ``off``; see :mod:`dataforge.records.ehr.deid`.
+        salt_env: environment variable holding the pseudonym salt (default ``DATAFORGE_DEID_SALT``).
+        render: ``text`` (patient timelines, stage 3) and/or ``instruct`` (grounded Q/A, stage 2).
+        seed: chooses the instruction questions.
+        overwrite: replace an existing dataforge output folder.
+        shard_rows: rows per output shard.
+        compression: ``zstd``, ``lz4`` or ``none``.
+        now: reference time for the future-date rule (default: the current time).
+
+    Returns:
+        The run report (also written to ``output/report.json``).
+    """
+    from dataforge.records.ehr.deid import DeidConfig, all_phi, deidentify, describe, scrub_text
+    from dataforge.records.ehr.render import render_instruct, render_text
+
+    kinds = _render_kinds(render)
+    cfg = DeidConfig.from_env(deid, salt_env=salt_env)
+    extract, counters, timings = extract_ehr(inputs, source=source, now=now)
+    t0 = time.perf_counter()
+    raw_patients = extract.tables.get("patient", pl.DataFrame(schema={"patient_id": pl.Utf8}))
+    tables, deid_counts = deidentify(extract.tables, source=source, cfg=cfg)
+    counters.update({f"deid:{k}": v for k, v in deid_counts.items()})
+    rejects = extract.rejects
+    dropped = extract.dropped
+    if cfg.mode != "off":
+        # rejects and dropped records must not carry PHI either: no raw bytes, scrubbed messages,
+        # pseudonymous file names and record keys
+        from dataforge.records.ehr.deid import pseudonym
+
+        phi = all_phi(raw_patients)
+        rejects = rejects.with_columns(
+            pl.lit(None, dtype=pl.Binary).alias("raw"),
+            pl.col("error").map_elements(
+                lambda e: scrub_text(e, phi=phi, mode=cfg.mode), return_dtype=pl.Utf8
+            ),
+        )
+        files = {
+            f: f"file-{pseudonym(cfg, 'file', f)}"
+            for f in set(rejects["source_file"].to_list()) | set(dropped["source_file"].to_list())
+        }
+        rejects = rejects.with_columns(
+            pl.col("source_file").replace_strict(files, return_dtype=pl.Utf8),
+            pl.col("error").str.replace_many(list(files), list(files.values())),
+        )
+        dropped = dropped.with_columns(
+            pl.col("source_file").replace_strict(files, return_dtype=pl.Utf8),
+            pl.col("source_ref").map_elements(lambda r: pseudonym(cfg, "ref", r), return_dtype=pl.Utf8),
+            pl.lit(None, dtype=pl.Utf8).alias("detail"),
+        )
+        inputs_meta = [
+            {**i, "path": f"file-{pseudonym(cfg, 'file', str(i['path']))}"}
+            if i.get("role") == "records"
+            else i
+            for i in extract.inputs
+        ]
+        extract.inputs = inputs_meta
+    timings["deid"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    text = render_text(tables) if "text" in kinds else None
+    instruct = render_instruct(tables, seed=seed) if "instruct" in kinds else None
+    timings["render"] = time.perf_counter() - t0
+    for name, frame in tables.items():
+        counters[f"rows:{name}"] = frame.height
+    for kind, frame in (("text", text), ("instruct", instruct)):
+        if frame is not None:
+            counters[f"rendered:{kind}"] = frame.height
+    config = {
+        "command": "normalize ehr",
+        "source": source,
+        "deid": cfg.mode,
+        "salt_env": salt_env if cfg.mode != "off" else None,
+        "render": list(kinds),
+        "seed": seed,
+    }
+    run = RecordsRun(
+        name="normalize-ehr",
+        domain="ehr",
+        extract=extract,
+        tables={name: (frame, f"ehr.{name}.v1") for name, frame in tables.items()},
+        text=text,
+        instruct=instruct,
+        rejects=rejects,
+        dropped=dropped,
+        config=config,
+        manifest_extra={"deid": describe(cfg), "source": source},
+        counters=counters,  # type: ignore[arg-type]
+        timings=timings,
+    )
+    return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)
+
+
+def normalize_finance(
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    output: str | Path,
+    source: str,
+    render: Sequence[str] | str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    shard_rows: int = 100_000,
+    compression: str = "zstd",
+) -> RunReport:
+    """Normalize SEC filings into a de-duplicated fact table, restatements and checks in ``output``.
+
+    Args:
+        inputs: files or folders of one source.
+        output: output folder.
+        source: ``companyfacts``, ``fsds`` or ``xbrl``.
+        render: ``text`` (company period summaries, stage 3) and/or ``instruct`` (grounded Q/A, stage 2).
+        seed: chooses the instruction questions.
+        overwrite: replace an existing dataforge output folder.
+        shard_rows: rows per output shard.
+        compression: ``zstd``, ``lz4`` or ``none``.
+    """
+    from dataforge.records.finance.facts import normalize_facts
+    from dataforge.records.finance.render import render_instruct, render_text
+
+    kinds = _render_kinds(render)
+    read = _reader(FINANCE_SOURCES, source, "finance")
+    paths = _paths(inputs)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    extract = read(paths, root=_common_root(paths))
+    timings["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    extract = normalize_facts(extract)
+    timings["facts"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    text = render_text(extract.tables) if "text" in kinds else None
+    instruct = render_instruct(extract.tables, seed=seed) if "instruct" in kinds else None
+    timings["render"] = time.perf_counter() - t0
+    counters: dict[str, Any] = dict(extract.counters)
+    for name, frame in extract.tables.items():
+        counters[f"rows:{name}"] = frame.height
+    for kind, frame in (("text", text), ("instruct", instruct)):
+        if frame is not None:
+            counters[f"rendered:{kind}"] = frame.height
+    config = {"command": "normalize finance", "source": source, "render": list(kinds), "seed": seed}
+    run = RecordsRun(
+        name="normalize-finance",
+        domain="finance",
+        extract=extract,
+        tables={name: (frame, f"fin.{name}.v1") for name, frame in extract.tables.items()},
+        text=text,
+        instruct=instruct,
+        config=config,
+        manifest_extra={"source": source},
+        counters=counters,  # type: ignore[arg-type]
+        timings=timings,
+    )
+    return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)
