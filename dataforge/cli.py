@@ -712,11 +712,13 @@ _RENDER_HELP = "Also render: text (stage-3 documents), instruct (stage-2 Q/A pai
 @click.option("--render", default=None, help=_RENDER_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--max-reject-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Exit 1 (after writing) when more input records than this are rejected.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: str, deid: str,
                   salt_env: str | None, render: str | None, seed: int, shard_rows: int,
-                  overwrite: bool) -> None:  # fmt: skip
+                  max_reject_rate: float, overwrite: bool) -> None:  # fmt: skip
     """Normalize EHR records into canonical, de-identified tables (patient, encounter, condition,
     measurement, medication, procedure, note) with UCUM units, plus rendered text.
 
@@ -733,6 +735,7 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
             render=render,
             seed=seed,
             shard_rows=shard_rows,
+            max_reject_rate=max_reject_rate,
             overwrite=overwrite,
         )
         if not state.quiet:
@@ -751,10 +754,13 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
 @click.option("--render", default=None, help=_RENDER_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--max-reject-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Exit 1 (after writing) when more input records than this are rejected.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, source: str,
-                      render: str | None, seed: int, shard_rows: int, overwrite: bool) -> None:  # fmt: skip
+                      render: str | None, seed: int, shard_rows: int, max_reject_rate: float,
+                      overwrite: bool) -> None:  # fmt: skip
     """Normalize SEC filings into one fact per (entity, concept, unit, period), keeping the latest
     filing, with restatements, derived Q4 values and accounting checks, plus rendered text."""
     with _errors(state):
@@ -765,6 +771,7 @@ def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, sourc
             render=render,
             seed=seed,
             shard_rows=shard_rows,
+            max_reject_rate=max_reject_rate,
             overwrite=overwrite,
         )
         if not state.quiet:

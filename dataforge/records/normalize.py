@@ -130,6 +130,7 @@ def normalize_ehr(
     overwrite: bool = False,
     shard_rows: int = 100_000,
     compression: str = "zstd",
+    max_reject_rate: float | None = 0.05,
     now: dt.datetime | None = None,
 ) -> RunReport:
     """Normalize EHR files into canonical, de-identified tables (and rendered text) in ``output``.
@@ -145,6 +146,8 @@ def normalize_ehr(
         overwrite: replace an existing dataforge output folder.
         shard_rows: rows per output shard.
         compression: ``zstd``, ``lz4`` or ``none``.
+        max_reject_rate: above this share of rejected input records the output is still written
+            but the run fails (DataError, exit code 1); None disables the check.
         now: reference time for the future-date rule (default: the current time).
 
     Returns:
@@ -225,6 +228,7 @@ def normalize_ehr(
         manifest_extra={"deid": describe(cfg), "source": source},
         counters=counters,  # type: ignore[arg-type]
         timings=timings,
+        max_reject_rate=max_reject_rate,
     )
     return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)
 
@@ -239,6 +243,7 @@ def normalize_finance(
     overwrite: bool = False,
     shard_rows: int = 100_000,
     compression: str = "zstd",
+    max_reject_rate: float | None = 0.05,
 ) -> RunReport:
     """Normalize SEC filings into a de-duplicated fact table, restatements and checks in ``output``.
 
@@ -251,6 +256,7 @@ def normalize_finance(
         overwrite: replace an existing dataforge output folder.
         shard_rows: rows per output shard.
         compression: ``zstd``, ``lz4`` or ``none``.
+        max_reject_rate: above this share of rejected input records the run fails after writing.
     """
     from dataforge.records.finance.facts import normalize_facts
     from dataforge.records.finance.render import render_instruct, render_text
@@ -287,5 +293,6 @@ def normalize_finance(
         manifest_extra={"source": source},
         counters=counters,  # type: ignore[arg-type]
         timings=timings,
+        max_reject_rate=max_reject_rate,
     )
     return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)

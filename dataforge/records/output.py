@@ -86,6 +86,7 @@ class RecordsRun:
     timings: dict[str, float] = field(default_factory=dict)
     text_stage: int = 3
     instruct_stage: int = 2
+    max_reject_rate: float | None = 0.05
 
 
 def ledger_of(run: RecordsRun) -> Ledger:
@@ -263,7 +264,11 @@ def write_records(
             ],
             reports={"tables": [{"table": k, "rows": v["rows"]} for k, v in manifest_tables.items()]},
             global_info={"counters": dict(sorted(run.counters.items()))},
+            max_reject_rate=run.max_reject_rate,
         )
+        rate_exceeded = run.max_reject_rate is not None and report.reject_rate > run.max_reject_rate
+        if rate_exceeded:
+            report.status = "reject_rate_exceeded"
         manifest = {
             "manifest_version": 1,
             "kind": "records",
@@ -299,4 +304,13 @@ def write_records(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("%s: wrote %s", run.name, out)
+    if rate_exceeded:
+        msg = (
+            f"{report.rejected:,} of {report.rows_in:,} input records were rejected "
+            f"({report.reject_rate:.2%} > max_reject_rate {run.max_reject_rate:.2%}); "
+            f"see {out / 'rejects'} and {out / REPORT_MD}"
+        )
+        from dataforge.runner import RejectRateError
+
+        raise RejectRateError(msg, report)
     return report

@@ -358,9 +358,52 @@ def test_bad_input_is_rejected_with_file_and_line(tmp_path, salt):
     bad[header.index("BIRTHDATE")] = "2011-13-45"
     (folder / "patients.csv").write_text("\n".join([src[0], ",".join(bad), *src[2:]]) + "\n")
     out = tmp_path / "out"
-    report = dataforge.normalize_ehr([folder], output=out, source="synthea", deid="off")
+    report = dataforge.normalize_ehr([folder], output=out, source="synthea", deid="off", max_reject_rate=None)
     rej = _group(out, "rejects")
     assert rej.height == 1
     err = rej["error"][0]
     assert "2011-13-45" in err and "BIRTHDATE" in err and ("line 2" in err or "row 0" in err)
     assert report.rejected == 1
+
+
+def test_reject_rate_exit_code(tmp_path, cli_runner, monkeypatch):
+    monkeypatch.setenv("DATAFORGE_DEID_SALT", SALT)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = gzip.decompress((SAMPLE / "synthea_csv" / "patients.csv.gz").read_bytes()).decode().splitlines()
+    header = lines[0].split(",")
+    i = header.index("BIRTHDATE")
+    rows = []
+    for n, line in enumerate(lines[1:]):
+        cells = line.split(",")
+        if n < 3:
+            cells[i] = "not-a-date"
+        rows.append(",".join(cells))
+    (folder / "patients.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    out = tmp_path / "out"
+    res = cli_runner.invoke(cli, ["normalize", "ehr", str(folder), "-o", str(out), "--source", "synthea"])
+    assert res.exit_code == 1, res.output
+    assert "max_reject_rate" in res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "reject_rate_exceeded"
+    assert rep["counts"]["rejected"] == 3 and rep["counts"]["kept"] == len(rows) - 3
+    # the error messages name the value but carry no raw bytes under de-identification
+    rej = _group(out, "rejects")
+    assert all("not-a-date" in e for e in rej["error"].to_list())
+    assert rej["raw"].null_count() == rej.height
+    res = cli_runner.invoke(
+        cli,
+        [
+            "normalize",
+            "ehr",
+            str(folder),
+            "-o",
+            str(out),
+            "--source",
+            "synthea",
+            "--max-reject-rate",
+            "0.5",
+            "--overwrite",
+        ],
+    )
+    assert res.exit_code == 0, res.output
