@@ -1,0 +1,186 @@
+"""Read SEC companyfacts JSON (``data.sec.gov/api/xbrl/companyfacts/CIK##########.json``).
+
+Layout: ``{cik, entityName, facts: {taxonomy: {concept: {label, description, units: {unit:
+[{start?, end, val, accn, fy, fp, form, filed, frame?}, ...]}}}}}``.
+
+Decisions:
+
+* The input record is one data point (one element of a ``units`` list). ``source_row`` numbers the
+  data points of a file in document order (taxonomy, concept, unit, list position), 0-based;
+  ``source_ref`` is ``taxonomy:Concept/unit[i]``.
+* JSON is parsed with ``parse_float=Decimal`` so ``val`` is exact; ints stay ints.
+* A file that is not valid JSON (or not a companyfacts object) counts as one input record, rejected
+  with reason ``bad_json``: its data points cannot be counted.
+* ``fy``/``fp`` describe the filing, not the fact; they are kept as ``filing_fy``/``filing_fp`` for
+  reference only. Fiscal periods are derived from the dates in :mod:`.facts`.
+* Rejects: ``bad_record`` (a data point that is not an object), ``bad_value`` (``val`` missing or not
+  an exact number), ``bad_date`` (``end`` missing or not ISO, ``start``/``filed`` not ISO,
+  ``start`` after ``end``), ``missing_unit`` (an empty unit key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dataforge.records.finance.common import expand_paths, parse_value, raw_frame
+from dataforge.records.model import Extract, display_name, read_bytes
+
+log = logging.getLogger(__name__)
+
+SOURCE = "companyfacts"
+
+
+def read_companyfacts(paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None) -> Extract:
+    """Read companyfacts JSON files (plain or gzip/zstd; a folder means its ``*.json*`` files).
+
+    Args:
+        paths: files or folders.
+        root: provenance paths are written relative to ``root`` when given.
+
+    Returns:
+        An Extract with table ``raw_fact`` (one row per usable data point).
+    """
+    extract = Extract.empty(SOURCE)
+    rows: list[dict[str, Any]] = []
+    for path in expand_paths(paths, patterns=("*.json", "*.json.gz", "*.json.zst")):
+        name = display_name(path, root)
+        before = extract.rows_in
+        _read_one(path, name, extract, rows)
+        extract.inputs.append(
+            {"path": name, "role": "records", "table": "companyfacts", "rows": extract.rows_in - before}
+        )
+    extract.tables["raw_fact"] = raw_frame(rows)
+    log.info("companyfacts: %d data points, %d usable", extract.rows_in, len(rows))
+    return extract
+
+
+def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]]) -> None:
+    data, error = read_bytes(path)
+    try:
+        if error:
+            raise ValueError(error)
+        doc = json.loads(data, parse_float=decimal.Decimal)
+        if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
+            raise ValueError("not a companyfacts object (no 'facts' mapping)")
+    except (ValueError, UnicodeDecodeError) as exc:
+        extract.rows_in += 1
+        extract.reject(
+            name,
+            None,
+            table="companyfacts",
+            reason="bad_json",
+            error=f"{name}: not valid companyfacts JSON: {exc}",
+            raw=data[:200],
+        )
+        return
+    cik = _cik(doc.get("cik"))
+    entity = doc.get("entityName")
+    row = 0
+    for taxonomy, concepts in doc["facts"].items():
+        if not isinstance(concepts, dict):
+            continue
+        for concept, body in concepts.items():
+            units = body.get("units") if isinstance(body, dict) else None
+            if not isinstance(units, dict):
+                continue
+            label = body.get("label")
+            for unit, points in units.items():
+                if not isinstance(points, list):
+                    continue
+                for i, point in enumerate(points):
+                    ref = f"{taxonomy}:{concept}/{unit}[{i}]"
+                    rec = _record(point, name=name, ref=ref)
+                    if isinstance(rec, tuple):
+                        reason, msg = rec
+                        extract.reject(
+                            name,
+                            row,
+                            table="companyfacts",
+                            reason=reason,
+                            error=msg,
+                            raw=json.dumps(point, default=str).encode()[:2000],
+                        )
+                    elif not str(unit).strip():
+                        extract.reject(
+                            name,
+                            row,
+                            table="companyfacts",
+                            reason="missing_unit",
+                            error=f"{name} {ref}: empty unit for val {point.get('val')!r}",
+                            raw=json.dumps(point, default=str).encode()[:2000],
+                        )
+                    else:
+                        rec.update(
+                            cik=cik,
+                            entity=entity,
+                            taxonomy=taxonomy,
+                            concept=concept,
+                            label=label,
+                            unit=str(unit),
+                            source=SOURCE,
+                            source_file=name,
+                            source_row=row,
+                            source_ref=ref,
+                        )
+                        rows.append(rec)
+                    row += 1
+    extract.rows_in += row
+
+
+def _cik(raw: object) -> int | None:
+    try:
+        return int(str(raw).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(raw: object) -> dt.date:
+    if not isinstance(raw, str):
+        raise ValueError
+    return dt.date.fromisoformat(raw.strip())
+
+
+def _record(point: object, *, name: str, ref: str) -> dict[str, Any] | tuple[str, str]:
+    """The raw_fact columns of one data point, or ``(reason, error)``."""
+    if not isinstance(point, dict):
+        return "bad_record", f"{name} {ref}: data point is not an object: {point!r:.80}"
+    value, why = parse_value(point.get("val"))
+    if value is None:
+        return "bad_value", f"{name} {ref}: {why}"
+    try:
+        end = _date(point.get("end"))
+    except ValueError:
+        return "bad_date", f"{name} {ref}: end {point.get('end')!r} is not a YYYY-MM-DD date"
+    start = None
+    if point.get("start") is not None:
+        try:
+            start = _date(point["start"])
+        except ValueError:
+            return "bad_date", f"{name} {ref}: start {point.get('start')!r} is not a YYYY-MM-DD date"
+        if start > end:
+            return "bad_date", f"{name} {ref}: start {start} is after end {end}"
+    filed = None
+    if point.get("filed") is not None:
+        try:
+            filed = _date(point["filed"])
+        except ValueError:
+            return "bad_date", f"{name} {ref}: filed {point.get('filed')!r} is not a YYYY-MM-DD date"
+    fy = point.get("fy")
+    return {
+        "value": value,
+        "value_text": str(point["val"]),
+        "start": start,
+        "end": end,
+        "form": point.get("form"),
+        "filed": filed,
+        "accession": point.get("accn"),
+        "filing_fy": fy if isinstance(fy, int) and not isinstance(fy, bool) else None,
+        "filing_fp": point.get("fp") if isinstance(point.get("fp"), str) else None,
+        "frame": point.get("frame") if isinstance(point.get("frame"), str) else None,
+    }
