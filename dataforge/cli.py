@@ -905,8 +905,18 @@ def _print_inspect(info: dict[str, Any]) -> None:
             f"{sum(e['bytes'] for e in entries):,}",
         )
     console.print(t)
+    if info.get("tables"):  # a records output: canonical tables and rendered stages
+        t = Table(title="tables", title_justify="left")
+        for col in ("table", "schema", "rows"):
+            t.add_column(col)
+        for name, tinfo in info["tables"].items():
+            t.add_row(name, tinfo["schema"], f"{tinfo['rows']:,}")
+        for name, sinfo in info.get("stages", {}).items():
+            t.add_row(f"{name} (stage {sinfo['stage']})", sinfo["schema"], f"{sinfo['rows']:,}")
+        console.print(t)
     fields = info.get("schema", {}).get("fields", [])
-    console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))
+    if fields:
+        console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))
     for rec in info.get("samples", []):
         console.print({k: v for k, v in rec.items() if v is not None})
 

@@ -39,6 +39,14 @@ def inspect_output(
         "rejects": manifest.get("rejects", []),
         "steps": manifest.get("config", {}).get("steps", []),
     }
+    if manifest.get("kind") == "records":
+        info["tables"] = {
+            name: {"schema": t["schema"]["name"], "rows": t["rows"]} for name, t in manifest.get("tables", {}).items()
+        }
+        info["stages"] = {
+            name: {"schema": st["schema"]["name"], "stage": st["stage"], "rows": st["rows"]}
+            for name, st in manifest.get("stages", {}).items()
+        }
     if (out / REPORT_JSON).exists():
         report = RunReport.load(out)
         info["ledger"] = report.ledger.to_dict()

@@ -73,6 +73,11 @@ def test_pipeline_file_and_cli(tmp_path, cli_runner):
     assert "tables: " in res.output and "fact" in res.output and "rendered:" in res.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["name"] == "normalize-finance" and rep["config"]["source"] == "companyfacts"
+    res = cli_runner.invoke(cli, ["inspect", str(out), "--verify", "--rows", "1"])
+    assert res.exit_code == 0, res.output
+    assert "fin.fact.v1" in res.output and "instruction.v1" in res.output and "all shards match" in res.output
+    info = dataforge.inspect_output(out)
+    assert info["tables"]["fact"]["rows"] == rep["reports"]["tables"][1]["rows"]
     res = cli_runner.invoke(
         cli, ["normalize", "finance", str(SAMPLE / "fsds"), "-o", str(tmp_path / "x"), "--source", "edgar"]
     )
