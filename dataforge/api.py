@@ -412,7 +412,11 @@ def normalize_yaml_options(
 
 
 def run_normalize_yaml(
-    path: str | Path, raw: dict[str, Any] | None = None, *, output: str | Path | None = None, overwrite: bool = False
+    path: str | Path,
+    raw: dict[str, Any] | None = None,
+    *,
+    output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> RunReport:
     """Run a ``normalize:`` pipeline file (see pipelines/ehr.yaml); paths are relative to it."""
     from dataforge.records.normalize import normalize_ehr, normalize_finance

@@ -679,7 +679,11 @@ def _records_summary(report: Any) -> None:
         if head not in ("rows", "rendered") and isinstance(v, int):
             groups[head] = groups.get(head, 0) + v
     if groups:
-        click.echo("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(groups.items())) + " (details in report.md)")
+        click.echo(
+            "counters: "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(groups.items()))
+            + " (details in report.md)"
+        )
     for r in report.reject_samples[:3]:
         click.echo(f"  rejected ({r['reason']}): {r['error']}")
 
@@ -712,8 +716,13 @@ _RENDER_HELP = "Also render: text (stage-3 documents), instruct (stage-2 Q/A pai
 @click.option("--render", default=None, help=_RENDER_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--max-reject-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Exit 1 (after writing) when more input records than this are rejected.")
+@click.option(
+    "--max-reject-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Exit 1 (after writing) when more input records than this are rejected.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: str, deid: str,
@@ -754,8 +763,13 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
 @click.option("--render", default=None, help=_RENDER_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the instruction questions.")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--max-reject-rate", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Exit 1 (after writing) when more input records than this are rejected.")
+@click.option(
+    "--max-reject-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Exit 1 (after writing) when more input records than this are rejected.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, source: str,

@@ -41,7 +41,8 @@ def inspect_output(
     }
     if manifest.get("kind") == "records":
         info["tables"] = {
-            name: {"schema": t["schema"]["name"], "rows": t["rows"]} for name, t in manifest.get("tables", {}).items()
+            name: {"schema": t["schema"]["name"], "rows": t["rows"]}
+            for name, t in manifest.get("tables", {}).items()
         }
         info["stages"] = {
             name: {"schema": st["schema"]["name"], "stage": st["stage"], "rows": st["rows"]}
