@@ -280,6 +280,12 @@ def read_csv_table(
         data = data[: cut + 1] if cut >= 0 else b""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    fast = None if error else _fast_csv(data, delimiter=delimiter, quoting=quoting)
+    if fast is not None:
+        header, frame = fast
+        _check_required(name, header, required)
+        extract.rows_in += frame.height
+        return CsvTable(name, frame, header)
     text_ok = True
     try:
         text = data.decode("utf-8")
@@ -343,10 +349,7 @@ def read_csv_table(
     if header is None:
         msg = f"{name}: empty file (no header row)"
         raise InputError(msg)
-    missing = [c for c in required if c not in header]
-    if missing:
-        msg = f"{name}: missing column(s) {missing}; the header has {header}"
-        raise InputError(msg)
+    _check_required(name, header, required)
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     frame = pl.DataFrame(
         {h: pl.Series(h, list(c), dtype=pl.Utf8) for h, c in zip(_dedupe(header), cols, strict=True)}
@@ -358,6 +361,67 @@ def read_csv_table(
         pl.Series("_line", lines, dtype=pl.Int64),
     )
     return CsvTable(name, frame, header)
+
+
+def _check_required(name: str, header: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        msg = f"{name}: missing column(s) {missing}; the header has {header}"
+        raise InputError(msg)
+
+
+def _fast_csv(data: bytes, *, delimiter: str, quoting: bool) -> tuple[list[str], pl.DataFrame] | None:
+    """The common case with pyarrow's parser: valid UTF-8, one record per line, no ragged rows.
+
+    Returns None whenever the file needs the careful path (any parse error, invalid UTF-8, a quoted
+    newline or a blank line, which would shift line numbers, duplicate header names), which then
+    produces the same frame plus per-row rejects.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not first:
+        return None
+    try:
+        header_text = first.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    fields = next(
+        csv.reader(
+            [header_text], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
+        )
+    )
+    header = [h.strip() for h in fields]
+    if len(set(header)) != len(header) or not all(header):
+        return None
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char='"' if quoting else False, newlines_in_values=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    n = table.num_rows
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if lines != n + 1:  # a quoted newline or a blank line: line numbers need the careful path
+        return None
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_columns(
+        pl.int_range(n, dtype=pl.Int64).alias("_row"),
+        (pl.int_range(n, dtype=pl.Int64) + 2).alias("_line"),
+    )
+    return header, frame
 
 
 def _has_surrogate(value: str) -> bool:
