@@ -53,11 +53,31 @@ def _label(display: str | None, code: str | None) -> str:
     return (display or code or "unknown").strip()
 
 
+# the columns rendering reads (fewer columns make the row dicts much cheaper to build)
+_RENDER_COLUMNS = (
+    "patient_id",
+    "record_id",
+    "encounter_id",
+    "year",
+    "start_year",
+    "class",
+    "category",
+    "code",
+    "code_system",
+    "display",
+    "value",
+    "unit",
+    "source_unit",
+    "value_text",
+)
+
+
 def _by_patient(tables: dict[str, pl.DataFrame], table: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     f = tables.get(table)
     if f is None or not f.height:
         return out
+    f = f.select([c for c in _RENDER_COLUMNS if c in f.columns])
     for row in f.iter_rows(named=True):
         out[row["patient_id"]].append(row)
     return out
