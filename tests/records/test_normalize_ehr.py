@@ -407,3 +407,19 @@ def test_reject_rate_exit_code(tmp_path, cli_runner, monkeypatch):
         ],
     )
     assert res.exit_code == 0, res.output
+
+
+def test_reference_range_flags_match_an_independent_count(tmp_path, salt):
+    n_out = 0
+    with gzip.open(SAMPLE / "mimic_iv_demo" / "labevents.csv.gz", "rt", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            try:
+                v, lo, hi = float(r["valuenum"]), float(r["ref_range_lower"]), float(r["ref_range_upper"])
+            except ValueError:
+                continue
+            n_out += v < lo or v > hi
+    assert n_out > 100
+    out = tmp_path / "out"
+    dataforge.normalize_ehr([SAMPLE / "mimic_iv_demo"], output=out, source="mimic")
+    m = _tables(out)["measurement"].filter(pl.col("category") == "laboratory")
+    assert m.filter(pl.col("flags") == "outside_reference_range").height == n_out

@@ -322,11 +322,10 @@ def validate(extract: Extract, *, now: dt.datetime | None = None) -> Counter[str
                     )
                 )
                 counts["patient_rejected"] += orphans.height
-    # soft flag: outside the reference range (in the source unit)
+    # soft flag: outside the reference range (the units step converts value and range together)
     if "measurement" in extract.tables and extract.tables["measurement"].height:
         m = extract.tables["measurement"]
-        src_value = pl.col("source_value").cast(pl.Float64, strict=False)
-        outside = (src_value < pl.col("ref_low")) | (src_value > pl.col("ref_high"))
+        outside = (pl.col("value") < pl.col("ref_low")) | (pl.col("value") > pl.col("ref_high"))
         m = m.with_columns(
             pl.when(outside.fill_null(False))
             .then(pl.lit("outside_reference_range"))
