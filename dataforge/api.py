@@ -460,6 +460,10 @@ def run(
             )  # fmt: skip
         if "normalize" in raw:
             return run_normalize_yaml(pipeline, raw, output=output, overwrite=overwrite or force)
+        if "stages" in raw:  # a curriculum file
+            from dataforge.curriculum import build_curriculum
+
+            return build_curriculum(pipeline, output=output, overwrite=overwrite or force)
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     if output is not None:
         p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})

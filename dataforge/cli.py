@@ -858,6 +858,88 @@ def _finish(state: _State, report: Any) -> None:
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Output folder (overrides the curriculum's output.path).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
+@click.option(
+    "--shard-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per stage shard (overrides output.shard_rows; default 100000).",
+)
+@pass_state
+def curriculum(state: _State, config: str, output: str | None, overwrite: bool,
+               shard_rows: int | None) -> None:  # fmt: skip
+    """Build stage-tagged training shards from the outputs of other dataforge commands.
+
+    CONFIG is a curriculum YAML: stages (1 pretraining, 2 instruction pairs, 3 domain), each with
+    sources (dataforge output folders), weights, a row or token budget and quality requirements
+    (where, require_steps). Writes OUT/stage-<n>/part-*.arrow, manifest.json and report.json
+    (format: docs/curriculum.md).
+
+    \b
+    Examples:
+      dataforge curriculum pipelines/curriculum.yaml
+      dataforge curriculum pipelines/curriculum.yaml -o out/cur --overwrite --shard-rows 10000
+      dataforge inspect out/demo-curriculum
+    """
+    from dataforge.curriculum import build_curriculum
+
+    with _errors(state):
+        report = build_curriculum(config, output=output, overwrite=overwrite, shard_rows=shard_rows)
+        if not state.quiet:
+            _print_curriculum(report)
+
+
+def _print_curriculum(report: Any) -> None:
+    _print_summary(report)
+    rows = report.reports.get("curriculum", [])
+    _console().print(_curriculum_table([_curriculum_row(r) for r in rows], "stages"))
+    written = report.ledger.steps[-1].counters if report.ledger.steps else {}
+    click.echo(
+        f"written: {written.get('rows_written', 0):,} rows ({written.get('repeated_rows', 0):,} repeats), "
+        f"{written.get('tokens_written', 0):,} tokens; manifest: {report.output}/manifest.json"
+    )
+
+
+def _curriculum_row(r: dict[str, Any]) -> tuple[str, ...]:
+    unit = " (tokens)" if r.get("mix_unit") == "tokens" else ""
+    target = f"{r['target_rows']:,}"
+    if r.get("target_tokens") is not None:
+        target += f" (~{r['target_tokens']:,} tok)"
+    realized = f"{r['realized_rows']:,}"
+    if r.get("repeated_rows"):
+        realized += f" ({r['repeated_rows']:,} rep)"
+    return (
+        f"{r['stage']} {r.get('stage_name') or ''}".strip(),
+        str(r["source"]),
+        f"{r['weight']:g} ({r['target_share']:.3f})",
+        target,
+        realized,
+        f"{r['tokens']:,}",
+        f"{r['realized_share']:.3f}{unit}",
+    )
+
+
+def _curriculum_table(rows: list[tuple[str, ...]], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("stage", "source", "weight (target share)", "target rows", "realized rows", "tokens",
+                "realized share"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("stage", "source") else "right")  # type: ignore[arg-type]
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--rows", type=click.IntRange(min=0), default=3, show_default=True, help="Sample rows to show.")
 @click.option("--verify", is_flag=True, help="Check every shard's size and sha256 against the manifest.")
@@ -928,6 +1010,22 @@ def _print_inspect(info: dict[str, Any]) -> None:
         for name, sinfo in info.get("stages", {}).items():
             t.add_row(f"{name} (stage {sinfo['stage']})", sinfo["schema"], f"{sinfo['rows']:,}")
         console.print(t)
+    if info.get("curriculum"):  # a curriculum output: stages, sources, target vs realized mix
+        rows = [
+            _curriculum_row(
+                {**src, "stage": st["stage"], "stage_name": st["name"], "mix_unit": st["mix_unit"]}
+                | {"source": src["name"], "target_tokens": None}
+            )
+            for st in info["curriculum"]
+            for src in st["sources"]
+        ]
+        console.print(_curriculum_table(rows, "curriculum"))
+        for st in info["curriculum"]:
+            budget = ", ".join(f"{k} {v:,}" for k, v in (st["budget"] or {}).items()) or "all available"
+            console.print(
+                f"stage {st['stage']} ({st['name']}, {st['schema']}): {st['rows']:,} rows, {st['tokens']:,} tokens, "
+                f"{st['shards']} shard(s); budget {budget}; seed {st['seed']}"
+            )
     fields = info.get("schema", {}).get("fields", [])
     if fields:
         console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))

@@ -48,6 +48,8 @@ def inspect_output(
             name: {"schema": st["schema"]["name"], "stage": st["stage"], "rows": st["rows"]}
             for name, st in manifest.get("stages", {}).items()
         }
+    if manifest.get("kind") == "curriculum":
+        info["curriculum"] = curriculum_info(manifest)
     if (out / REPORT_JSON).exists():
         report = RunReport.load(out)
         info["ledger"] = report.ledger.to_dict()
@@ -70,3 +72,44 @@ def inspect_output(
             samples.append(rec)
     info["samples"] = samples
     return info
+
+
+def curriculum_info(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage of a curriculum manifest: schema, budget, rows, tokens, shards and per source the
+    weight, target vs realized share (in the stage's ``mix_unit``), rows and tokens."""
+    stages = []
+    for st in manifest.get("stages", []):
+        target, realized = st.get("target_mix", {}), st.get("realized_mix", {})
+        stages.append(
+            {
+                "stage": st["stage"],
+                "name": st.get("name"),
+                "schema": st.get("schema", {}).get("name"),
+                "budget": st.get("budget"),
+                "seed": st.get("seed"),
+                "rows": st.get("rows", 0),
+                "tokens": st.get("tokens", 0),
+                "bytes": st.get("bytes", 0),
+                "shards": len(st.get("shards", [])),
+                "mix_unit": st.get("mix_unit", "rows"),
+                "sources": [
+                    {
+                        "name": s["name"],
+                        "path": s.get("path"),
+                        "part": s.get("part"),
+                        "weight": s.get("weight"),
+                        "where": s.get("where"),
+                        "target_share": target.get(s["name"]),
+                        "realized_share": realized.get(s["name"]),
+                        "available_rows": s.get("available_rows"),
+                        "filtered_rows": s.get("filtered_rows"),
+                        "target_rows": s.get("target_rows"),
+                        "realized_rows": s.get("realized_rows"),
+                        "repeated_rows": s.get("repeated_rows", 0),
+                        "tokens": s.get("tokens"),
+                    }
+                    for s in st.get("sources", [])
+                ],
+            }
+        )
+    return stages

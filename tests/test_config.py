@@ -107,6 +107,18 @@ def test_shipped_pipelines_load():
             assert all(Path(i).exists() for i in inputs), f
             assert opts["output"], f
             continue
+        if "stages" in raw:  # a curriculum file: its sources are the outputs of the other demo pipelines
+            from dataforge.curriculum import load_curriculum
+            from dataforge.errors import InputError
+
+            sources = [Path(f.parent, src["path"]) for st in raw["stages"] for src in st["sources"]]
+            if all(p.exists() for p in sources):
+                spec = load_curriculum(f)
+                assert spec.stages, f
+            else:  # a fresh clone before `make demo`: the error names the missing source folder
+                with pytest.raises(InputError, match="out/demo"):
+                    load_curriculum(f)
+            continue
         if "normalize" in raw:  # a records file (dataforge run -> normalize_ehr / normalize_finance)
             domain, inputs, opts = normalize_yaml_options(f, raw)
             assert domain in ("ehr", "finance"), f
