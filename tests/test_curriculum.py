@@ -453,7 +453,7 @@ def test_output_rules(sources, tmp_path):
 
 def test_stage_schemas():
     doc = stage_schema("document")
-    assert doc.names == [*load_schema("document.v1").names, "stage", "source", "tokens"]
+    assert doc.names == [*load_schema("document.v1").names, "stage", "source", "tokens", "domain", "fact_ids"]
     assert doc.metadata[b"dataforge.schema"] == b"stage_document.v1"
     ins = stage_schema("instruction")
     assert ins.names == [*load_schema("instruction.v1").names, "source", "tokens"]
@@ -633,3 +633,27 @@ def test_cli_bad_config_exit_2(sources, tmp_path, cli_runner):
     result = cli_runner.invoke(cli, ["curriculum", str(cfg), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "weight must be a positive number, got 0" in result.output
+
+
+def test_rendered_rows_keep_their_fact_ids(tmp_path, monkeypatch):
+    """Stage-3 rows rendered from records keep domain and fact_ids, so a trained-on sentence can be
+    traced back to the canonical rows it came from."""
+    from dataforge.records.normalize import normalize_finance
+
+    fin = tmp_path / "fin"
+    normalize_finance([ROOT / "sample_data" / "finance" / "companyfacts"], output=fin, source="companyfacts",
+                      render="text")  # fmt: skip
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: t\nseed: 0\nstages:\n  - stage: 3\n    sources:\n"
+        f"      - {{name: fin, path: {fin}, part: text, weight: 1}}\n"
+    )
+    out = tmp_path / "cur"
+    build_curriculum(cfg, output=out)
+    man = json.loads((out / "manifest.json").read_text())
+    t = read_shard(out / man["stages"][0]["shards"][0]["path"])
+    assert set(t.column("domain").to_pylist()) == {"finance"}
+    src = read_shard(fin / read_manifest(fin)["stages"]["text"]["shards"][0]["path"])
+    by_id = dict(zip(src.column("id").to_pylist(), src.column("fact_ids").to_pylist(), strict=True))
+    for rid, facts in zip(t.column("id").to_pylist(), t.column("fact_ids").to_pylist(), strict=True):
+        assert facts and facts == by_id[rid]
