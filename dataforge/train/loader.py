@@ -1,0 +1,1261 @@
+"""Read curriculum shards for training: deterministic shuffle, exactly-once partition, exact resume.
+
+The contract is ``docs/curriculum.md``. A curriculum output holds, per stage, Arrow IPC shards
+listed in ``manifest.json`` with their rows and sha256. :class:`ShardDataset` reads one stage;
+:class:`CurriculumLoader` walks a schedule of stages.
+
+Readers
+    There are ``R = world_size * num_workers`` readers; reader ``g = rank * num_workers +
+    worker_id`` (its *slot*). ``num_workers``/``worker_id`` are set by the torch adapter from
+    ``torch.utils.data.get_worker_info()``; plain use leaves them at 1/0.
+
+Epoch order (a pure function of seed, epoch, stage)
+    * Shard order: a permutation of the stage's shards drawn from
+      ``numpy.random.default_rng([seed, epoch, stage, 0])`` (manifest order when ``shuffle=False``).
+    * Each shard is cut into blocks of ``shuffle_block_rows`` consecutive rows; the block order is a
+      permutation drawn from ``[seed, epoch, stage, 1, shard]`` and the rows inside block ``k`` are
+      permuted with ``[seed, epoch, stage, 2, shard, k]``. A reader holds at most two decoded
+      blocks (the one being consumed and the next, decoded by a prefetch thread) plus the
+      memory-mapped shards, so memory is bounded however large a shard is.
+    * The *global order* is the concatenation, in shard order, of every shard's permuted blocks.
+
+Partition (which reader gets which positions)
+    * ``shard`` split (the default when the stage has at least ``R`` shards): shards are taken in
+      the epoch's shard order and each is given to the reader with the fewest rows so far (ties go
+      to the lowest slot), which keeps readers within one shard's rows of each other. A reader's
+      sequence is its shards' permuted blocks, in that order.
+    * ``row`` split (the default when there are fewer shards than readers; or ``partition="row"``):
+      the global order of ``N`` rows is cut into ``R`` contiguous ranges, reader ``g`` gets
+      positions ``[g*N//R, (g+1)*N//R)``: sizes differ by at most one row and a reader only opens the
+      shards its range touches. Any world size works (readers beyond ``N`` get no rows).
+    Either way every row of the stage is read exactly once per epoch over all readers.
+
+Resume
+    A reader's sequence is a list of *segments* ``(shard, block, start, stop)`` (a contiguous run
+    of positions inside one permuted block) computed from the manifest alone. ``state_dict()``
+    records how many rows this reader has yielded in the epoch (plus the configuration that
+    determines the order); ``load_state_dict`` restores it and the next iteration locates the
+    segment holding that position by arithmetic and starts reading there. Nothing before the
+    position is read, and since the order is a pure function of the recorded configuration, the
+    rows that follow are exactly those an uninterrupted run would have produced. Token mode
+    (:meth:`ShardDataset.iter_token_batches`) records the row and the token offset inside it where
+    the next sequence starts, so it resumes exactly too.
+
+Reading uses ``pa.memory_map`` + ``pa.ipc.open_file``: only the record batches overlapping the
+current block are decoded, and ``take`` (shuffled) or zero-copy ``slice`` (not shuffled) builds the
+rows. With ``verify=True`` each shard's size and sha256 are checked against the manifest the first
+time a process opens it; a missing, truncated or corrupt shard raises :class:`DataError` naming it.
+
+Example:
+    >>> ds = ShardDataset("OUT", stage=1, rank=0, world_size=2, seed=0, batch_size=64)  # doctest: +SKIP
+    >>> for batch in ds:  # pyarrow.RecordBatch of at most 64 rows  # doctest: +SKIP
+    ...     state = ds.state_dict()
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from dataforge.errors import ConfigError, DataError, choices
+from dataforge.io.shards import read_manifest, sha256_file
+from dataforge.train.tokenizer import ByteTokenizer, tokenizer_spec, training_text
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+DEFAULT_SHUFFLE_BLOCK_ROWS = 8192
+BATCH_FORMATS = ("arrow", "numpy", "python")
+TOKEN_DTYPE = np.int32  # token ids inside the packer (token batches are returned as int64)
+PARTITIONS = ("auto", "shard", "row")
+_TEXT_COLUMNS = ("text", "prompt", "response", "context")
+
+# (resolved path, size, mtime_ns, expected sha256) of shards this process has already verified.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        msg = f"{name} must be an integer >= {minimum}, got {value!r}"
+        raise ConfigError(msg)
+    return int(value)
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in key])
+
+
+def _to_batch(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    batches = table.to_batches()
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    if len(batches) == 1:
+        return batches[0]
+    return pa.concat_batches(batches)
+
+
+def _concat(pieces: list[pa.RecordBatch], schema: Callable[[], pa.Schema]) -> pa.RecordBatch:
+    if not pieces:
+        return pa.RecordBatch.from_pylist([], schema=schema())
+    if len(pieces) == 1:
+        return pieces[0]
+    return pa.concat_batches(pieces)
+
+
+def convert_batch(batch: pa.RecordBatch, format: str) -> Any:
+    """A RecordBatch as ``arrow`` (itself), ``numpy`` (dict of arrays) or ``python`` (dict of lists)."""
+    if format == "arrow":
+        return batch
+    if format == "numpy":
+        return {
+            name: col.to_numpy(zero_copy_only=False) for name, col in zip(batch.schema.names, batch.columns)
+        }
+    if format == "python":
+        return batch.to_pydict()
+    msg = f"unknown batch format {format!r}; valid: {choices(BATCH_FORMATS)}"
+    raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard of a stage as the manifest lists it; ``index`` is its position in the stage."""
+
+    index: int
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+    tokens: int | None
+    first_row: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Positions ``[start, stop)`` of block ``block`` of shard ``shard`` (in its permuted order)."""
+
+    shard: int
+    block: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class _OpenShard:
+    """A memory-mapped shard: the IPC reader and the first row of every record batch."""
+
+    source: pa.MemoryMappedFile
+    reader: ipc.RecordBatchFileReader
+    offsets: np.ndarray  # len = batches + 1
+    cache: dict[int, pa.RecordBatch] = field(default_factory=dict)
+
+
+def load_curriculum_manifest(path: str | Path) -> dict[str, Any]:
+    """``OUT/manifest.json`` of a curriculum output; DataError if it is not one."""
+    manifest = read_manifest(path)
+    if manifest.get("kind") != "curriculum":
+        msg = (
+            f"{path}: manifest kind is {manifest.get('kind')!r}, expected 'curriculum' "
+            "(build one with `dataforge curriculum`)"
+        )
+        raise DataError(msg)
+    if not isinstance(manifest.get("stages"), list) or not manifest["stages"]:
+        msg = f"{path}: curriculum manifest lists no stages"
+        raise DataError(msg)
+    return manifest
+
+
+def _stage_entry(manifest: Mapping[str, Any], stage: int, path: str | Path) -> dict[str, Any]:
+    stages = {int(s["stage"]): s for s in manifest["stages"]}
+    if stage not in stages:
+        msg = f"stage {stage!r} is not in {path}/manifest.json; valid: {choices(stages)}"
+        raise ConfigError(msg)
+    return stages[stage]
+
+
+# ---------------------------------------------------------------------------------- ShardDataset
+
+
+class ShardDataset:
+    """One stage of a curriculum output, read by one of ``world_size * num_workers`` readers.
+
+    Args:
+        path: the curriculum output folder (holds ``manifest.json``).
+        stage: stage number to read (a ``stages[].stage`` of the manifest).
+        rank, world_size: this process and the number of processes (data-parallel ranks).
+        seed: shuffle seed (any integer >= 0); epoch: epoch number (:meth:`set_epoch`).
+        shuffle: shuffle shard order, block order and rows within blocks.
+        batch_size: rows per batch (token mode: sequences per batch).
+        shuffle_block_rows: rows per shuffle block (bounded memory; best a multiple of 4096, the
+            record batch size of ``write_shard``, so each record batch is decoded once).
+        columns: columns to return (default all).
+        drop_last: drop this reader's final incomplete batch.
+        verify: check size and sha256 of each shard against the manifest when it is opened.
+        partition: ``auto`` (shard split when there are at least ``R`` shards, else row split),
+            ``shard`` or ``row``; see the module docstring.
+        num_workers, worker_id: DataLoader workers of this rank (set by the torch adapter).
+        tokenizer: for token mode and token counts; default :class:`ByteTokenizer`.
+        prefetch: decode the next block in a background thread (two blocks in memory at most).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        stage: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        batch_size: int = 64,
+        epoch: int = 0,
+        shuffle_block_rows: int = DEFAULT_SHUFFLE_BLOCK_ROWS,
+        columns: Sequence[str] | None = None,
+        drop_last: bool = False,
+        verify: bool = True,
+        partition: str = "auto",
+        num_workers: int = 1,
+        worker_id: int = 0,
+        tokenizer: Any = None,
+        prefetch: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.manifest = load_curriculum_manifest(self.path)
+        self.prefetch = bool(prefetch)
+        self.stage = _check_int("stage", stage, minimum=0)
+        self.world_size = _check_int("world_size", world_size, minimum=1)
+        self.rank = _check_int("rank", rank, minimum=0)
+        if self.rank >= self.world_size:
+            msg = f"rank {rank} is out of range for world_size {world_size} (valid: 0..{world_size - 1})"
+            raise ConfigError(msg)
+        self.num_workers = _check_int("num_workers", num_workers, minimum=1)
+        self.worker_id = _check_int("worker_id", worker_id, minimum=0)
+        if self.worker_id >= self.num_workers:
+            msg = f"worker_id {worker_id} is out of range for num_workers {num_workers}"
+            raise ConfigError(msg)
+        self.seed = _check_int("seed", seed, minimum=0)
+        self.epoch = _check_int("epoch", epoch, minimum=0)
+        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.shuffle_block_rows = _check_int("shuffle_block_rows", shuffle_block_rows, minimum=1)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.verify = bool(verify)
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+
+        entry = _stage_entry(self.manifest, self.stage, self.path)
+        self.stage_entry = entry
+        self.shards: list[ShardEntry] = [
+            ShardEntry(
+                index=i,
+                path=str(s["path"]),
+                rows=int(s["rows"]),
+                bytes=int(s.get("bytes", -1)),
+                sha256=str(s.get("sha256", "")),
+                tokens=None if s.get("tokens") is None else int(s["tokens"]),
+                first_row=int(s.get("first_row", 0)),
+            )
+            for i, s in enumerate(entry.get("shards", []))
+        ]
+        if not self.shards:
+            msg = f"{self.path}/manifest.json: stage {self.stage} lists no shards"
+            raise DataError(msg)
+        self.schema = self._schema_from_manifest(entry)
+        names = self.schema.names if self.schema is not None else None
+        if columns is not None:
+            columns = list(columns)
+            if names is not None:
+                unknown = [c for c in columns if c not in names]
+                if unknown:
+                    msg = f"unknown column(s) {unknown} for stage {self.stage}; valid: {choices(names)}"
+                    raise ConfigError(msg)
+        self.columns = columns
+
+        if partition not in PARTITIONS:
+            msg = f"unknown partition {partition!r}; valid: {choices(PARTITIONS)}"
+            raise ConfigError(msg)
+        readers = self.world_size * self.num_workers
+        if partition == "shard" and len(self.shards) < readers:
+            msg = (
+                f"partition='shard' needs at least world_size x num_workers = {readers} shards, "
+                f"stage {self.stage} has {len(self.shards)}; use partition='row' or 'auto'"
+            )
+            raise ConfigError(msg)
+        if partition == "auto":
+            partition = "shard" if len(self.shards) >= readers else "row"
+        self.partition = partition
+
+        self._open: dict[int, _OpenShard] = {}
+        self._lock = threading.Lock()
+        self._file_schema: pa.Schema | None = None
+        self._segments_cache: dict[tuple[int, int], list[Segment]] = {}
+        self._position = 0  # rows yielded in this epoch (row mode)
+        self._token_pos: tuple[int, int] = (0, 0)  # (row, token offset) where the next sequence starts
+        self._mode = "rows"
+        self._pending: dict[str, Any] | None = None  # state loaded, applied by the next iteration
+
+    # ---------------------------------------------------------------------------- properties
+
+    @property
+    def slot(self) -> int:
+        """This reader's index among the ``world_size * num_workers`` readers."""
+        return self.rank * self.num_workers + self.worker_id
+
+    @property
+    def num_readers(self) -> int:
+        return self.world_size * self.num_workers
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the whole stage (all readers)."""
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of the whole stage under the manifest's tokenizer (from the manifest)."""
+        if "tokens" in self.stage_entry:
+            return int(self.stage_entry["tokens"])
+        return sum(s.tokens or 0 for s in self.shards)
+
+    def __len__(self) -> int:
+        """Rows this reader yields in the current epoch."""
+        return self.reader_rows()
+
+    def num_batches(self) -> int:
+        """Batches this reader yields in the current epoch (row mode)."""
+        n = len(self)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardDataset({str(self.path)!r}, stage={self.stage}, rank={self.rank}, "
+            f"world_size={self.world_size}, worker={self.worker_id}/{self.num_workers}, "
+            f"seed={self.seed}, epoch={self.epoch}, partition={self.partition!r})"
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning (a resumed state for that same epoch is kept)."""
+        epoch = _check_int("epoch", epoch, minimum=0)
+        if self._pending is not None and self._pending["epoch"] == epoch:
+            self.epoch = epoch
+            return
+        self._pending = None
+        self.epoch = epoch
+        self._position = 0
+        self._token_pos = (0, 0)
+
+    # ------------------------------------------------------------------------------- ordering
+
+    def _schema_from_manifest(self, entry: Mapping[str, Any]) -> pa.Schema | None:
+        fields = (entry.get("schema") or {}).get("fields")
+        if not fields:
+            return None
+        try:
+            from dataforge.schemas import type_from_name
+
+            return pa.schema([pa.field(f["name"], type_from_name(f["type"])) for f in fields])
+        except Exception:  # an unknown type name: learn the schema from the first shard instead
+            return None
+
+    def shard_order(self, epoch: int | None = None) -> list[int]:
+        """Stage shard indices in this epoch's order."""
+        epoch = self.epoch if epoch is None else epoch
+        n = len(self.shards)
+        if not self.shuffle:
+            return list(range(n))
+        return [int(i) for i in _rng(self.seed, epoch, self.stage, 0).permutation(n)]
+
+    def _blocks(self, shard: int, epoch: int) -> list[tuple[int, int]]:
+        """(block index, rows) of a shard in this epoch's block order."""
+        rows = self.shards[shard].rows
+        b = self.shuffle_block_rows
+        nblocks = -(-rows // b)
+        order = (
+            _rng(self.seed, epoch, self.stage, 1, shard).permutation(nblocks)
+            if self.shuffle
+            else range(nblocks)
+        )
+        return [(int(k), min(b, rows - int(k) * b)) for k in order]
+
+    def _block_rows(self, shard: int, block: int, epoch: int) -> np.ndarray:
+        """Rows of the shard (0-based within it) of block ``block`` in permuted order."""
+        b = self.shuffle_block_rows
+        start = block * b
+        n = min(b, self.shards[shard].rows - start)
+        if not self.shuffle:
+            return np.arange(start, start + n, dtype=np.int64)
+        perm = _rng(self.seed, epoch, self.stage, 2, shard, block).permutation(n)
+        return perm.astype(np.int64) + start
+
+    def assignment(self, epoch: int | None = None) -> list[list[int]]:
+        """Shard split: the shards each reader gets in this epoch (empty lists for row split)."""
+        epoch = self.epoch if epoch is None else epoch
+        readers = self.num_readers
+        out: list[list[int]] = [[] for _ in range(readers)]
+        if self.partition != "shard":
+            return out
+        load = [0] * readers
+        for s in self.shard_order(epoch):
+            g = min(range(readers), key=lambda r: (load[r], r))
+            out[g].append(s)
+            load[g] += self.shards[s].rows
+        return out
+
+    def segments(self, epoch: int | None = None, slot: int | None = None) -> list[Segment]:
+        """This reader's sequence of segments in this epoch (a pure function of the config)."""
+        epoch = self.epoch if epoch is None else epoch
+        slot = self.slot if slot is None else slot
+        key = (epoch, slot)
+        cached = self._segments_cache.get(key)
+        if cached is not None:
+            return cached
+        segs: list[Segment] = []
+        if self.partition == "shard":
+            for s in self.assignment(epoch)[slot]:
+                segs.extend(Segment(s, k, 0, n) for k, n in self._blocks(s, epoch) if n > 0)
+        else:
+            total = self.num_rows
+            lo = slot * total // self.num_readers
+            hi = (slot + 1) * total // self.num_readers
+            pos = 0
+            for s in self.shard_order(epoch):
+                for k, n in self._blocks(s, epoch):
+                    a, e = max(lo, pos), min(hi, pos + n)
+                    if a < e:
+                        segs.append(Segment(s, k, a - pos, e - pos))
+                    pos += n
+                    if pos >= hi:
+                        break
+                if pos >= hi:
+                    break
+        if len(self._segments_cache) > 64:
+            self._segments_cache.clear()
+        self._segments_cache[key] = segs
+        return segs
+
+    # -------------------------------------------------------------------------------- reading
+
+    def _needed_columns(self, extra: Sequence[str] = ()) -> list[str] | None:
+        if self.columns is None:
+            return None
+        cols = list(self.columns)
+        cols += [c for c in extra if c not in cols]
+        return cols
+
+    def _open_shard(self, index: int) -> _OpenShard:
+        opened = self._open.get(index)
+        if opened is not None:
+            return opened
+        entry = self.shards[index]
+        file = self.path / entry.path
+        if not file.is_file():
+            msg = f"{entry.path}: shard listed in {self.path}/manifest.json is missing"
+            raise DataError(msg)
+        if self.verify:
+            self._verify(entry, file)
+        try:
+            source = pa.memory_map(str(file))
+            reader = ipc.open_file(source)
+            schema = reader.schema
+            small = self._small_column(schema)
+            probe = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=[small]))
+            lengths = [probe.get_batch(i).num_rows for i in range(probe.num_record_batches)]
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            msg = f"{entry.path}: cannot read Arrow shard (corrupt or truncated?): {exc}"
+            raise DataError(msg) from None
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if int(offsets[-1]) != entry.rows:
+            msg = f"{entry.path}: shard has {int(offsets[-1])} rows, manifest says {entry.rows}"
+            raise DataError(msg)
+        if self._file_schema is None:
+            self._file_schema = schema
+        if len(self._open) >= 4:  # keep a few maps open, bounded
+            self._open.pop(next(iter(self._open)))
+        opened = _OpenShard(source, reader, offsets)
+        self._open[index] = opened
+        return opened
+
+    @staticmethod
+    def _small_column(schema: pa.Schema) -> int:
+        if "tokens" in schema.names:
+            return schema.get_field_index("tokens")
+        for i, f in enumerate(schema):
+            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type):
+                return i
+        return 0
+
+    def _verify(self, entry: ShardEntry, file: Path) -> None:
+        st = file.stat()
+        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, entry.sha256)
+        if key in _VERIFIED:
+            return
+        if entry.bytes >= 0 and st.st_size != entry.bytes:
+            msg = (
+                f"{entry.path}: shard is {st.st_size} bytes, manifest says {entry.bytes} "
+                "(truncated or replaced)"
+            )
+            raise DataError(msg)
+        digest = sha256_file(file)
+        if digest != entry.sha256:
+            msg = f"{entry.path}: sha256 mismatch: file has {digest}, manifest says {entry.sha256}"
+            raise DataError(msg)
+        _VERIFIED.add(key)
+
+    def _decode_segment(
+        self, seg: Segment, epoch: int, columns: list[str] | None
+    ) -> tuple[list[pa.RecordBatch], int, np.ndarray, pa.Schema]:
+        """Decode the record batches a segment needs: (batches, first row of batches[0], rows, schema)."""
+        entry = self.shards[seg.shard]
+        with self._lock:
+            opened = self._open_shard(seg.shard)
+        rows = self._block_rows(seg.shard, seg.block, epoch)[seg.start : seg.stop]
+        schema = opened.reader.schema
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        if len(rows) == 0:
+            return [], 0, rows, schema
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        first = int(np.searchsorted(opened.offsets, lo, side="right")) - 1
+        last = int(np.searchsorted(opened.offsets, hi - 1, side="right")) - 1
+        try:
+            batches = [opened.reader.get_batch(i) for i in range(first, last + 1)]
+            for b in batches:
+                b.validate()  # buffer sizes vs lengths: cheap, catches most corruption
+        except (pa.ArrowException, OSError) as exc:
+            msg = f"{entry.path}: cannot read Arrow shard (corrupt or truncated?): {exc}"
+            raise DataError(msg) from None
+        if columns is not None:
+            batches = [b.select(columns) for b in batches]
+        return batches, int(opened.offsets[first]), rows, schema
+
+    def _assemble(self, decoded: tuple[list[pa.RecordBatch], int, np.ndarray, pa.Schema]) -> pa.RecordBatch:
+        """The segment's rows in epoch order: ``take`` when shuffled, a zero-copy slice otherwise."""
+        batches, base, rows, schema = decoded
+        if not batches:
+            return pa.RecordBatch.from_pylist([], schema=schema)
+        if not self.shuffle:
+            lo = int(rows[0])
+            table = pa.Table.from_batches(batches).slice(lo - base, len(rows))
+            return _to_batch(table, schema)
+        local = pa.array(rows - base)
+        if len(batches) == 1:
+            return batches[0].take(local)
+        return _to_batch(pa.Table.from_batches(batches).take(local), schema)
+
+    def _read_segment(self, seg: Segment, epoch: int, columns: list[str] | None) -> pa.RecordBatch:
+        """Rows of one segment, in their epoch order."""
+        return self._assemble(self._decode_segment(seg, epoch, columns))
+
+    def _output_schema(self, columns: list[str] | None) -> pa.Schema:
+        """Schema of the rows (from the first shard this reader opens)."""
+        if self._file_schema is None:
+            segs = self.segments()
+            with self._lock:
+                self._open_shard(segs[0].shard if segs else 0)
+        schema = self._file_schema
+        assert schema is not None
+        if columns is None:
+            return schema
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            msg = f"unknown column(s) {missing} for stage {self.stage}; valid: {choices(schema.names)}"
+            raise ConfigError(msg)
+        return pa.schema([schema.field(c) for c in columns])
+
+    def iter_rows_from(
+        self, position: int, *, epoch: int | None = None, columns: list[str] | None = None
+    ) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Pieces of this reader's sequence from ``position`` on: ``(position of piece, rows)``.
+
+        A piece is (part of) one block; the positions before ``position`` are skipped by arithmetic
+        on the segment list, without reading them.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        segs = self.segments(epoch)
+        starts = [0]
+        for seg in segs:
+            starts.append(starts[-1] + seg.rows)
+        if position >= starts[-1]:
+            return
+        i = bisect.bisect_right(starts, position) - 1
+        parts = [Segment(segs[i].shard, segs[i].block, segs[i].start + position - starts[i], segs[i].stop)]
+        parts += segs[i + 1 :]
+        positions = [position, *starts[i + 1 : -1]]
+        if not self.prefetch or len(parts) == 1:
+            for pos, part in zip(positions, parts):
+                yield pos, self._read_segment(part, epoch, columns)
+            return
+        # decode block k + 1 in a thread while block k is assembled and consumed (pyarrow
+        # releases the GIL in both): at most two blocks are in memory.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataforge-prefetch") as pool:
+            future = pool.submit(self._decode_segment, parts[0], epoch, columns)
+            for j, (pos, _part) in enumerate(zip(positions, parts)):
+                decoded = future.result()
+                if j + 1 < len(parts):
+                    future = pool.submit(self._decode_segment, parts[j + 1], epoch, columns)
+                yield pos, self._assemble(decoded)
+
+    def reader_rows(self, epoch: int | None = None) -> int:
+        """Rows this reader yields in ``epoch`` (default: the current one)."""
+        return sum(seg.rows for seg in self.segments(epoch))
+
+    def read_range(
+        self, start: int, stop: int, *, epoch: int | None = None, columns: list[str] | None = None
+    ) -> pa.RecordBatch:
+        """Positions ``[start, stop)`` of this reader's sequence as one RecordBatch."""
+        pieces: list[pa.RecordBatch] = []
+        need = stop - start
+        for _pos, piece in self.iter_rows_from(start, epoch=epoch, columns=columns):
+            if piece.num_rows >= need:
+                pieces.append(piece.slice(0, need))
+                need = 0
+                break
+            pieces.append(piece)
+            need -= piece.num_rows
+        return _concat(pieces, lambda: self._output_schema(columns))
+
+    def _start_position(self, mode: str) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending is None:
+            self._position = 0
+            self._token_pos = (0, 0)
+            return
+        if pending.get("mode", "rows") != mode:
+            msg = f"state was saved in {pending.get('mode')!r} mode, iterating in {mode!r} mode"
+            raise ConfigError(msg)
+        self._position = int(pending["rows_yielded"])
+        self._token_pos = (int(pending.get("token_row", 0)), int(pending.get("token_offset", 0)))
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        """Arrow RecordBatches of ``batch_size`` rows (the last one may be smaller)."""
+        return self.iter_batches(format="arrow")
+
+    def iter_batches(self, *, format: str = "arrow") -> Iterator[Any]:
+        """Batches of ``batch_size`` rows as ``arrow`` RecordBatches, ``numpy`` or ``python`` dicts.
+
+        Resumes from a loaded state; :meth:`state_dict` after each batch counts that batch.
+        """
+        if format not in BATCH_FORMATS:
+            msg = f"unknown batch format {format!r}; valid: {choices(BATCH_FORMATS)}"
+            raise ConfigError(msg)
+        self._start_position("rows")
+        self._mode = "rows"
+        return self._row_batches(format)
+
+    def _row_batches(self, format: str) -> Iterator[Any]:
+        columns = self._needed_columns()
+        bs = self.batch_size
+        pending: list[pa.RecordBatch] = []
+        have = 0
+        for _pos, piece in self.iter_rows_from(self._position, columns=columns):
+            off = 0
+            while off < piece.num_rows:
+                take = min(bs - have, piece.num_rows - off)
+                pending.append(piece.slice(off, take))
+                have += take
+                off += take
+                if have == bs:
+                    batch = _concat(pending, lambda: self._output_schema(columns))
+                    pending, have = [], 0
+                    self._position += batch.num_rows
+                    yield convert_batch(batch, format)
+        if have and not self.drop_last:
+            batch = _concat(pending, lambda: self._output_schema(columns))
+            self._position += batch.num_rows
+            yield convert_batch(batch, format)
+        elif have:
+            self._position += have
+
+    # ------------------------------------------------------------------------------ token mode
+
+    def _token_columns(self) -> list[str] | None:
+        schema = self._output_schema(None)
+        cols = [c for c in _TEXT_COLUMNS if c in schema.names]
+        if not cols:
+            msg = f"stage {self.stage} has no text columns ({schema.names}); cannot make token batches"
+            raise DataError(msg)
+        return cols
+
+    def encode_rows(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of the training text of every row, concatenated, and each row's length."""
+        tok = self.tokenizer
+        if isinstance(tok, ByteTokenizer):
+            if "text" in batch.schema.names:  # documents: the UTF-8 bytes as they are, no Python strings
+                arr = pc.fill_null(batch.column("text").cast(pa.large_string()), "")
+                if arr.offset or arr.null_count:
+                    arr = pa.concat_arrays([arr])
+            else:
+                arr = pa.array(training_text(batch), type=pa.large_string())
+            lens = pc.fill_null(pc.binary_length(arr), 0).to_numpy().astype(np.int64)
+            if tok.add_eos:  # append 0xFF (never a UTF-8 byte) to every row in C++, then map it to EOS
+                sep = pa.scalar(b"\xff", pa.large_binary())
+                arr = pc.binary_join_element_wise(
+                    arr.cast(pa.large_binary()), pa.scalar(b"", pa.large_binary()), sep
+                )
+                lens = lens + 1
+            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+            data = arr.buffers()[2]
+            raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+            raw = raw[offsets[0] : offsets[-1]]
+            toks = raw.astype(TOKEN_DTYPE)
+            if tok.add_eos:
+                toks[raw == 0xFF] = tok.eos_id
+            return toks, lens
+        encoded = [tok.encode(t) for t in training_text(batch)]
+        lens = np.array([len(e) for e in encoded], dtype=np.int64)
+        flat = np.fromiter((i for e in encoded for i in e), dtype=TOKEN_DTYPE, count=int(lens.sum()))
+        return flat, lens
+
+    def row_token_counts(self, *, epoch: int | None = None) -> np.ndarray:
+        """Tokens of each row of this reader's sequence, in order (the ``tokens`` column when the
+        tokenizer is the manifest's, else by tokenizing)."""
+        use_column = self._manifest_tokenizer_matches() and "tokens" in self._output_schema(None).names
+        out: list[np.ndarray] = []
+        cols = ["tokens"] if use_column else self._token_columns()
+        for _pos, piece in self.iter_rows_from(0, epoch=epoch, columns=cols):
+            if use_column:
+                out.append(piece.column("tokens").to_numpy(zero_copy_only=False).astype(np.int64))
+            else:
+                out.append(self.encode_rows(piece)[1])
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _manifest_tokenizer_matches(self) -> bool:
+        spec = self.manifest.get("tokenizer")
+        if not spec:
+            return isinstance(self.tokenizer, ByteTokenizer) and self.tokenizer.add_eos
+        try:
+            return tokenizer_spec(self.tokenizer) == {k: spec.get(k) for k in tokenizer_spec(self.tokenizer)}
+        except Exception:
+            return False
+
+    @staticmethod
+    def sequences_for(total_tokens: int, seq_len: int, drop_last: bool) -> int:
+        """Sequences of ``seq_len + 1`` tokens (stride ``seq_len``) a stream of tokens makes."""
+        if total_tokens <= 1:
+            return 0
+        full = (total_tokens - 1) // seq_len
+        rest = total_tokens - full * seq_len  # tokens left, starting at the last sequence's end
+        return full + (1 if rest > 1 and not drop_last else 0)
+
+    def num_token_batches(self, seq_len: int, *, epoch: int | None = None) -> int:
+        """Batches :meth:`iter_token_batches` gives this reader in an epoch."""
+        total = int(self.row_token_counts(epoch=epoch).sum())
+        seqs = self.sequences_for(total, seq_len, self.drop_last)
+        if self.drop_last:
+            # only full batches of full sequences
+            return ((total - 1) // seq_len if total > 1 else 0) // self.batch_size
+        return -(-seqs // self.batch_size)
+
+    def token_state_after(self, sequences: int, seq_len: int, *, epoch: int | None = None) -> tuple[int, int]:
+        """(row, token offset) where packed sequence number ``sequences`` starts (token mode)."""
+        counts = self.row_token_counts(epoch=epoch)
+        target = sequences * seq_len
+        cum = np.cumsum(counts)
+        row = int(np.searchsorted(cum, target, side="right"))
+        if row >= len(counts):
+            return len(counts), 0
+        before = int(cum[row - 1]) if row else 0
+        return row, target - before
+
+    def iter_token_batches(self, seq_len: int, *, format: str = "numpy") -> Iterator[np.ndarray]:
+        """Pack the training text of this reader's rows into ``[batch_size, seq_len + 1]`` arrays.
+
+        The rows' token streams (tokenizer ``encode``, EOS after each row with the default) are
+        concatenated in reader order and cut into windows of ``seq_len + 1`` tokens with stride
+        ``seq_len``: row ``i`` of the packed stream is ``stream[i*T : i*T + T + 1]``, so inputs are
+        ``x[:, :-1]``, targets ``x[:, 1:]`` and every token after the first is a target exactly once.
+        The last batch is padded with ``tokenizer.pad_id`` to the full shape (use it as the loss's
+        ignore index); with ``drop_last`` the incomplete tail is dropped instead. Returns int64
+        numpy arrays (``format="numpy"``) or lists (``"python"``).
+        """
+        seq_len = _check_int("seq_len", seq_len, minimum=1)
+        if format not in ("numpy", "python", "arrow"):
+            msg = f"unknown token batch format {format!r}; valid: arrow, numpy, python"
+            raise ConfigError(msg)
+        self._start_position("tokens")
+        self._mode = "tokens"
+        return self._token_batches(seq_len, format)
+
+    def _token_batches(self, seq_len: int, format: str) -> Iterator[Any]:
+        bs, T = self.batch_size, seq_len
+        need = bs * T + 1
+        cols = self._token_columns()
+        row0, off0 = self._token_pos
+        # the buffer: tokens from (buf_row, buf_off) on; lens[i] = tokens of buffered row i left
+        buf = np.zeros(0, dtype=TOKEN_DTYPE)
+        lens = np.zeros(0, dtype=np.int64)
+        buf_row, buf_off = row0, off0
+        window = np.arange(bs)[:, None] * T + np.arange(T + 1)[None, :]
+
+        def windows(tokens: np.ndarray) -> np.ndarray:  # bs rows of T + 1 tokens, stride T
+            view = np.lib.stride_tricks.as_strided(
+                tokens, shape=(bs, T + 1), strides=(T * tokens.strides[0], tokens.strides[0]), writeable=False
+            )
+            return view.astype(np.int64)
+
+        def out(arr: np.ndarray) -> Any:
+            if format == "python":
+                return arr.tolist()
+            if format == "arrow":
+                return pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), T + 1)
+            return arr
+
+        first = True
+        for _pos, piece in self.iter_rows_from(row0, columns=cols):
+            toks, plens = self.encode_rows(piece)
+            if first and off0:
+                toks = toks[off0:]
+                plens = plens.copy()
+                plens[0] -= off0
+            first = False
+            buf = np.concatenate([buf, toks]) if len(buf) else toks
+            lens = np.concatenate([lens, plens]) if len(lens) else plens
+            while len(buf) >= need:
+                batch = windows(buf[:need])
+                # advance the start by bs*T tokens: find the row holding the new start
+                adv = bs * T
+                cum = np.cumsum(lens)
+                k = int(np.searchsorted(cum, adv, side="right"))
+                done_before = int(cum[k - 1]) if k else 0
+                new_off = adv - done_before
+                buf_off = (buf_off + new_off) if k == 0 else new_off
+                buf_row += k
+                lens = lens[k:].copy()
+                lens[0] -= new_off
+                buf = buf[adv:]
+                self._token_pos = (buf_row, buf_off)
+                yield out(batch)
+        # tail: fewer than need tokens left
+        total_rows = len(self)
+        if len(buf) > 1 and not self.drop_last:
+            pad = self.tokenizer.pad_id
+            full = np.full(bs * T + 1, pad, dtype=np.int64)
+            full[: len(buf)] = buf
+            batch = full[window]
+            nseq = self.sequences_for(len(buf), T, False)
+            batch[nseq:] = pad
+            self._token_pos = (total_rows, 0)
+            yield out(batch)
+        self._token_pos = (total_rows, 0)
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "num_workers": self.num_workers,
+            "worker_id": self.worker_id,
+            "shuffle": self.shuffle,
+            "shuffle_block_rows": self.shuffle_block_rows,
+            "partition": self.partition,
+            "batch_size": self.batch_size,
+            "data": self.data_fingerprint(),
+        }
+
+    def data_fingerprint(self) -> str:
+        """sha256 over the stage's shard paths, rows and digests (what the order depends on)."""
+        h = hashlib.sha256()
+        for s in self.shards:
+            h.update(json.dumps([s.path, s.rows, s.sha256]).encode())
+        return h.hexdigest()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader is: epoch, rows yielded (token mode: next row and token offset) and
+        the configuration the order depends on (checked by :meth:`load_state_dict`)."""
+        if self._pending is not None:
+            return dict(self._pending)
+        state = {"version": STATE_VERSION, "epoch": self.epoch, "mode": self._mode, **self._config()}
+        state["rows_yielded"] = self._position if self._mode == "rows" else self._token_pos[0]
+        if self._mode == "tokens":
+            state["token_row"], state["token_offset"] = self._token_pos
+        return state
+
+    def state_at(
+        self, *, rows_yielded: int | None = None, token_pos: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """The state this reader would report after ``rows_yielded`` rows (row mode) or with the
+        next packed sequence starting at ``token_pos = (row, offset)`` (token mode), in the
+        current epoch. Used to resume DataLoader workers from a count made in the main process."""
+        state = {"version": STATE_VERSION, "epoch": self.epoch, **self._config()}
+        if token_pos is None:
+            state.update(mode="rows", rows_yielded=int(rows_yielded or 0))
+        else:
+            row, off = token_pos
+            state.update(mode="tokens", rows_yielded=int(row), token_row=int(row), token_offset=int(off))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state``: the next iteration yields exactly what an uninterrupted run
+        would have yielded after it. ConfigError if it was saved with a different configuration."""
+        if not isinstance(state, Mapping) or "rows_yielded" not in state:
+            msg = (
+                f"not a ShardDataset state (keys: {sorted(state) if isinstance(state, Mapping) else state!r})"
+            )
+            raise ConfigError(msg)
+        if state.get("version") != STATE_VERSION:
+            msg = f"state version {state.get('version')!r} is not supported (valid: {STATE_VERSION})"
+            raise ConfigError(msg)
+        mine = self._config()
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                what = "shard list" if key == "data" else key
+                msg = (
+                    f"cannot resume: the state was saved with {what}={state[key]!r}, "
+                    f"this dataset has {what}={value!r}"
+                )
+                raise ConfigError(msg)
+        self.epoch = _check_int("epoch", state["epoch"], minimum=0)
+        rows = _check_int("rows_yielded", state["rows_yielded"], minimum=0)
+        if rows > len(self):
+            msg = f"state says {rows} rows yielded, this reader has {len(self)} rows in epoch {self.epoch}"
+            raise ConfigError(msg)
+        self._pending = dict(state)
+        self._mode = str(state.get("mode", "rows"))
+        self._position = rows
+        if self._mode == "tokens":
+            self._token_pos = (int(state.get("token_row", rows)), int(state.get("token_offset", 0)))
+
+    def close(self) -> None:
+        """Release memory maps."""
+        for opened in self._open.values():
+            opened.source.close()
+        self._open.clear()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers (spawn)
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+# ------------------------------------------------------------------------------ CurriculumLoader
+
+
+@dataclass(frozen=True)
+class CurriculumBatch:
+    """A batch and where it came from: ``stage`` and the schedule ``phase`` index."""
+
+    stage: int
+    phase: int
+    data: Any
+
+    @property
+    def num_rows(self) -> int:
+        d = self.data
+        if isinstance(d, pa.RecordBatch):
+            return d.num_rows
+        first = next(iter(d.values()), [])
+        return len(first)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One schedule entry: ``weights`` by stage, a budget of ``amount`` ``unit`` (rows|tokens)."""
+
+    weights: dict[int, float]
+    unit: str
+    amount: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": {str(k): v for k, v in self.weights.items()}, self.unit: self.amount}
+
+
+def parse_schedule(schedule: Sequence[Mapping[str, Any]], valid_stages: Sequence[int]) -> list[Phase]:
+    """Check and normalize a schedule: ``{"stage": s, "rows"|"tokens": N}`` or
+    ``{"stages": {s: weight, ...}, "rows"|"tokens": N}``."""
+    if isinstance(schedule, Mapping) or not isinstance(schedule, Sequence) or not schedule:
+        msg = f"schedule must be a non-empty list of phases, got {schedule!r}"
+        raise ConfigError(msg)
+    phases = []
+    for i, item in enumerate(schedule):
+        if not isinstance(item, Mapping):
+            msg = f"schedule[{i}] must be a mapping, got {item!r}"
+            raise ConfigError(msg)
+        unknown = set(item) - {"stage", "stages", "rows", "tokens"}
+        if unknown:
+            msg = f"schedule[{i}]: unknown key(s) {sorted(unknown)}; valid: rows, stage, stages, tokens"
+            raise ConfigError(msg)
+        if ("stage" in item) == ("stages" in item):
+            msg = f"schedule[{i}] needs exactly one of 'stage' or 'stages' (a weight per stage), got {dict(item)}"
+            raise ConfigError(msg)
+        units = [u for u in ("rows", "tokens") if u in item]
+        if len(units) != 1:
+            msg = f"schedule[{i}] needs exactly one budget, 'rows' or 'tokens', got {dict(item)}"
+            raise ConfigError(msg)
+        unit = units[0]
+        amount = _check_int(f"schedule[{i}].{unit}", item[unit], minimum=1)
+        if "stage" in item:
+            raw = {item["stage"]: 1.0}
+        else:
+            raw = item["stages"]
+            if not isinstance(raw, Mapping) or not raw:
+                msg = f"schedule[{i}].stages must map stage -> weight, got {raw!r}"
+                raise ConfigError(msg)
+        weights: dict[int, float] = {}
+        for s, w in raw.items():
+            try:
+                stage = int(s)
+            except (TypeError, ValueError):
+                msg = f"schedule[{i}]: stage {s!r} is not an integer; valid: {choices(valid_stages)}"
+                raise ConfigError(msg) from None
+            if stage not in valid_stages:
+                msg = f"schedule[{i}]: stage {stage} is not in the manifest; valid: {choices(valid_stages)}"
+                raise ConfigError(msg)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+                msg = f"schedule[{i}]: weight of stage {stage} must be a number > 0, got {w!r}"
+                raise ConfigError(msg)
+            weights[stage] = float(w)
+        total = sum(weights.values())
+        phases.append(Phase({s: w / total for s, w in sorted(weights.items())}, unit, amount))
+    return phases
+
+
+class _StageCursor:
+    """A ShardDataset read sequentially across epochs (epoch e, then e + 1, ...)."""
+
+    def __init__(self, ds: ShardDataset) -> None:
+        self.ds = ds
+        self.epoch = ds.epoch
+        self.position = 0
+
+    def _normalize(self) -> None:
+        """Move past epoch ends (an epoch where this reader has no rows is skipped, boundedly)."""
+        for _ in range(1000):
+            if self.position < self.ds.reader_rows(self.epoch):
+                return
+            self.position -= self.ds.reader_rows(self.epoch)
+            self.epoch += 1
+        msg = f"stage {self.ds.stage} gives reader {self.ds.slot} no rows in 1000 epochs"
+        raise DataError(msg)
+
+    def take(self, k: int, columns: list[str] | None) -> pa.RecordBatch:
+        """The next ``k`` rows, continuing into the next epoch at an epoch end; does not advance."""
+        self._normalize()
+        epoch, position, pieces, need = self.epoch, self.position, [], k
+        while need:
+            n = self.ds.reader_rows(epoch)
+            if position < n:
+                piece = self.ds.read_range(position, min(n, position + need), epoch=epoch, columns=columns)
+                pieces.append(piece)
+                need -= piece.num_rows
+            epoch, position = epoch + 1, 0
+            if epoch > self.epoch + 1000:
+                break
+        return _concat(pieces, lambda: self.ds._output_schema(columns))
+
+    def advance(self, rows: int) -> None:
+        self.position += rows
+        self._normalize()
+
+
+class CurriculumLoader:
+    """Batches from a schedule of stages; each batch comes from one stage.
+
+    ``schedule`` is a list of phases, run in order:
+
+    * ``{"stage": 1, "rows": N}``: N rows of stage 1;
+    * ``{"stage": 1, "tokens": N}``: rows of stage 1 until N tokens (the row that reaches N is
+      included; tokens from the ``tokens`` column, or the tokenizer when it is not the manifest's);
+    * ``{"stages": {1: 0.7, 3: 0.3}, "rows": N}`` (or ``"tokens"``): N rows (tokens) mixed by weight.
+      Each batch is drawn from the stage furthest below its share so far (the deterministic greedy
+      blend of Megatron's ``BlendedDataset``), so the realized mix matches the weights to within
+      one batch.
+
+    Budgets are global: each of the ``R = world_size * num_workers`` readers takes ``N // R`` (the
+    first ``N % R`` readers one more), so all ranks make the same number of rows per phase. A stage
+    read past its end continues with its next epoch (new shuffle); a stage used by several phases
+    continues where the last one stopped. :meth:`state_dict` / :meth:`load_state_dict` resume
+    mid-schedule exactly (phase, progress, mix counters and every stage's epoch and position).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        schedule: Sequence[Mapping[str, Any]],
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        shuffle_block_rows: int = DEFAULT_SHUFFLE_BLOCK_ROWS,
+        columns: Sequence[str] | None = None,
+        verify: bool = True,
+        partition: str = "auto",
+        num_workers: int = 1,
+        worker_id: int = 0,
+        tokenizer: Any = None,
+        format: str = "arrow",
+    ) -> None:
+        self.path = Path(path)
+        self.manifest = load_curriculum_manifest(self.path)
+        valid = [int(s["stage"]) for s in self.manifest["stages"]]
+        self.phases = parse_schedule(schedule, valid)
+        if format not in BATCH_FORMATS:
+            msg = f"unknown batch format {format!r}; valid: {choices(BATCH_FORMATS)}"
+            raise ConfigError(msg)
+        self.format = format
+        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.seed = _check_int("seed", seed, minimum=0)
+        self.columns = list(columns) if columns is not None else None
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+        stages = sorted({s for p in self.phases for s in p.weights})
+        self.datasets = {
+            s: ShardDataset(
+                self.path,
+                stage=s,
+                rank=rank,
+                world_size=world_size,
+                seed=seed,
+                shuffle=shuffle,
+                batch_size=batch_size,
+                shuffle_block_rows=shuffle_block_rows,
+                columns=None,
+                verify=verify,
+                partition=partition,
+                num_workers=num_workers,
+                worker_id=worker_id,
+                tokenizer=self.tokenizer,
+            )
+            for s in stages
+        }
+        first = next(iter(self.datasets.values()))
+        self.readers = first.num_readers
+        self.slot = first.slot
+        for ds in self.datasets.values():
+            if self.columns is not None:
+                missing = [c for c in self.columns if ds.schema is not None and c not in ds.schema.names]
+                if missing:
+                    msg = (
+                        f"unknown column(s) {missing} for stage {ds.stage}; valid: {choices(ds.schema.names)}"
+                    )
+                    raise ConfigError(msg)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.phase = 0
+        self.done = 0  # units of the current phase this reader has taken
+        self.taken: dict[int, int] = {}  # units per stage in the current phase (mixtures)
+        self.cursors = {s: _StageCursor(ds) for s, ds in self.datasets.items()}
+        self._pending = False
+
+    def share(self, amount: int) -> int:
+        """This reader's part of a global budget."""
+        return amount // self.readers + (1 if self.slot < amount % self.readers else 0)
+
+    def __len__(self) -> int:
+        """Rows this reader yields over the schedule (row-budget phases only; else TypeError)."""
+        if any(p.unit != "rows" for p in self.phases):
+            msg = "the length of a schedule with token budgets is only known by reading it"
+            raise TypeError(msg)
+        return sum(self.share(p.amount) for p in self.phases)
+
+    def _count_tokens(self, ds: ShardDataset, batch: pa.RecordBatch) -> np.ndarray:
+        if "tokens" in batch.schema.names and ds._manifest_tokenizer_matches():
+            return batch.column("tokens").to_numpy(zero_copy_only=False).astype(np.int64)
+        return ds.encode_rows(batch)[1]
+
+    def _pick(self, phase: Phase) -> int:
+        if len(phase.weights) == 1:
+            return next(iter(phase.weights))
+        total = sum(self.taken.values())
+        return max(phase.weights, key=lambda s: (phase.weights[s] * (total + 1) - self.taken.get(s, 0), -s))
+
+    def __iter__(self) -> Iterator[CurriculumBatch]:
+        if not self._pending:
+            self._reset()
+        self._pending = False
+        while self.phase < len(self.phases):
+            phase = self.phases[self.phase]
+            target = self.share(phase.amount)
+            while self.done < target:
+                stage = self._pick(phase)
+                ds, cur = self.datasets[stage], self.cursors[stage]
+                if phase.unit == "rows":
+                    k = min(self.batch_size, target - self.done)
+                    batch = cur.take(k, self.columns)
+                    units = batch.num_rows
+                else:
+                    batch = cur.take(self.batch_size, None)
+                    counts = self._count_tokens(ds, batch)
+                    cum = np.cumsum(counts)
+                    left = target - self.done
+                    cut = int(np.searchsorted(cum, left, side="left")) + 1
+                    cut = min(cut, batch.num_rows)
+                    batch = batch.slice(0, cut)
+                    units = int(cum[cut - 1]) if cut else 0
+                    if self.columns is not None:
+                        batch = batch.select(self.columns)
+                cur.advance(batch.num_rows)
+                self.done += units
+                self.taken[stage] = self.taken.get(stage, 0) + units
+                yield CurriculumBatch(stage, self.phase, convert_batch(batch, self.format))
+            self.phase += 1
+            self.done = 0
+            self.taken = {}
+
+    def _config(self) -> dict[str, Any]:
+        ds = next(iter(self.datasets.values()))
+        cfg = {k: v for k, v in ds._config().items() if k not in ("stage", "data")}
+        cfg["schedule"] = [p.to_dict() for p in self.phases]
+        cfg["data"] = {str(s): d.data_fingerprint() for s, d in self.datasets.items()}
+        return cfg
+
+    def state_dict(self) -> dict[str, Any]:
+        """Phase, progress in it, mix counters, each stage's epoch and position, and the config."""
+        return {
+            "version": STATE_VERSION,
+            "kind": "curriculum_loader",
+            **self._config(),
+            "phase": self.phase,
+            "done": self.done,
+            "taken": {str(s): v for s, v in self.taken.items()},
+            "cursors": {str(s): {"epoch": c.epoch, "position": c.position} for s, c in self.cursors.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue exactly where ``state`` was taken. ConfigError on a different configuration."""
+        if not isinstance(state, Mapping) or state.get("kind") != "curriculum_loader":
+            msg = "not a CurriculumLoader state (kind must be 'curriculum_loader')"
+            raise ConfigError(msg)
+        for key, value in self._config().items():
+            if key in state and state[key] != value:
+                msg = (
+                    f"cannot resume: the state was saved with {key}={state[key]!r}, this loader has {value!r}"
+                )
+                raise ConfigError(msg)
+        self._reset()
+        self.phase = int(state["phase"])
+        self.done = int(state["done"])
+        self.taken = {int(s): int(v) for s, v in state["taken"].items()}
+        for s, c in state["cursors"].items():
+            cur = self.cursors[int(s)]
+            cur.epoch, cur.position = int(c["epoch"]), int(c["position"])
+        self._pending = True

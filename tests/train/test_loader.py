@@ -1,0 +1,701 @@
+"""ShardDataset and CurriculumLoader (dataforge.train.loader) against docs/curriculum.md.
+
+The curriculum outputs are built here with ``write_shard`` + a manifest written per the document, so
+these tests do not depend on the curriculum builder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataforge.errors import ConfigError, DataError
+from dataforge.io.shards import write_json_atomic, write_shard
+from dataforge.train import ByteTokenizer, CurriculumBatch, CurriculumLoader, ShardDataset
+from dataforge.train.tokenizer import tokenizer_spec, training_text
+
+ROOT = Path(__file__).resolve().parents[2]
+_TEXTS: list[str] = []
+
+
+def sample_texts() -> list[str]:
+    """Real text: the Reuters sample documents."""
+    if not _TEXTS:
+        with gzip.open(ROOT / "sample_data" / "news" / "reuters.jsonl.gz", "rt", encoding="utf-8") as fh:
+            _TEXTS.extend(json.loads(line)["text"] for line in fh if line.strip())
+    return _TEXTS
+
+
+DOC_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.large_string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("meta", pa.large_string()),
+        pa.field("source_file", pa.large_string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+        pa.field("source_line", pa.int64()),
+        pa.field("stage", pa.int32(), nullable=False),
+        pa.field("source", pa.large_string(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+    ]
+)
+INSTR_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.large_string(), nullable=False),
+        pa.field("prompt", pa.large_string(), nullable=False),
+        pa.field("response", pa.large_string(), nullable=False),
+        pa.field("context", pa.large_string()),
+        pa.field("fact_ids", pa.large_list(pa.large_string()), nullable=False),
+        pa.field("stage", pa.int32(), nullable=False),
+        pa.field("domain", pa.large_string()),
+        pa.field("meta", pa.large_string()),
+        pa.field("source_file", pa.large_string()),
+        pa.field("source_row", pa.int64()),
+        pa.field("source_line", pa.int64()),
+        pa.field("source", pa.large_string(), nullable=False),
+        pa.field("tokens", pa.int64(), nullable=False),
+    ]
+)
+
+
+def _schema_json(schema: pa.Schema) -> list[dict]:
+    names = {pa.large_string(): "large_string", pa.int64(): "int64", pa.int32(): "int32"}
+    return [
+        {"name": f.name, "type": names.get(f.type, "list<large_string>"), "nullable": f.nullable}
+        for f in schema
+    ]
+
+
+def _stage_table(stage: int, start: int, n: int, *, instruction: bool, text_len: int | None) -> pa.Table:
+    texts = sample_texts()
+    ids = [f"s{stage}-{start + i:06d}" for i in range(n)]
+    pick = [texts[(start * 7 + i * 13 + stage) % len(texts)] for i in range(n)]
+    if text_len is not None:
+        pick = [t[:text_len] for t in pick]
+    tok = ByteTokenizer()
+    if instruction:
+        cols = {
+            "id": ids,
+            "prompt": [f"Summarize document {i}." for i in ids],
+            "response": pick,
+            "context": [None if i % 2 else "Reuters newswire" for i in range(n)],
+            "fact_ids": [[i] for i in ids],
+            "stage": [stage] * n,
+            "domain": ["news"] * n,
+            "meta": [None] * n,
+            "source_file": ["reuters.jsonl.gz"] * n,
+            "source_row": list(range(start, start + n)),
+            "source_line": list(range(start + 1, start + n + 1)),
+            "source": ["news-qa"] * n,
+            "tokens": [0] * n,
+        }
+        table = pa.table(cols, schema=INSTR_SCHEMA)
+    else:
+        cols = {
+            "id": ids,
+            "text": pick,
+            "meta": ["{}"] * n,
+            "source_file": ["reuters.jsonl.gz"] * n,
+            "source_row": list(range(start, start + n)),
+            "source_line": list(range(start + 1, start + n + 1)),
+            "stage": [stage] * n,
+            "source": ["news"] * n,
+            "tokens": [0] * n,
+        }
+        table = pa.table(cols, schema=DOC_SCHEMA)
+    counts = tok.count(training_text(table))
+    return table.set_column(
+        table.schema.get_field_index("tokens"), table.schema.field("tokens"), pa.array(counts, pa.int64())
+    )
+
+
+def make_curriculum(
+    out: Path,
+    stages: dict[int, list[int]],
+    *,
+    instruction_stages: tuple[int, ...] = (2,),
+    text_len: int | None = 300,
+) -> Path:
+    """A curriculum output folder per docs/curriculum.md: ``stages`` maps stage -> rows per shard."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage_entries, all_shards = [], []
+    total_rows = total_tokens = 0
+    for stage, sizes in stages.items():
+        instruction = stage in instruction_stages
+        shards, first, tokens, nbytes = [], 0, 0, 0
+        for j, n in enumerate(sizes):
+            table = _stage_table(stage, first, n, instruction=instruction, text_len=text_len)
+            info = write_shard(table, out / f"stage-{stage}" / f"part-{j:05d}.arrow", relative_to=out)
+            t = int(pa.compute.sum(table.column("tokens")).as_py() or 0)
+            shards.append({**info.to_dict(), "tokens": t, "first_row": first})
+            first += n
+            tokens += t
+            nbytes += info.bytes
+        schema = INSTR_SCHEMA if instruction else DOC_SCHEMA
+        stage_entries.append(
+            {
+                "stage": stage,
+                "name": f"stage-{stage}",
+                "schema": {
+                    "name": "stage_instruction.v1" if instruction else "stage_document.v1",
+                    "fields": _schema_json(schema),
+                },
+                "budget": {"rows": first},
+                "seed": 1234 + stage,
+                "rows": first,
+                "tokens": tokens,
+                "bytes": nbytes,
+                "target_mix": {"news": 1.0},
+                "realized_mix": {"news": 1.0},
+                "sources": [],
+                "shards": shards,
+            }
+        )
+        all_shards += shards
+        total_rows += first
+        total_tokens += tokens
+    manifest = {
+        "manifest_version": 1,
+        "kind": "curriculum",
+        "name": "test-curriculum",
+        "dataforge_version": "0.1.0",
+        "config": {},
+        "config_fingerprint": "sha256:test",
+        "seed": 0,
+        "tokenizer": tokenizer_spec(ByteTokenizer()),
+        "format": "arrow",
+        "compression": "zstd",
+        "stages": stage_entries,
+        "shards": all_shards,
+        "counts": {"rows": total_rows, "tokens": total_tokens},
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return out
+
+
+# --------------------------------------------------------------------------------------- fixtures
+
+_CACHE: dict[tuple, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("curricula")
+
+
+def cached_curriculum(base: Path, stages: dict[int, list[int]], **kw) -> Path:
+    key = (str(base), tuple((s, tuple(v)) for s, v in stages.items()), tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        _CACHE[key] = make_curriculum(base / f"c{len(_CACHE)}", stages, **kw)
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def small(cache_dir) -> Path:
+    return cached_curriculum(cache_dir, {1: [100, 60, 37, 5], 2: [40, 25], 3: [80]})
+
+
+def ids_of(ds: ShardDataset) -> list[str]:
+    return [i for b in ds for i in b.column("id").to_pylist()]
+
+
+def all_reader_ids(out: Path, *, world_size: int, num_workers: int, **kw) -> list[list[str]]:
+    return [
+        ids_of(ShardDataset(out, rank=r, world_size=world_size, num_workers=num_workers, worker_id=w, **kw))
+        for r in range(world_size)
+        for w in range(num_workers)
+    ]
+
+
+def stage_ids(out: Path, stage: int) -> list[str]:
+    return ids_of(ShardDataset(out, stage=stage, shuffle=False, verify=False))
+
+
+# ------------------------------------------------------------------------------ exactly once
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=10),
+    world_size=st.integers(1, 8),
+    num_workers=st.integers(1, 3),
+    block=st.sampled_from([1, 3, 8, 64]),
+    partition=st.sampled_from(["auto", "row"]),
+    seed=st.integers(0, 3),
+    epoch=st.integers(0, 2),
+)
+def test_every_row_exactly_once_over_ranks_and_workers(
+    cache_dir, sizes, world_size, num_workers, block, partition, seed, epoch
+):
+    out = cached_curriculum(cache_dir, {1: sizes}, text_len=30)
+    per_reader = all_reader_ids(
+        out,
+        world_size=world_size,
+        num_workers=num_workers,
+        stage=1,
+        seed=seed,
+        epoch=epoch,
+        batch_size=7,
+        shuffle_block_rows=block,
+        partition=partition,
+        verify=False,
+    )
+    flat = [i for ids in per_reader for i in ids]
+    assert len(flat) == len(set(flat)) == sum(sizes)
+    assert set(flat) == set(stage_ids(out, 1))
+    readers = world_size * num_workers
+    split = "shard" if partition == "auto" and len(sizes) >= readers else "row"
+    if split == "row":  # positions split evenly: reader sizes differ by at most one row
+        lengths = [len(ids) for ids in per_reader]
+        assert max(lengths) - min(lengths) <= 1
+    else:  # every shard is read by exactly one reader
+        owner = {}
+        for g, ids in enumerate(per_reader):
+            for i in ids:
+                shard = next(j for j, _ in enumerate(sizes) if int(i.split("-")[1]) < sum(sizes[: j + 1]))
+                assert owner.setdefault(shard, g) == g
+
+
+def test_partition_choice_and_len(small):
+    ds = ShardDataset(small, stage=1, world_size=2, num_workers=2, worker_id=1)
+    assert ds.partition == "shard"  # 4 shards, 4 readers
+    assert ShardDataset(small, stage=1, world_size=5).partition == "row"
+    assert ShardDataset(small, stage=1, world_size=2, partition="row").partition == "row"
+    total = 0
+    for r in range(3):
+        d = ShardDataset(small, stage=1, world_size=3, rank=r, batch_size=16)
+        assert len(d) == len(ids_of(d))
+        total += len(d)
+    assert total == ds.num_rows == 202
+    assert ds.num_tokens == sum(
+        s["tokens"] for s in json.loads((small / "manifest.json").read_text())["stages"][0]["shards"]
+    )
+
+
+def test_partition_shard_with_too_few_shards_is_a_config_error(small):
+    with pytest.raises(ConfigError, match=r"partition='shard' needs at least world_size x num_workers = 8"):
+        ShardDataset(small, stage=1, world_size=4, num_workers=2, partition="shard")
+    with pytest.raises(ConfigError, match="unknown partition 'rows'; valid: auto, row, shard"):
+        ShardDataset(small, stage=1, partition="rows")
+
+
+def test_world_size_larger_than_rows(cache_dir):
+    out = cached_curriculum(cache_dir, {1: [3]}, text_len=20)
+    per_reader = all_reader_ids(out, world_size=8, num_workers=1, stage=1, batch_size=2)
+    assert sorted(i for ids in per_reader for i in ids) == sorted(stage_ids(out, 1))
+    assert sum(1 for ids in per_reader if not ids) == 5
+
+
+# ------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_order_and_different_seed_or_epoch_differs(small):
+    a = ids_of(ShardDataset(small, stage=1, seed=7, batch_size=10, shuffle_block_rows=16))
+    b = ids_of(ShardDataset(small, stage=1, seed=7, batch_size=33, shuffle_block_rows=16))
+    assert a == b  # batch size does not change the order
+    c = ids_of(ShardDataset(small, stage=1, seed=8, batch_size=10, shuffle_block_rows=16))
+    d = ids_of(ShardDataset(small, stage=1, seed=7, epoch=1, batch_size=10, shuffle_block_rows=16))
+    assert sorted(a) == sorted(c) == sorted(d)
+    assert a != c and a != d
+    ds = ShardDataset(small, stage=1, seed=7, batch_size=10, shuffle_block_rows=16)
+    ds.set_epoch(1)
+    assert ids_of(ds) == d
+
+
+def test_no_shuffle_is_manifest_order(small):
+    assert stage_ids(small, 1) == [f"s1-{i:06d}" for i in range(202)]
+
+
+def test_within_shard_shuffle_is_bounded_by_blocks(cache_dir):
+    out = cached_curriculum(cache_dir, {1: [64]}, text_len=20)
+    ids = ids_of(ShardDataset(out, stage=1, seed=3, shuffle_block_rows=16))
+    rows = [int(i.split("-")[1]) for i in ids]
+    assert rows != sorted(rows)
+    chunks = [sorted(rows[k : k + 16]) for k in range(0, 64, 16)]
+    assert sorted(chunks) == [list(range(b, b + 16)) for b in range(0, 64, 16)]
+    assert chunks != sorted(chunks)  # block order is shuffled too (seed 3)
+
+
+# ------------------------------------------------------------------------------------ resume
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    world_size=st.integers(1, 4),
+    num_workers=st.integers(1, 2),
+    data=st.data(),
+    batch_size=st.integers(1, 40),
+    block=st.sampled_from([5, 16, 8192]),
+    seed=st.integers(0, 5),
+)
+def test_resume_gives_exactly_the_rows_of_an_uninterrupted_run(
+    small, world_size, num_workers, data, batch_size, block, seed
+):
+    rank = data.draw(st.integers(0, world_size - 1))
+    worker = data.draw(st.integers(0, num_workers - 1))
+    kw = dict(
+        stage=1,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        worker_id=worker,
+        seed=seed,
+        epoch=1,
+        batch_size=batch_size,
+        shuffle_block_rows=block,
+    )
+    full = [b.column("id").to_pylist() for b in ShardDataset(small, **kw)]
+    stop = data.draw(st.integers(0, len(full)))
+    ds = ShardDataset(small, **kw)
+    it = iter(ds)
+    got = [next(it).column("id").to_pylist() for _ in range(stop)]
+    state = json.loads(json.dumps(ds.state_dict()))  # a checkpoint survives JSON
+    assert state["rows_yielded"] == sum(len(b) for b in got) and state["epoch"] == 1
+    resumed = ShardDataset(small, **{**kw, "epoch": 0})
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)  # the usual loop calls set_epoch(epoch) again: the resume point is kept
+    rest = [b.column("id").to_pylist() for b in resumed]
+    assert got + rest == full
+
+
+def test_resume_does_not_read_the_skipped_shards(small, monkeypatch):
+    ds = ShardDataset(small, stage=1, shuffle=False, batch_size=10)
+    it = iter(ds)
+    for _ in range(12):  # 120 rows: past shard 0 (100 rows)
+        next(it)
+    state = ds.state_dict()
+    opened = []
+    resumed = ShardDataset(small, stage=1, shuffle=False, batch_size=10)
+    original = ShardDataset._open_shard
+    monkeypatch.setattr(ShardDataset, "_open_shard", lambda self, i: opened.append(i) or original(self, i))
+    resumed.load_state_dict(state)
+    first = next(iter(resumed))
+    assert first.column("id").to_pylist()[0] == "s1-000120"
+    assert 0 not in opened
+
+
+def test_state_with_another_configuration_is_rejected(small):
+    ds = ShardDataset(small, stage=1, world_size=2, batch_size=8)
+    next(iter(ds))
+    state = ds.state_dict()
+    with pytest.raises(ConfigError, match=r"world_size=2, this dataset has world_size=4"):
+        ShardDataset(small, stage=1, world_size=4, batch_size=8).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"stage=1, this dataset has stage=3"):
+        ShardDataset(small, stage=3, world_size=2, batch_size=8).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"seed=0, this dataset has seed=1"):
+        ShardDataset(small, stage=1, world_size=2, seed=1, batch_size=8).load_state_dict(state)
+    with pytest.raises(ConfigError, match="not a ShardDataset state"):
+        ds.load_state_dict({"epoch": 0})
+
+
+def test_dataset_pickles_mid_epoch(small):
+    ds = ShardDataset(small, stage=1, batch_size=8)
+    next(iter(ds))
+    clone = pickle.loads(pickle.dumps(ds))
+    assert ids_of(clone) == ids_of(ShardDataset(small, stage=1, batch_size=8))
+
+
+# ----------------------------------------------------------------------------------- formats
+
+
+def test_numpy_and_python_batches(small):
+    kw = dict(stage=1, batch_size=16, columns=["id", "tokens", "text"])
+    arrow = list(ShardDataset(small, **kw))
+    numpy_b = list(ShardDataset(small, **kw).iter_batches(format="numpy"))
+    python_b = list(ShardDataset(small, **kw).iter_batches(format="python"))
+    assert arrow[0].schema.names == ["id", "tokens", "text"]
+    assert isinstance(numpy_b[0]["tokens"], np.ndarray) and numpy_b[0]["tokens"].dtype == np.int64
+    assert (
+        [list(b["id"]) for b in numpy_b]
+        == [b["id"] for b in python_b]
+        == [b.column("id").to_pylist() for b in arrow]
+    )
+    assert python_b[0]["text"][0] == arrow[0].column("text")[0].as_py()
+    assert [len(b["id"]) for b in python_b][:-1] == [16] * (len(python_b) - 1)
+    with pytest.raises(ConfigError, match="unknown batch format 'torch'; valid: arrow, numpy, python"):
+        ShardDataset(small, stage=1).iter_batches(format="torch")
+    with pytest.raises(ConfigError, match=r"unknown column\(s\) \['nope'\] for stage 1; valid: "):
+        ShardDataset(small, stage=1, columns=["id", "nope"])
+
+
+def test_drop_last(small):
+    full = list(ShardDataset(small, stage=1, batch_size=64))
+    dropped = list(ShardDataset(small, stage=1, batch_size=64, drop_last=True))
+    assert [b.num_rows for b in full] == [64, 64, 64, 10]
+    assert [b.num_rows for b in dropped] == [64, 64, 64]
+    assert ShardDataset(small, stage=1, batch_size=64, drop_last=True).num_batches() == 3
+
+
+# -------------------------------------------------------------------------------- token mode
+
+
+def reader_stream(ds: ShardDataset) -> list[int]:
+    """The token stream of a reader: its rows' training text, encoded, in reader order."""
+    tok = ds.tokenizer
+    rows = ds.read_range(0, len(ds))
+    return [t for text in training_text(rows) for t in tok.encode(text)]
+
+
+def unpack(batches: list[np.ndarray], pad: int) -> list[int]:
+    seqs = [row for b in batches for row in b.tolist()]
+    stream = list(seqs[0]) if seqs else []
+    for row in seqs[1:]:
+        stream += row[1:]
+    while stream and stream[-1] == pad:
+        stream.pop()
+    return stream
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_token_batches_shape_and_content_decode_to_the_training_text(small, stage):
+    ds = ShardDataset(small, stage=stage, batch_size=4, seed=1, world_size=2, rank=1)
+    batches = list(ds.iter_token_batches(128))
+    assert all(b.shape == (4, 129) and b.dtype == np.int64 for b in batches)
+    stream = reader_stream(ShardDataset(small, stage=stage, batch_size=4, seed=1, world_size=2, rank=1))
+    assert unpack(batches, ByteTokenizer.pad_id) == stream
+    assert ds.num_token_batches(128) == len(batches)
+    texts = training_text(ds.read_range(0, 2))
+    tok = ByteTokenizer()
+    first = tok.decode(batches[0][0].tolist())
+    assert first == (texts[0] + texts[1])[: len(first)] or first.startswith(texts[0][:50])
+    if stage == 2:
+        assert "### Instruction:" in tok.decode(unpack(batches, 257))
+    dropped = list(ShardDataset(small, stage=stage, batch_size=4, drop_last=True).iter_token_batches(128))
+    assert not (dropped[-1] == ByteTokenizer.pad_id).any()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), seq_len=st.sampled_from([7, 64, 300]), batch_size=st.integers(1, 5))
+def test_token_mode_resume_is_exact(small, data, seq_len, batch_size):
+    kw = dict(stage=2, batch_size=batch_size, seed=2, shuffle_block_rows=16)
+    full = [b.tolist() for b in ShardDataset(small, **kw).iter_token_batches(seq_len)]
+    stop = data.draw(st.integers(0, len(full)))
+    ds = ShardDataset(small, **kw)
+    it = ds.iter_token_batches(seq_len)
+    got = [next(it).tolist() for _ in range(stop)]
+    state = json.loads(json.dumps(ds.state_dict()))
+    assert (state["token_row"], state["token_offset"]) == ds.token_state_after(
+        stop * batch_size, seq_len
+    ) or stop == len(full)
+    resumed = ShardDataset(small, **kw)
+    resumed.load_state_dict(state)
+    assert got + [b.tolist() for b in resumed.iter_token_batches(seq_len)] == full
+    with pytest.raises(ConfigError, match="saved in 'tokens' mode"):
+        again = ShardDataset(small, **kw)
+        again.load_state_dict(state)
+        list(again)
+
+
+def test_custom_tokenizer(small):
+    class WordTokenizer:
+        name, vocab_size, eos_id, pad_id = "words", 1000, 998, 999
+
+        def encode(self, text: str) -> list[int]:
+            return [len(w) % 900 for w in text.split()] + [self.eos_id]
+
+    ds = ShardDataset(small, stage=3, batch_size=2, tokenizer=WordTokenizer())
+    batches = list(ds.iter_token_batches(16))
+    assert unpack(batches, 999) == reader_stream(
+        ShardDataset(small, stage=3, batch_size=2, tokenizer=WordTokenizer())
+    )
+    assert ds.num_token_batches(16) == len(batches)
+
+
+# ------------------------------------------------------------------------------ bad shards
+
+
+def corrupt_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_flipped_byte_is_a_data_error_naming_the_shard_and_both_digests(small, tmp_path):
+    out = corrupt_copy(small, tmp_path / "c")
+    shard = out / "stage-1" / "part-00001.arrow"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = manifest["stages"][0]["shards"][1]["sha256"]
+    with pytest.raises(
+        DataError,
+        match=r"stage-1/part-00001.arrow: sha256 mismatch: file has [0-9a-f]{64}, manifest says " + expected,
+    ):
+        list(ShardDataset(out, stage=1))
+
+
+def test_truncated_shard_is_a_data_error_with_or_without_verify(small, tmp_path):
+    out = corrupt_copy(small, tmp_path / "t")
+    shard = out / "stage-1" / "part-00000.arrow"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"stage-1/part-00000.arrow: shard is \d+ bytes, manifest says \d+"):
+        list(ShardDataset(out, stage=1))
+    with pytest.raises(DataError, match=r"stage-1/part-00000.arrow: cannot read Arrow shard"):
+        list(ShardDataset(out, stage=1, verify=False))
+
+
+def test_corrupt_footer_without_verify_is_a_data_error(small, tmp_path):
+    out = corrupt_copy(small, tmp_path / "b")
+    shard = out / "stage-3" / "part-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    data[-60:-10] = b"\x00" * 50  # clobber the footer
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"stage-3/part-00000.arrow: cannot read Arrow shard"):
+        list(ShardDataset(out, stage=3, verify=False))
+
+
+def test_missing_shard_and_manifest_mismatch(small, tmp_path):
+    out = corrupt_copy(small, tmp_path / "m")
+    (out / "stage-2" / "part-00001.arrow").unlink()
+    with pytest.raises(
+        DataError, match=r"stage-2/part-00001.arrow: shard listed in .*manifest.json is missing"
+    ):
+        list(ShardDataset(out, stage=2, shuffle=False))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["stages"][2]["shards"][0]["rows"] = 81
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"stage-3/part-00000.arrow: shard has 80 rows, manifest says 81"):
+        list(ShardDataset(out, stage=3, verify=False))
+
+
+def test_not_a_curriculum_and_unknown_stage(small, tmp_path):
+    with pytest.raises(ConfigError, match=r"stage 9 is not in .*; valid: 1, 2, 3"):
+        ShardDataset(small, stage=9)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "documents", "shards": []}))
+    with pytest.raises(DataError, match="manifest kind is 'documents', expected 'curriculum'"):
+        ShardDataset(tmp_path, stage=1)
+    with pytest.raises(DataError, match="no manifest.json"):
+        ShardDataset(tmp_path / "nowhere", stage=1)
+    with pytest.raises(ConfigError, match="rank 2 is out of range for world_size 2"):
+        ShardDataset(small, stage=1, rank=2, world_size=2)
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got -1"):
+        ShardDataset(small, stage=1, seed=-1)
+
+
+def test_reading_uses_memory_mapped_ipc(small):
+    # the shards the loader reads are plain Arrow IPC files; the loader's rows equal pyarrow's
+    with pa.memory_map(str(small / "stage-3" / "part-00000.arrow")) as src:
+        table = ipc.open_file(src).read_all()
+    assert ids_of(ShardDataset(small, stage=3, shuffle=False)) == table.column("id").to_pylist()
+
+
+# ------------------------------------------------------------------------- CurriculumLoader
+
+
+def run(loader: CurriculumLoader) -> list[tuple[int, int, list[str]]]:
+    return [(b.stage, b.phase, b.data.column("id").to_pylist()) for b in loader]
+
+
+def test_schedule_by_rows(small):
+    loader = CurriculumLoader(
+        small, schedule=[{"stage": 1, "rows": 50}, {"stage": 2, "rows": 70}], batch_size=16, seed=1
+    )
+    batches = run(loader)
+    assert all(
+        isinstance(b, CurriculumBatch) for b in CurriculumLoader(small, schedule=[{"stage": 1, "rows": 5}])
+    )
+    assert [(s, p, len(ids)) for s, p, ids in batches] == [
+        (1, 0, 16), (1, 0, 16), (1, 0, 16), (1, 0, 2), (2, 1, 16), (2, 1, 16), (2, 1, 16), (2, 1, 16), (2, 1, 6)
+    ]  # fmt: skip
+    stage2 = [i for s, _, ids in batches if s == 2 for i in ids]
+    assert len(set(stage2[:65])) == 65  # epoch 0 of stage 2 (65 rows) has no repeats
+    assert set(stage2[65:]) <= set(stage2[:65])  # then epoch 1 starts (reshuffled)
+    assert stage2[:65] == ids_of(ShardDataset(small, stage=2, seed=1))
+
+
+def test_schedule_by_tokens(small):
+    manifest = json.loads((small / "manifest.json").read_text())
+    budget = 5000
+    loader = CurriculumLoader(
+        small, schedule=[{"stage": 3, "tokens": budget}, {"stage": 1, "rows": 3}], batch_size=8
+    )
+    batches = list(loader)
+    tok3 = [int(t) for b in batches if b.stage == 3 for t in b.data.column("tokens").to_pylist()]
+    assert sum(tok3) >= budget > sum(tok3[:-1])
+    assert [b.stage for b in batches][-1] == 1 and batches[-1].data.num_rows == 3
+    assert manifest["stages"][2]["tokens"] > budget
+
+
+def test_schedule_by_weights(small):
+    loader = CurriculumLoader(
+        small, schedule=[{"stages": {1: 0.75, "3": 0.25}, "rows": 400}], batch_size=10, seed=4
+    )
+    batches = run(loader)
+    rows = {1: 0, 3: 0}
+    for stage, _, ids in batches:
+        rows[stage] += len(ids)
+        assert all(i.startswith(f"s{stage}-") for i in ids)
+    assert rows == {1: 300, 3: 100}
+    order = [s for s, _, _ in batches]
+    assert order[:8] == [1, 3, 1, 1, 1, 3, 1, 1]  # greedy blend: interleaved, not blocked
+
+
+def test_schedule_is_split_over_readers(small):
+    schedule = [{"stage": 1, "rows": 101}, {"stages": {2: 1, 3: 1}, "rows": 40}]
+    per = [
+        run(CurriculumLoader(small, schedule=schedule, world_size=3, rank=r, batch_size=8)) for r in range(3)
+    ]
+    assert [sum(len(ids) for s, _, ids in b if s == 1) for b in per] == [34, 34, 33]
+    stage1 = [i for b in per for s, _, ids in b if s == 1 for i in ids]
+    assert len(stage1) == len(set(stage1)) == 101
+    assert len(CurriculumLoader(small, schedule=schedule, world_size=3, rank=0)) == 34 + 14
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), batch_size=st.integers(3, 30), world_size=st.integers(1, 3))
+def test_curriculum_resume_mid_schedule_is_exact(small, data, batch_size, world_size):
+    rank = data.draw(st.integers(0, world_size - 1))
+    schedule = [
+        {"stage": 1, "rows": 150},
+        {"stages": {2: 0.6, 3: 0.4}, "tokens": 20000},
+        {"stage": 1, "rows": 120},  # continues stage 1 where phase 0 stopped, into epoch 1
+    ]
+    kw = dict(schedule=schedule, batch_size=batch_size, world_size=world_size, rank=rank, seed=5)
+    full = run(CurriculumLoader(small, **kw))
+    stop = data.draw(st.integers(0, len(full)))
+    loader = CurriculumLoader(small, **kw)
+    it = iter(loader)
+    got = [(b.stage, b.phase, b.data.column("id").to_pylist()) for b in (next(it) for _ in range(stop))]
+    state = json.loads(json.dumps(loader.state_dict()))
+    resumed = CurriculumLoader(small, **kw)
+    resumed.load_state_dict(state)
+    assert got + run(resumed) == full
+
+
+def test_curriculum_config_errors(small):
+    with pytest.raises(ConfigError, match=r"stage 7 is not in the manifest; valid: 1, 2, 3"):
+        CurriculumLoader(small, schedule=[{"stage": 7, "rows": 5}])
+    with pytest.raises(ConfigError, match="exactly one budget, 'rows' or 'tokens'"):
+        CurriculumLoader(small, schedule=[{"stage": 1}])
+    with pytest.raises(ConfigError, match="unknown key"):
+        CurriculumLoader(small, schedule=[{"stage": 1, "rows": 5, "epochs": 2}])
+    with pytest.raises(ConfigError, match="weight of stage 2 must be a number > 0"):
+        CurriculumLoader(small, schedule=[{"stages": {1: 1, 2: 0}, "rows": 5}])
+    a = CurriculumLoader(small, schedule=[{"stage": 1, "rows": 5}])
+    with pytest.raises(ConfigError, match="cannot resume: the state was saved with schedule="):
+        CurriculumLoader(small, schedule=[{"stage": 1, "rows": 6}]).load_state_dict(a.state_dict())
+
+
+def test_curriculum_formats(small):
+    batches = list(
+        CurriculumLoader(
+            small,
+            schedule=[{"stage": 2, "rows": 10}],
+            batch_size=4,
+            format="python",
+            columns=["id", "prompt"],
+        )
+    )
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert set(batches[0].data) == {"id", "prompt"}

@@ -1,0 +1,146 @@
+"""The torch adapter with a real DataLoader(num_workers=2): exactly once, tensors, exact resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.utils.data import DataLoader  # noqa: E402
+
+from dataforge.errors import ConfigError  # noqa: E402
+from dataforge.train.torch import TorchIterableDataset, round_robin  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("_loader_tests", Path(__file__).with_name("test_loader.py"))
+_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_helpers)
+make_curriculum = _helpers.make_curriculum
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    # stage 1: 5 unequal shards -> shard split over 2 workers with unequal batch counts
+    # stage 2: 1 shard -> row split; stage 3: documents for token mode
+    return make_curriculum(
+        tmp_path_factory.mktemp("torch") / "out", {1: [90, 10, 45, 7, 30], 2: [41], 3: [60, 20]}
+    )
+
+
+def loader(ds: TorchIterableDataset, workers: int = 2) -> DataLoader:
+    return DataLoader(ds, batch_size=None, num_workers=workers)
+
+
+def ids(batches) -> list[list[str]]:
+    return [b["id"] for b in batches]
+
+
+def test_dataloader_two_workers_reads_every_row_once_as_tensors(out):
+    ds = TorchIterableDataset(out, stage=1, batch_size=16, seed=3)
+    batches = list(loader(ds))
+    flat = [i for b in ids(batches) for i in b]
+    assert len(flat) == len(set(flat)) == 182
+    first = batches[0]
+    assert isinstance(first["tokens"], torch.Tensor) and first["tokens"].dtype == torch.int64
+    assert isinstance(first["stage"], torch.Tensor) and first["stage"].dtype == torch.int32
+    assert isinstance(first["text"], list) and isinstance(first["text"][0], str)
+    assert first["source_line"].shape == (16,)
+    # two ranks x two workers: still exactly once
+    both = [
+        i
+        for r in range(2)
+        for b in loader(TorchIterableDataset(out, stage=2, rank=r, world_size=2, batch_size=5))
+        for i in b["id"]
+    ]
+    assert sorted(both) == sorted(f"s2-{i:06d}" for i in range(41))
+
+
+def test_round_robin_replay():
+    assert round_robin([3, 1], 0) == ([0, 0], 0)
+    assert round_robin([3, 1], 2) == ([1, 1], 0)
+    assert round_robin([3, 1], 3) == ([2, 1], 0)
+    assert round_robin([1, 3, 2], 5) == ([1, 2, 2], 1)
+    with pytest.raises(ConfigError, match="exceeds"):
+        round_robin([1, 1], 3)
+
+
+@pytest.mark.parametrize("stop", [0, 3, 7, 10])
+def test_dataloader_resume_gives_exactly_the_uninterrupted_batches(out, stop):
+    kw = dict(stage=1, batch_size=16, seed=3, epoch=2)
+    full = ids(loader(TorchIterableDataset(out, **kw)))
+    assert len(full) >= 11
+    first = TorchIterableDataset(out, **kw)
+    got = []
+    for batch in loader(first):
+        if len(got) == stop:
+            break
+        got.append(batch["id"])
+    state = json.loads(json.dumps(first.state_dict(stop, num_workers=2)))
+    resumed = TorchIterableDataset(out, **{**kw, "epoch": 0})
+    resumed.load_state_dict(state)
+    resumed.set_epoch(2)  # same epoch: the resume point is kept
+    rest = ids(loader(resumed))
+    assert got + rest == full  # same rows, same order
+    # a second resume counts from the epoch start, including batches before the first resume
+    if rest:
+        again = TorchIterableDataset(out, **kw)
+        again.load_state_dict(resumed.state_dict(stop + 1, num_workers=2))
+        assert ids(loader(again)) == full[stop + 1 :]
+    resumed.set_epoch(3)  # another epoch starts from its beginning
+    assert len(ids(loader(resumed))) == len(full)
+
+
+@pytest.mark.parametrize("stop", [5, 40])  # 40: after worker 1 (17 batches) is exhausted
+def test_token_mode_long_tensors_and_resume(out, stop):
+    kw = dict(stage=3, batch_size=3, seq_len=100, seed=1)
+    full = list(loader(TorchIterableDataset(out, **kw)))
+    assert all(b.dtype == torch.int64 and b.shape == (3, 101) for b in full)
+    first = TorchIterableDataset(out, **kw)
+    state = first.state_dict(stop, num_workers=2)
+    resumed = TorchIterableDataset(out, **kw)
+    resumed.load_state_dict(state)
+    rest = list(loader(resumed))
+    assert len(rest) == len(full) - stop
+    assert all(torch.equal(a, b) for a, b in zip(rest, full[stop:]))
+
+
+def test_arrow_batches_through_shared_memory(out):
+    ds = TorchIterableDataset(out, stage=2, batch_size=8, format="arrow", seed=2)
+    batches = list(loader(ds))
+    assert all(isinstance(b, pa.RecordBatch) for b in batches)
+    got = [i for b in batches for i in b.column("id").to_pylist()]
+    assert sorted(got) == sorted(f"s2-{i:06d}" for i in range(41))
+    with pytest.raises(
+        ConfigError, match="unknown batch format 'pandas'; valid: arrow, numpy, python, torch"
+    ):
+        TorchIterableDataset(out, stage=2, format="pandas")
+
+
+def test_resume_with_another_worker_count_is_rejected(out):
+    ds = TorchIterableDataset(out, stage=2, batch_size=5)
+    state = ds.state_dict(2, num_workers=2)
+    ds.load_state_dict(state)
+    with pytest.raises(ConfigError, match="num_workers=2, this DataLoader has num_workers=1"):
+        list(ds)  # in the main process: one reader
+
+
+def test_no_workers_main_process(out):
+    ds = TorchIterableDataset(out, stage=2, batch_size=8, seed=0)
+    full = ids(loader(ds, workers=0))
+    ds.load_state_dict(ds.state_dict(2, num_workers=0))
+    assert ids(loader(ds, workers=0)) == full[2:]
+
+
+def test_dataforge_train_imports_without_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import dataforge.train as t\n"
+        "assert t.ShardDataset and t.CurriculumLoader and t.ByteTokenizer\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
