@@ -9,15 +9,18 @@ BENCH_VENV := .venv-bench
 .PHONY: help venv demo test test-fast lint format bench clean
 
 help:
-	@echo "make demo   - install into .venv and run pipelines/{demo,noise,ehr,finance}.yaml on sample_data/ (local executor)"
+	@echo "make demo   - install into .venv, run pipelines/{demo,noise,ehr,finance}.yaml on sample_data/ (local executor),"
+	@echo "              build the curriculum (pipelines/curriculum.yaml) and validate it with a tiny training run"
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
 
+# torch==2.13.0 (CPU) is the optional `torch` extra: the training check of `dataforge validate` and
+# the DataLoader adapter need it; it installs from the local wheel cache quickly.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,torch]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,6 +34,8 @@ demo: $(STAMP)
 	$(VENV)/bin/dataforge run pipelines/noise.yaml --force
 	DATAFORGE_DEID_SALT=$(DEMO_SALT) $(VENV)/bin/dataforge run pipelines/ehr.yaml --force
 	$(VENV)/bin/dataforge run pipelines/finance.yaml --force
+	$(VENV)/bin/dataforge curriculum pipelines/curriculum.yaml --overwrite
+	$(VENV)/bin/dataforge validate out/demo-curriculum --train-steps 200
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks

@@ -25,15 +25,18 @@ __all__ = [
     "Pipeline",
     "RunReport",
     "__version__",
+    "build_curriculum",
     "clean",
     "dedup",
     "inspect_output",
+    "load_curriculum",
     "load_pipeline",
     "noise_report",
     "normalize_ehr",
     "normalize_finance",
     "run",
     "run_pipeline",
+    "validate",
 ]
 
 from dataforge.errors import ConfigError, DataError, DataforgeError, InputError, OutputError
@@ -49,6 +52,9 @@ _LAZY = {
     "inspect_output": "dataforge.inspect",
     "noise_report": "dataforge.noise.analyze",
     "NoiseReport": "dataforge.noise.report",
+    "build_curriculum": "dataforge.curriculum",
+    "load_curriculum": "dataforge.curriculum",
+    "validate": "dataforge.train.validate",
     "normalize_ehr": "dataforge.records.normalize",
     "normalize_finance": "dataforge.records.normalize",
 }
@@ -56,12 +62,14 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from dataforge.api import clean, dedup, run
     from dataforge.config import Pipeline, load_pipeline
+    from dataforge.curriculum import build_curriculum, load_curriculum
     from dataforge.inspect import inspect_output
     from dataforge.noise.analyze import noise_report
     from dataforge.noise.report import NoiseReport
     from dataforge.records.normalize import normalize_ehr, normalize_finance
     from dataforge.report import RunReport
     from dataforge.runner import run_pipeline
+    from dataforge.train.validate import validate
 
 
 def __getattr__(name: str) -> Any:
