@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,23 @@ def run_normalize_yaml(
     return fn(inputs, **opts)
 
 
+def _declared_output(path: str | Path, raw: dict[str, Any], output: str | Path | None) -> Path | None:
+    """The output folder a pipeline file writes (for the run lock), without running anything."""
+    from dataforge.config import _resolve
+
+    if output is not None:
+        return Path(output)
+    base = Path(path).parent
+    for key in ("noise_report", "normalize"):
+        if key in raw:
+            out = (raw.get(key) or {}).get("output")
+            return Path(_resolve(str(out), base)) if out else None
+    out = raw.get("output")
+    if isinstance(out, dict) and out.get("path"):
+        return Path(_resolve(str(out["path"]), base))
+    return None
+
+
 def run(
     pipeline: str | Path | Pipeline,
     *,
@@ -442,28 +460,47 @@ def run(
     ray_address: str | None = None,
     overwrite: bool = False,
     force: bool = False,
+    incremental: bool = False,
     progress: Progress | None = None,
 ) -> RunReport:
     """Run a pipeline YAML file (or a Pipeline object); keyword arguments override its settings.
 
+    Every run holds an exclusive lock on its output folder (see :mod:`dataforge.incremental`): a
+    second run of the same pipeline while one is going raises RunLockedError (exit code 75).
+
+    Args:
+        incremental: for document pipelines, add only the input files not yet in the output release
+            (deduplicated against it) and write a new release version; nothing to do when no file is
+            new. With ``force``, rebuild the release from all inputs.
+
     Example:
         >>> dataforge.run("pipelines/demo.yaml", force=True)  # doctest: +SKIP
     """
+    from dataforge.incremental import run_incremental, run_lock
+
     if not isinstance(pipeline, Pipeline):
         from dataforge.config import read_yaml
 
         raw = read_yaml(pipeline)
-        if "noise_report" in raw:
-            return run_noise_yaml(
-                pipeline, raw, output=output, executor=executor, workers=workers, ray_address=ray_address,
-                overwrite=overwrite or force,
-            )  # fmt: skip
-        if "normalize" in raw:
-            return run_normalize_yaml(pipeline, raw, output=output, overwrite=overwrite or force)
-        if "stages" in raw:  # a curriculum file
-            from dataforge.curriculum import build_curriculum
+        kind = next((k for k in ("noise_report", "normalize", "stages") if k in raw), None)
+        if kind is not None:
+            if incremental:
+                msg = (
+                    "--incremental applies to document pipelines (input/steps/output files), not to this file"
+                )
+                raise ConfigError(msg)
+            target = _declared_output(pipeline, raw, output)
+            with run_lock(target) if target is not None else contextlib.nullcontext():
+                if kind == "noise_report":
+                    return run_noise_yaml(
+                        pipeline, raw, output=output, executor=executor, workers=workers,
+                        ray_address=ray_address, overwrite=overwrite or force,
+                    )  # fmt: skip
+                if kind == "normalize":
+                    return run_normalize_yaml(pipeline, raw, output=output, overwrite=overwrite or force)
+                from dataforge.curriculum import build_curriculum
 
-            return build_curriculum(pipeline, output=output, overwrite=overwrite or force)
+                return build_curriculum(pipeline, output=output, overwrite=overwrite or force)
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     if output is not None:
         p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})
@@ -475,4 +512,7 @@ def run(
             workers=workers or p.executor.workers,
             address=ray_address if ray_address is not None else keep_address,
         )
-    return run_pipeline(p, overwrite=overwrite, force=force, progress=progress)
+    with run_lock(p.output.path):
+        if incremental:
+            return run_incremental(p, progress=progress, force_full=force)
+        return run_pipeline(p, overwrite=overwrite, force=force, progress=progress)

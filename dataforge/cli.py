@@ -19,6 +19,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -801,20 +802,27 @@ def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, sourc
     type=click.Path(file_okay=False),
     help="Override the pipeline's output folder.",
 )
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Add only new input files to the output release (deduplicated against it); new release version.",
+)
 @_common_run_options
 @pass_state
-def run(state: _State, pipeline: str, output: str | None, executor: str | None, workers: int | None,
-        ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+def run(state: _State, pipeline: str, output: str | None, incremental: bool, executor: str | None,
+        workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
     """Run a pipeline YAML file (paths in it are relative to the file).
 
     A rerun with the same inputs and config does nothing and says so; a rerun after a crash
-    resumes and ends with the same bytes.
+    resumes and ends with the same bytes. Safe under cron: a second run of the same pipeline while
+    one is going exits at once with code 75; --incremental processes only the new input files.
 
     \b
     Examples:
       dataforge run pipelines/demo.yaml
       dataforge run pipelines/clean_web.yaml --workers 2
       dataforge run pipelines/clean_web.yaml --executor ray --ray-address auto
+      dataforge --log-json logs/run.jsonl run pipelines/clean_web.yaml --incremental   # from cron
     """
     with _errors(state):
         report = dataforge.run(
@@ -825,9 +833,17 @@ def run(state: _State, pipeline: str, output: str | None, executor: str | None, 
             ray_address=ray_address,
             overwrite=overwrite,
             force=force,
+            incremental=incremental,
             progress=_progress(state),
         )
         _finish(state, report)
+
+
+def _manifest_of(out: str) -> dict[str, Any]:
+    try:
+        return json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _finish(state: _State, report: Any) -> None:
@@ -839,8 +855,19 @@ def _finish(state: _State, report: Any) -> None:
         click.echo(f"report: {report.output}/report.html")
         return
     if report.status == "up_to_date":
-        click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
+        rel = report.global_info.get("release") if isinstance(report.global_info, dict) else None
+        if rel is not None or "release" in _manifest_of(report.output):
+            click.echo(f"{report.output}: no new input files since the last release; nothing to do")
+        else:
+            click.echo(f"{report.output} is up to date (same inputs and config); nothing to do")
         return
+    release = report.global_info.get("release") if isinstance(report.global_info, dict) else None
+    if release and "increment" in release:
+        inc = release["increment"]
+        click.echo(
+            f"release v{release['version']} of {report.output}: +{release['new_inputs']} input file(s), "
+            f"rows in {inc['rows_in']:,} = kept {inc['kept']:,} + dropped {inc['dropped']:,} + rejected {inc['rejected']:,}"
+        )
     if report.name.startswith("normalize-"):
         _records_summary(report)
         return
@@ -993,7 +1020,11 @@ def validate(state: _State, out: str, train_steps: int, stage: int | None, seq_l
                     f"{t.unigram_baseline:.3f}; {t.tokens_per_s:,.0f} tokens/s"
                 )
         if not result.ok:
-            what = "shard checks failed" if result.problems else "the loss did not fall below the unigram baseline"
+            what = (
+                "shard checks failed"
+                if result.problems
+                else "the loss did not fall below the unigram baseline"
+            )
             raise DataError(f"{out}: validation failed: {what}")
 
 

@@ -6,6 +6,11 @@ input order (file order, then row order) unless ``keep: last``. Every row gets `
 and ``exact_dups`` (the group size); dropped rows get ``dup_of`` (the kept row's id) and the
 reason ``exact_duplicate``.
 
+With ``against`` (files, folders or globs of a reference set, e.g. an earlier release), rows whose
+normalized content equals a reference document are dropped too, with reason
+``exact_duplicate_of_reference`` and ``dup_of`` the reference id; the reference is not modified.
+This is what incremental runs use to keep a release free of duplicates across increments.
+
 Example (YAML)::
 
     - dedup.exact: {normalize: lower, keep: first}
@@ -14,7 +19,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
@@ -59,12 +64,19 @@ class ExactDedup(GlobalStep):
     Args:
         normalize: ``lower`` (lowercase + collapse whitespace, default), ``whitespace`` or ``none``.
         keep: ``first`` (default) or ``last`` row of each group by input order.
+        against: files, folders or globs of a reference set; rows equal to a reference document
+            are dropped (``exact_duplicate_of_reference``).
+        against_text_field, against_id_field: fields of the reference files.
     """
 
     summary: ClassVar[str] = "Drop exact duplicates of normalized content across all shards."
+    path_options: ClassVar[tuple[str, ...]] = ("against",)
 
     normalize: str = "lower"
     keep: str = "first"
+    against: tuple[str, ...] = ()
+    against_text_field: str = "text"
+    against_id_field: str = "id"
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZE:
@@ -73,6 +85,9 @@ class ExactDedup(GlobalStep):
         if self.keep not in KEEP:
             msg = f"dedup.exact: unknown keep {self.keep!r}; valid: {choices(KEEP)}"
             raise ConfigError(msg)
+        if isinstance(self.against, str):
+            self.against = (self.against,)
+        self.against = tuple(self.against)
 
     def output_columns(self) -> dict[str, pa.DataType]:
         return {"content_hash": pa.large_string(), "exact_dups": pa.int32(), "dup_of": pa.large_string()}
@@ -86,12 +101,68 @@ class ExactDedup(GlobalStep):
     def phases(self, ctx: GlobalContext) -> list[tuple[str, int]]:
         return [("decide", 1)]
 
-    def decide(self, ctx: GlobalContext, item: int) -> dict[str, int]:
-        """Find every group of equal hashes across all tasks; write the decision table."""
+    def _reference_hashes(self) -> pl.DataFrame:
+        """(hi, lo, ref_id) of every reference document (first id per distinct content)."""
+        from dataforge.io.inputs import InputSpec, discover
+        from dataforge.io.readers import check_file, read_batches
+
+        spec = InputSpec(
+            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
+        )
+        parts = []
+        for f in discover(spec):
+            check_file(f, spec)
+            for batch in read_batches(f, spec):
+                if batch.docs.height:
+                    parts.append(
+                        content_hashes(batch.docs, self.normalize)
+                        .select("hi", "lo")
+                        .with_columns(batch.docs["id"].alias("ref_id"))
+                    )
+        schema = {"hi": pl.UInt64, "lo": pl.UInt64, "ref_id": pl.Utf8}
+        if not parts:
+            return pl.DataFrame(schema=schema)
+        return pl.concat(parts).unique(["hi", "lo"], keep="first", maintain_order=True)
+
+    def decide(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
+        """Find every group of equal hashes across all tasks (and the reference); write the decisions."""
         decisions = self._decisions(pl.scan_ipc(ctx.key_files()))
+        n_ref = 0
+        if self.against:
+            decisions, n_ref = self._with_reference(pl.scan_ipc(ctx.key_files()), decisions)
         with atomic_path(ctx.decisions_path()) as tmp:
             decisions.write_ipc(tmp, compression="uncompressed")
-        return {"rows": decisions.height, "dropped": int(decisions["reason"].is_not_null().sum())}
+        out: dict[str, Any] = {
+            "rows": decisions.height,
+            "dropped": int(decisions["reason"].is_not_null().sum()),
+        }
+        if self.against:
+            out["reference_duplicates"] = n_ref
+        return out
+
+    def _with_reference(self, keys: pl.LazyFrame, decisions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Overlay drops of rows equal to a reference document onto the in-run decisions."""
+        if not keys.collect_schema().names():
+            return decisions, 0
+        ref = self._reference_hashes()
+        hits = (
+            keys.join(ref.lazy(), on=["hi", "lo"], how="inner")
+            .with_columns(pl.len().over("hi", "lo").cast(pl.Int32).alias("exact_dups"))
+            .select(
+                "_task",
+                "_ord",
+                pl.lit("exact_duplicate_of_reference").alias("reason"),
+                pl.format("same normalized content as reference document {}", "ref_id").alias("detail"),
+                "exact_dups",
+                pl.col("ref_id").alias("dup_of"),
+            )
+            .collect()
+        )
+        if not hits.height:
+            return decisions, 0
+        rest = decisions.join(hits.select("_task", "_ord"), on=["_task", "_ord"], how="anti")
+        merged = pl.concat([rest, hits.cast(rest.schema)], how="vertical").sort("_task", "_ord")
+        return merged, hits.height
 
     def _decisions(self, keys: pl.LazyFrame) -> pl.DataFrame:
         if not keys.collect_schema().names():

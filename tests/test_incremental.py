@@ -1,0 +1,154 @@
+"""Scheduled runs: the run lock, and incremental releases deduplicated against what was released."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+import dataforge
+from dataforge.cli import cli
+from dataforge.errors import InputError
+from dataforge.incremental import LOCKED_EXIT_CODE, RunLockedError, run_lock
+from dataforge.io.shards import read_manifest, read_shard, sha256_file, verify_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _news(n: int, skip: int = 0) -> list[dict]:
+    rows = []
+    with gzip.open(ROOT / "sample_data" / "news" / "reuters.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i < skip:
+                continue
+            if len(rows) == n:
+                break
+            rows.append(json.loads(line))
+    return rows
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _pipeline(tmp_path: Path, inbox: Path, out: Path) -> Path:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"name: inc\ninput: {{paths: [{inbox}]}}\noutput: {{path: {out}, shard_rows: 50}}\n"
+        "steps:\n  - normalize.text: {}\n  - dedup.exact: {}\n  - dedup.minhash: {threshold: 0.8}\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def _kept_texts(out: Path) -> list[str]:
+    texts: list[str] = []
+    for s in read_manifest(out)["shards"]:
+        texts += read_shard(out / s["path"]).column("text").to_pylist()
+    return texts
+
+
+def test_lock_blocks_a_second_run(tmp_path, cli_runner):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    _write(inbox / "a.jsonl", _news(20))
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    with run_lock(out):
+        with pytest.raises(RunLockedError, match="another dataforge run"):
+            dataforge.run(cfg)
+        res = cli_runner.invoke(cli, ["run", str(cfg)])
+        assert res.exit_code == LOCKED_EXIT_CODE, res.output
+        assert "lock" in res.output and str(__import__("os").getpid()) in res.output
+    assert not out.exists()  # nothing was done while locked
+    assert dataforge.run(cfg).kept > 0  # the lock is released with its holder
+
+
+def test_incremental_release(tmp_path, cli_runner):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    first = _news(60)
+    _write(inbox / "a.jsonl", first[:30])
+    _write(inbox / "b.jsonl", first[30:])
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    res = cli_runner.invoke(cli, ["run", str(cfg), "--incremental"])
+    assert res.exit_code == 0, res.output
+    m1 = read_manifest(out)
+    assert m1["release"]["version"] == 1
+    v1_shards = {s["path"]: s["sha256"] for s in m1["shards"]}
+    v1_ids = set()
+    for sh in m1["shards"]:
+        v1_ids.update(read_shard(out / sh["path"]).column("id").to_pylist())
+
+    # nothing new: nothing done, and it says so
+    res = cli_runner.invoke(cli, ["run", str(cfg), "--incremental"])
+    assert res.exit_code == 0 and "no new input files" in res.output
+    assert read_manifest(out) == m1
+
+    # a new file: 20 new stories, 5 exact copies of released stories (one with changed case and
+    # spacing), 2 copies of stories of the same new file
+    fresh = _news(20, skip=200)
+    released = [r for r in first if r["id"] in v1_ids][:5]
+    assert len(released) == 5
+    copies = [{**r, "id": f"copy-{i}"} for i, r in enumerate(released)]
+    copies[0]["text"] = "  " + copies[0]["text"].upper().replace(" ", "   ")
+    inner = [{**fresh[0], "id": "inner-0"}, {**fresh[1], "id": "inner-1"}]
+    _write(inbox / "c.jsonl", fresh + copies + inner)
+    res = cli_runner.invoke(cli, ["run", str(cfg), "--incremental"])
+    assert res.exit_code == 0, res.output
+    assert "release v2" in res.output
+    m2 = read_manifest(out)
+    assert m2["release"]["version"] == 2 and len(m2["release"]["increments"]) == 2
+    # released shards are untouched; the increment is appended
+    for path, sha in v1_shards.items():
+        assert sha256_file(out / path) == sha
+        assert any(s["path"] == path and s["sha256"] == sha for s in m2["shards"])
+    assert len(m2["shards"]) > len(m1["shards"])
+    assert verify_shards(out) == []
+    # counts add up over the release
+    rep = json.loads((out / "report.json").read_text())
+    c = rep["counts"]
+    assert c["rows_in"] == 60 + 27 == c["kept"] + c["dropped"] + c["rejected"]
+    assert m2["counts"] == c
+    inc = m2["release"]["increments"][-1]["counts"]
+    assert inc["rows_in"] == 27
+    # the copies of released stories are dropped as duplicates of the reference; no text twice
+    texts = _kept_texts(out)
+    norm = [" ".join(t.lower().split()) for t in texts]
+    assert len(norm) == len(set(norm))
+    dropped = []
+    for s in m2["dropped"]:
+        t = read_shard(out / s["path"])
+        dropped += list(zip(t.column("id").to_pylist(), t.column("drop_reason").to_pylist(), strict=True))
+    reasons = dict(dropped)
+    for r in copies:
+        assert reasons.get(r["id"]) == "exact_duplicate_of_reference", r["id"]
+    assert reasons.get("inner-0") == "exact_duplicate" and reasons.get("inner-1") == "exact_duplicate"
+    # the same release content as a full rebuild from all files
+    full = tmp_path / "full"
+    dataforge.run(cfg, output=full)
+    assert sorted(norm) == sorted(" ".join(t.lower().split()) for t in _kept_texts(full))
+
+
+def test_changed_input_needs_a_rebuild(tmp_path, cli_runner):
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    _write(inbox / "a.jsonl", _news(10))
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    dataforge.run(cfg, incremental=True)
+    _write(inbox / "a.jsonl", _news(12))
+    with pytest.raises(InputError, match="changed since release v1"):
+        dataforge.run(cfg, incremental=True)
+    res = cli_runner.invoke(cli, ["run", str(cfg), "--incremental", "--force"])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(out)["counts"]["rows_in"] == 12
+
+
+def test_incremental_only_for_document_pipelines(cli_runner):
+    res = cli_runner.invoke(cli, ["run", str(ROOT / "pipelines" / "finance.yaml"), "--incremental"])
+    assert res.exit_code == 2 and "document pipelines" in res.output
