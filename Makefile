@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 
-.PHONY: help venv demo test test-fast lint format bench clean
+.PHONY: help venv demo test test-fast lint format bench docs clean
 
 help:
 	@echo "make demo   - install into .venv, run pipelines/{demo,noise,ehr,finance}.yaml on sample_data/ (local executor),"
@@ -14,6 +14,7 @@ help:
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
+	@echo "make docs   - regenerate docs/cli.md and docs/steps.md from the code"
 
 # torch==2.13.0 (CPU) is the optional `torch` extra: the training check of `dataforge validate` and
 # the DataLoader adapter need it; it installs from the local wheel cache quickly.
@@ -43,6 +44,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not ray and not slow and not datatrove"
+
+docs: $(STAMP)
+	$(PY) -m dataforge.docgen
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks
