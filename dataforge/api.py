@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -365,7 +366,17 @@ def run_noise_yaml(
         msg = "noise_report.output is required"
         raise ConfigError(msg)
     if output is not None:
+        declared = opts.get("output")
         opts["output"] = str(output)
+        if opts.get("fixed_out") is not None:
+            # the fixed shards were inside the declared output: move them along into the new one
+            from dataforge.config import check_write_path
+
+            if declared is not None:
+                rel = os.path.relpath(os.path.realpath(opts["fixed_out"]), os.path.realpath(declared))
+                if not rel.startswith(".."):
+                    opts["fixed_out"] = os.path.normpath(os.path.join(str(output), rel))
+            check_write_path("noise_report.fixed_out", str(opts["fixed_out"]), str(output))
     for key, value in (("executor", executor), ("workers", workers), ("ray_address", ray_address)):
         if value is not None:
             opts[key] = value

@@ -17,7 +17,16 @@ A pipeline file looks like this (relative paths are relative to the YAML file's 
       - dedup.exact: {}
 
 Unknown keys and unknown steps are errors that list the valid ones. YAML is loaded with
-``yaml.safe_load`` only.
+``yaml.safe_load`` only (a ``!!python/object`` tag is a ConfigError).
+
+**Write paths.** Each config declares one output folder: ``output.path`` (pipelines, curricula),
+``noise_report.output``, ``normalize.output``; it may be anywhere. Every other path a config makes
+dataforge write must be that folder or inside it, after resolving it like every config path
+(relative to the YAML file's folder) and following symlinks (:func:`check_write_path`); otherwise
+it is a ConfigError naming the key and the path. Today that is ``noise_report.fixed_out`` (checked
+by :func:`read_yaml`), and the fixed entries dataforge writes under a pipeline's ``output.path``
+(``data/``, ``dropped/``, ``rejects/``, ``_work/``, ``clusters/``, ``cluster_pairs/``, the manifest
+and reports), which must not be symlinks leading out of it (checked by :class:`OutputSpec`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,43 @@ from dataforge.step import Step
 
 DEFAULT_SHARD_ROWS = 100_000
 DEFAULT_MAX_REJECT_RATE = 0.05
+# what a pipeline run writes (or removes) directly under output.path; see runner.py
+OUTPUT_ENTRIES = (
+    "data",
+    "dropped",
+    "rejects",
+    "_work",
+    "clusters",
+    "cluster_pairs",
+    "manifest.json",
+    "report.json",
+    "report.md",
+    "report.html",
+)
+# keys of a noise_report: mapping that name folders written besides its output
+_NOISE_WRITE_KEYS = ("fixed_out",)
+
+
+def check_write_path(key: str, path: str | os.PathLike[str], output: str | os.PathLike[str]) -> str:
+    """``path`` if it is the output folder ``output`` or inside it, symlinks followed.
+
+    Both are compared as real paths (``os.path.realpath``: ``..`` and symlinks resolved, missing
+    parts kept as written), so ``../x``, an absolute path elsewhere, or a symlink inside the output
+    that leads out of it are refused.
+
+    Raises:
+        ConfigError: naming ``key``, ``path`` and the output folder.
+    """
+    real_out = os.path.realpath(output)
+    real = os.path.realpath(path)
+    if real != real_out and os.path.commonpath([real_out, real]) != real_out:
+        via = f" (resolves to {real!r})" if os.path.abspath(path) != real else ""
+        msg = (
+            f"{key} {os.fspath(path)!r}{via} is outside the output folder {os.fspath(output)!r}; "
+            "dataforge writes only inside the declared output folder"
+        )
+        raise ConfigError(msg)
+    return os.fspath(path)
 
 
 @dataclass(kw_only=True)
@@ -67,6 +113,8 @@ class OutputSpec:
         if not isinstance(self.shard_rows, int) or isinstance(self.shard_rows, bool) or self.shard_rows < 1:
             msg = f"shard_rows must be a positive integer, got {self.shard_rows!r}"
             raise ConfigError(msg)
+        for entry in OUTPUT_ENTRIES:
+            check_write_path(f"output.path ({entry})", os.path.join(self.path, entry), self.path)
 
 
 @dataclass(kw_only=True)
@@ -181,6 +229,16 @@ def _resolve_path_options(name: str, kwargs: dict[str, Any], base_dir: Path | No
     return out
 
 
+def _section(where: str, value: Any) -> dict[str, Any]:
+    """A copy of a mapping section (empty when null); ConfigError naming the section otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        msg = f"{where} must be a mapping, got {type(value).__name__} {value!r:.60}"
+        raise ConfigError(msg)
+    return dict(value)
+
+
 def pipeline_from_dict(
     data: dict[str, Any], *, base_dir: Path | None = None, name: str = "pipeline"
 ) -> Pipeline:
@@ -190,7 +248,7 @@ def pipeline_from_dict(
         if key not in data:
             msg = f"the pipeline has no {key!r} section"
             raise ConfigError(msg)
-    raw_in = dict(data["input"] or {})
+    raw_in = _section("input", data["input"])
     _check_keys("input", raw_in, _INPUT_KEYS)
     paths = raw_in.get("paths")
     if isinstance(paths, str):
@@ -199,13 +257,13 @@ def pipeline_from_dict(
         msg = "input.paths must be a non-empty list of files, folders or globs"
         raise ConfigError(msg)
     raw_in["paths"] = tuple(_resolve(str(p), base_dir) for p in paths)
-    raw_out = dict(data["output"] or {})
+    raw_out = _section("output", data["output"])
     _check_keys("output", raw_out, _OUTPUT_KEYS)
     if "path" not in raw_out:
         msg = "output.path is required"
         raise ConfigError(msg)
     raw_out["path"] = _resolve(str(raw_out["path"]), base_dir)
-    raw_exec = dict(data.get("executor") or {})
+    raw_exec = _section("executor", data.get("executor"))
     _check_keys("executor", raw_exec, _EXEC_KEYS)
     extra = {k: data[k] for k in ("max_reject_rate", "batch_rows", "description") if k in data}
     try:
@@ -235,10 +293,40 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         msg = f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"
         raise ConfigError(msg) from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        msg = f"{path}:{line}: invalid UTF-8 byte(s) {exc.object[exc.start : exc.start + 4]!r}; save the file as UTF-8"
+        raise ConfigError(msg) from None
+    except RecursionError:
+        msg = f"{path}: invalid YAML: nested too deeply"
+        raise ConfigError(msg) from None
+    except OSError as exc:
+        msg = f"{path}: cannot read the pipeline file: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
     if not isinstance(data, dict):
         msg = f"{path}: a pipeline must be a YAML mapping, got {type(data).__name__}"
         raise ConfigError(msg)
+    for section in ("noise_report", "normalize"):  # the sections api.py reads as mappings
+        if section in data and data[section] is not None and not isinstance(data[section], dict):
+            msg = f"{path}: {section} must be a mapping, got {type(data[section]).__name__}"
+            raise ConfigError(msg)
+    _check_noise_write_paths(data, p)
     return data
+
+
+def _check_noise_write_paths(data: dict[str, Any], path: Path) -> None:
+    """``noise_report.fixed_out`` must be inside ``noise_report.output`` (both relative to the file)."""
+    opts = data.get("noise_report")
+    if not isinstance(opts, dict) or opts.get("output") is None:
+        return
+    output = _resolve(str(opts["output"]), path.parent)
+    for key in _NOISE_WRITE_KEYS:
+        if opts.get(key) is not None:
+            try:
+                check_write_path(f"noise_report.{key}", _resolve(str(opts[key]), path.parent), output)
+            except ConfigError as exc:
+                msg = f"{path}: {exc}"
+                raise ConfigError(msg) from None
 
 
 def load_pipeline(path: str | Path) -> Pipeline:

@@ -30,3 +30,24 @@ def test_overwrite_removes_report_tables_of_the_previous_run(tmp_path):
     dataforge.dedup(str(DEFECTS), output=out, threshold=0.9, overwrite=True, max_reject_rate=None)
     assert not (out / "clusters").exists()
     assert not (out / "cluster_pairs").exists()
+
+
+def test_noise_yaml_output_override_moves_fixed_out_along(monkeypatch, tmp_path):
+    """`dataforge run noise.yaml -o X`: fixed shards declared inside the output go inside X."""
+    import functools
+
+    import dataforge.noise.analyze as analyze
+    from dataforge.api import run_noise_yaml
+
+    seen = {}
+
+    @functools.wraps(analyze.noise_report)  # keeps the signature the option check reads
+    def fake(inputs, **kw):
+        seen.update(kw)
+        return "ran"
+
+    monkeypatch.setattr(analyze, "noise_report", fake)
+    root = Path(__file__).resolve().parent.parent
+    assert run_noise_yaml(root / "pipelines" / "noise.yaml", output=tmp_path / "n") == "ran"
+    assert seen["output"] == str(tmp_path / "n")
+    assert seen["fixed_out"] == str(tmp_path / "n" / "fixed")

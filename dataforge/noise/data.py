@@ -5,11 +5,13 @@ sees every row), a label column, and either a text column or numeric/categorical
 Records that cannot be used go to ``rejects`` with file, line (or row) and the reason, exactly like
 the document readers' rejects, so the run's ledger adds up:
 
-- ``bad_json``, ``bad_utf8``, ``not_object``, ``blank_line`` (JSONL), ``ragged_row``, ``bad_csv`` (CSV),
+- ``bad_utf8`` (JSONL, CSV), ``bad_json``, ``not_object``, ``blank_line`` (JSONL), ``ragged_row``,
+  ``bad_csv`` (CSV),
   ``corrupt_file``, ``truncated``: the record cannot be read;
 - ``missing_label``: the label is absent, null, NaN or an empty string;
 - ``missing_text``: the text field is absent or null (text mode);
-- ``wrong_type``: the label is not a string, integer or boolean, or the text is not a string.
+- ``wrong_type``: the label is not a string, boolean or integer within 64 bits (a float label
+  counts when it is a whole number below 2**53), or the text is not a string.
 
 Example:
     >>> data = load_labelled(InputSpec(paths=("train.jsonl",)), label_col="label", text_col="text")  # doctest: +SKIP
@@ -23,6 +25,7 @@ import csv
 import io
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +48,13 @@ from dataforge.io.readers import (
 )
 
 log = logging.getLogger(__name__)
+
+# an integer label must fit the Int64 label column; a float label counts as an integer only while
+# every integer up to it is exact in a double (2**53); larger ones are wrong_type rejects
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_FLOAT_INT = 2**53
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 NOISE_REJECT_REASONS = (
     "bad_json",
@@ -127,15 +137,17 @@ class _Collector:
                 what = "is an empty string" if label == "" else "is NaN"
             self.reject(path, row, line, "missing_label", f"{where}: label field {lc!r} {what}", raw)
             return
-        if isinstance(label, float) and label.is_integer():
+        if isinstance(label, float) and label.is_integer() and abs(label) <= _EXACT_FLOAT_INT:
             label = int(label)
-        if not isinstance(label, str | int):
+        if not isinstance(label, str | int) or (
+            isinstance(label, int) and not isinstance(label, bool) and not _INT64_MIN <= label <= _INT64_MAX
+        ):
             self.reject(
                 path,
                 row,
                 line,
                 "wrong_type",
-                f"{where}: label field {lc!r} must be a string, integer or boolean, got {_type_name(label)} {_excerpt(label)}",
+                f"{where}: label field {lc!r} must be a string, boolean or integer within 64 bits, got {_type_name(label)} {_excerpt(label)}",
                 raw,
             )
             return
@@ -189,6 +201,8 @@ def _read_jsonl(f: InputFile, c: _Collector) -> None:
                 row += 1
                 raw = line
                 line = line.rstrip(b"\r")
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM) :]  # a byte order mark is not part of the first record
                 where = f"{f.path}:{lineno}"
                 if not line.strip():
                     c.reject(f.path, row, lineno, "blank_line", f"{where}: blank line", raw)
@@ -238,12 +252,17 @@ def _read_csv(f: InputFile, c: _Collector) -> None:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     try:
         with open_binary(f) as stream:
-            text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+            # utf-8-sig: a byte order mark is not part of the first column's name; invalid UTF-8
+            # is kept as surrogates so that its row (not the whole file) is rejected as bad_utf8
+            text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
             reader = csv.reader(text, delimiter=f.delimiter)
             try:
                 header = next(reader)
             except StopIteration:
                 return
+            if any(_SURROGATE.search(h) for h in header):
+                msg = f"{f.path}:1: invalid UTF-8 in the CSV header {header!r}; re-encode the file as UTF-8"
+                raise InputError(msg)
             _check_columns(f, header, c)
             width = len(header)
             row = -1
@@ -262,7 +281,7 @@ def _read_csv(f: InputFile, c: _Collector) -> None:
                 row += 1
                 line_end = reader.line_num
                 if len(fields) != width:
-                    raw = f.delimiter.join(fields).encode()
+                    raw = f.delimiter.join(fields).encode("utf-8", "surrogateescape")
                     c.reject(
                         f.path,
                         row,
@@ -272,11 +291,19 @@ def _read_csv(f: InputFile, c: _Collector) -> None:
                         raw,
                     )
                     continue
+                bad = next((i for i, v in enumerate(fields) if _SURROGATE.search(v)), None)
+                if bad is not None:
+                    c.reject(
+                        f.path,
+                        row,
+                        start,
+                        "bad_utf8",
+                        f"{f.path}:{start}: invalid UTF-8 in column {header[bad]!r}",
+                        f.delimiter.join(fields).encode("utf-8", "surrogateescape"),
+                    )
+                    continue
                 rec = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
                 c.record(f.path, row, start, rec, f.delimiter.join(fields).encode())
-    except UnicodeDecodeError as exc:
-        msg = f"{f.path}: invalid UTF-8 ({exc.reason} at byte {exc.start} of a read block); re-encode the file as UTF-8"
-        raise InputError(msg) from None
     except _STREAM_ERRORS as exc:
         c.reject(
             f.path,
@@ -391,10 +418,16 @@ def load_labelled(
         else:
             _read_columnar(f, c)
     if c.n and not c.seen_label:
-        msg = f"no record has the label field {label_col!r} (read {c.n} records from {len(files)} file(s)); pass --label-col"
+        msg = (
+            f"no record has the label field {label_col!r} (read {c.n} records from "
+            f"{', '.join(f.path for f in files)}); pass --label-col"
+        )
         raise InputError(msg)
     if text_col and c.n and not c.seen_text:
-        msg = f"no record has the text field {text_col!r} (read {c.n} records); pass --text-col or --feature-cols"
+        msg = (
+            f"no record has the text field {text_col!r} (read {c.n} records from "
+            f"{', '.join(f.path for f in files)}); pass --text-col or --feature-cols"
+        )
         raise InputError(msg)
     warnings: list[str] = []
     kinds = {type(v) for v in c.labels}

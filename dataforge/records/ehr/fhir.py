@@ -15,8 +15,9 @@ counts as one rejected record. Records end as:
   CarePlan, ImagingStudy, Provenance, AllergyIntolerance, Practitioner, Organization, and
   Medication, which is a lookup folded into the MedicationRequest/Administration that references
   it), ``entered_in_error`` (status ``entered-in-error``), ``no_resource`` (an entry without a
-  resource, e.g. a DELETE), ``panel_without_value`` (an Observation that only groups others through
-  ``hasMember``), ``external_attachment`` (a DocumentReference whose text is only a URL);
+  resource, e.g. a DELETE), ``empty_bundle`` (a Bundle without entries: one record),
+  ``panel_without_value`` (an Observation that only groups others through ``hasMember``),
+  ``external_attachment`` (a DocumentReference whose text is only a URL);
 * rejected: ``bad_json``, ``truncated``, ``wrong_type`` (a value of the wrong JSON type),
   ``missing_id``, ``missing_subject``, ``missing_code``, ``missing_content``, ``unknown_patient``
   (the subject resolves to no accepted Patient), ``dangling_reference`` (an encounter reference to
@@ -263,7 +264,11 @@ def _collect(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _json_loads(text: str | bytes) -> Any:
-    return json.loads(text, parse_float=Decimal, parse_constant=_bad_constant)
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_bad_constant)
+    except RecursionError:
+        msg = "JSON nested too deeply"
+        raise ValueError(msg) from None
 
 
 def _bad_constant(name: str) -> Any:
@@ -354,7 +359,16 @@ def _add_resource(
 ) -> None:
     """One JSON value: a Bundle (one record per entry) or a single resource (one record)."""
     if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
-        entries = doc.get("entry") or []
+        entries = doc.get("entry")
+        if entries is None or entries == []:
+            # no entry to count: the Bundle itself is the record, so it does not vanish silently
+            extract.rows_in += 1
+            extract.drop(
+                name, counter[0], table="Bundle", reason="empty_bundle",
+                detail=f"{name}{_at_line(line)}: Bundle has no entries",
+            )  # fmt: skip
+            counter[0] += 1
+            return
         if not isinstance(entries, list):
             extract.rows_in += 1
             extract.reject(
@@ -645,7 +659,14 @@ class _Mapper:
         ``clinical`` codes (the ones that fill ``code``/``reason_code`` columns) are counted."""
         concept = _obj(concept, where, element)
         codings = [c for c in _list(concept.get("coding"), where, f"{element}.coding") if isinstance(c, dict)]
-        chosen = next((c for c in codings if c.get("system") in SYSTEM_URIS and c.get("code")), None)
+        chosen = next(
+            (
+                c
+                for c in codings
+                if isinstance(c.get("system"), str) and c["system"] in SYSTEM_URIS and c.get("code")
+            ),
+            None,
+        )
         if chosen is None:
             chosen = next((c for c in codings if c.get("code")), None)
         text = _str(concept.get("text"))

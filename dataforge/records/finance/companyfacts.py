@@ -13,7 +13,9 @@ Decisions:
   with reason ``bad_json``: its data points cannot be counted.
 * ``fy``/``fp`` describe the filing, not the fact; they are kept as ``filing_fy``/``filing_fp`` for
   reference only. Fiscal periods are derived from the dates in :mod:`.facts`.
-* Rejects: ``bad_record`` (a data point that is not an object), ``bad_value`` (``val`` missing or not
+* Rejects: ``bad_record`` (a data point that is not an object; or a taxonomy, concept, ``units``
+  mapping or unit list of the wrong JSON type, which counts as one record since its data points
+  cannot be counted), ``bad_value`` (``val`` missing or not
   an exact number), ``bad_date`` (``end`` missing or not ISO, ``start``/``filed`` not ISO,
   ``start`` after ``end``), ``missing_unit`` (an empty unit key).
 """
@@ -68,7 +70,7 @@ def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]
         doc = json.loads(data, parse_float=decimal.Decimal)
         if not isinstance(doc, dict) or not isinstance(doc.get("facts"), dict):
             raise ValueError("not a companyfacts object (no 'facts' mapping)")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         extract.rows_in += 1
         extract.reject(
             name,
@@ -80,18 +82,41 @@ def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]
         )
         return
     cik = _cik(doc.get("cik"))
-    entity = doc.get("entityName")
+    entity = _text(doc.get("entityName"))
     row = 0
+
+    def bad_container(ref: str, what: str, value: object) -> None:
+        # a container that is not what the layout says hides an unknown number of data points:
+        # it counts as one rejected record, so that it is not skipped silently
+        nonlocal row
+        extract.reject(
+            name,
+            row,
+            table="companyfacts",
+            reason="bad_record",
+            error=f"{name} {ref}: {what}, got {type(value).__name__} {_show(value)}",
+            raw=_raw(value),
+        )
+        row += 1
+
     for taxonomy, concepts in doc["facts"].items():
         if not isinstance(concepts, dict):
+            bad_container(f"facts.{taxonomy}", "a taxonomy must be an object of concepts", concepts)
             continue
         for concept, body in concepts.items():
             units = body.get("units") if isinstance(body, dict) else None
-            if not isinstance(units, dict):
+            if not isinstance(body, dict):
+                bad_container(f"{taxonomy}:{concept}", "a concept must be an object", body)
                 continue
-            label = body.get("label")
+            if not isinstance(units, dict):
+                bad_container(f"{taxonomy}:{concept}", "'units' must be an object of data point lists", units)
+                continue
+            label = _text(body.get("label"))
             for unit, points in units.items():
                 if not isinstance(points, list):
+                    bad_container(
+                        f"{taxonomy}:{concept}/{unit}", "a unit must hold a list of data points", points
+                    )
                     continue
                 for i, point in enumerate(points):
                     ref = f"{taxonomy}:{concept}/{unit}[{i}]"
@@ -104,7 +129,7 @@ def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]
                             table="companyfacts",
                             reason=reason,
                             error=msg,
-                            raw=json.dumps(point, default=str).encode()[:2000],
+                            raw=_raw(point),
                         )
                     elif not str(unit).strip():
                         extract.reject(
@@ -113,7 +138,7 @@ def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]
                             table="companyfacts",
                             reason="missing_unit",
                             error=f"{name} {ref}: empty unit for val {point.get('val')!r}",
-                            raw=json.dumps(point, default=str).encode()[:2000],
+                            raw=_raw(point),
                         )
                     else:
                         rec.update(
@@ -134,10 +159,30 @@ def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]
 
 
 def _cik(raw: object) -> int | None:
+    """The CIK as an integer; None when absent, not a number or beyond the Int64 column."""
+    if isinstance(raw, bool):
+        return None
     try:
-        return int(str(raw).strip())
+        value = int(str(raw).strip())
     except (TypeError, ValueError):
         return None
+    return value if 0 <= value < 2**63 else None
+
+
+def _text(raw: object) -> str | None:
+    """A descriptive string field (label, entity, form, accession); other JSON types are written
+    as JSON text rather than failing the Utf8 column."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    return json.dumps(raw, default=str)
+
+
+def _show(value: object) -> str:
+    return repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "..."
+
+
+def _raw(value: object) -> bytes:
+    return json.dumps(value, default=str).encode()[:2000]
 
 
 def _date(raw: object) -> dt.date:
@@ -177,10 +222,12 @@ def _record(point: object, *, name: str, ref: str) -> dict[str, Any] | tuple[str
         "value_text": str(point["val"]),
         "start": start,
         "end": end,
-        "form": point.get("form"),
+        "form": _text(point.get("form")),
         "filed": filed,
-        "accession": point.get("accn"),
-        "filing_fy": fy if isinstance(fy, int) and not isinstance(fy, bool) else None,
+        "accession": _text(point.get("accn")),
+        "filing_fy": fy
+        if isinstance(fy, int) and not isinstance(fy, bool) and -(2**31) <= fy < 2**31
+        else None,
         "filing_fp": point.get("fp") if isinstance(point.get("fp"), str) else None,
         "frame": point.get("frame") if isinstance(point.get("frame"), str) else None,
     }

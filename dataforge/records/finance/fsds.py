@@ -29,7 +29,8 @@ Decisions:
   never mistaken for consolidated ones (consolidated = ``dimensions`` is null).
 * ``pre.txt`` gives ``statement`` (``BS``, ``IS``, ``CF``, ``EQ``, ``CI``...): the first presentation
   line (lowest report, line) of the tag in that submission.
-* Rejects: ``unknown_submission``, ``bad_date`` (ddate not a yyyymmdd date), ``bad_qtrs``,
+* Rejects: ``unknown_submission``, ``bad_date`` (ddate not a yyyymmdd date), ``bad_qtrs`` (not a
+  whole number in 0..400),
   ``missing_unit``, ``bad_value``; plus the CSV-level ``ragged_row``/``bad_utf8``/``truncated``.
   A null ``value`` (an XBRL nil fact) is dropped with reason ``nil``.
 """
@@ -39,6 +40,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,6 +56,8 @@ SOURCE = "fsds"
 MEMBERS = ("sub.txt", "num.txt", "tag.txt", "pre.txt")
 NUM_REQUIRED = ("adsh", "tag", "version", "ddate", "qtrs", "uom", "value")
 SUB_REQUIRED = ("adsh", "cik", "name", "form", "filed")
+# a duration longer than a century is not a reporting period (and would overflow date arithmetic)
+MAX_QTRS = 400
 
 
 def read_fsds(paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None) -> Extract:
@@ -97,7 +101,12 @@ def read_fsds(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                             )
                     for member in MEMBERS:
                         if member in members:
-                            (Path(tmp) / member).write_bytes(zf.read(members[member]))
+                            try:
+                                content = zf.read(members[member])
+                            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                                msg = f"{name}!{member}: damaged zip member: {exc}"
+                                raise InputError(msg) from None
+                            (Path(tmp) / member).write_bytes(content)
                 frames.append(_read_dataset(Path(tmp), f"{name}!", extract, joiner=""))
     extract.tables["raw_fact"] = pl.concat(frames) if frames else fit_raw(pl.DataFrame())
     log.info("fsds: %d num rows, %d usable", extract.rows_in, extract.tables["raw_fact"].height)
@@ -211,7 +220,7 @@ def _facts(
         .then(pl.lit("unknown_submission"))
         .when(pl.col("end").is_null())
         .then(pl.lit("bad_date"))
-        .when(pl.col("_q").is_null() | (pl.col("_q") < 0))
+        .when(pl.col("_q").is_null() | (pl.col("_q") < 0) | (pl.col("_q") > MAX_QTRS))
         .then(pl.lit("bad_qtrs"))
         .when(pl.col("uom").is_null() | (pl.col("uom").str.strip_chars() == ""))
         .then(pl.lit("missing_unit"))
@@ -221,21 +230,25 @@ def _facts(
     )
     f = f.with_columns(problems.alias("_reason"))
     where = pl.format("{} line {}: ", pl.lit(name), pl.col("_line"))
+
+    def cell(c: str) -> pl.Expr:  # pl.format is null when any part is: show an empty cell as ''
+        return pl.col(c).fill_null("")
+
     error = (
         pl.when(pl.col("_reason") == "unknown_submission")
-        .then(pl.format("{}adsh {} is not in sub.txt", where, pl.col("adsh")))
+        .then(pl.format("{}adsh {} is not in sub.txt", where, cell("adsh")))
         .when(pl.col("_reason") == "bad_date")
-        .then(pl.format("{}ddate '{}' is not a yyyymmdd date", where, pl.col("ddate")))
+        .then(pl.format("{}ddate '{}' is not a yyyymmdd date", where, cell("ddate")))
         .when(pl.col("_reason") == "bad_qtrs")
-        .then(pl.format("{}qtrs '{}' is not a whole number of quarters", where, pl.col("qtrs")))
-        .when(pl.col("_reason") == "missing_unit")
         .then(
             pl.format(
-                "{}uom is empty (tag {}, value {})", where, pl.col("tag"), pl.col("value").fill_null("")
+                "{}qtrs '{}' is not a whole number of quarters (0..{})", where, cell("qtrs"), pl.lit(MAX_QTRS)
             )
         )
+        .when(pl.col("_reason") == "missing_unit")
+        .then(pl.format("{}uom is empty (tag {}, value {})", where, cell("tag"), cell("value")))
         .otherwise(
-            pl.format("{}value '{}' is not an exact decimal (tag {})", where, pl.col("value"), pl.col("tag"))
+            pl.format("{}value '{}' is not an exact decimal (tag {})", where, cell("value"), cell("tag"))
         )
     )
     bad = f.filter(pl.col("_reason").is_not_null())

@@ -152,7 +152,7 @@ def _sidecar(
             data, err = read_bytes(f)
             try:
                 meta = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 log.warning("%s: unreadable filing metadata ignored", f)
                 return {}
             if record:
@@ -228,6 +228,10 @@ def _read_instance(
         ns, local = _local(el.tag)
         if prefixes.get(ns) == "dei" or "/dei/" in ns:
             dei.setdefault(local, (el.text or "").strip())
+    # sidecar metadata is JSON of any shape: only strings (or numbers, as text) are used
+    meta = {
+        k: str(v) for k, v in meta.items() if isinstance(v, str | int | float) and not isinstance(v, bool)
+    }
     entity = dei.get("EntityRegistrantName") or meta.get("company")
     form = dei.get("DocumentType") or meta.get("form")
     fye = dei.get("CurrentFiscalYearEndDate", "").lstrip("-").replace("-", "") or None
@@ -235,6 +239,8 @@ def _read_instance(
         filing_fy = int(dei["DocumentFiscalYearFocus"]) if "DocumentFiscalYearFocus" in dei else None
     except ValueError:
         filing_fy = None
+    if filing_fy is not None and not -(2**31) <= filing_fy < 2**31:
+        filing_fy = None  # does not fit the Int32 column: not a year
     filing_fp = dei.get("DocumentFiscalPeriodFocus")
     accession = meta.get("accession_no") or meta.get("accession")
     filed = None
@@ -246,7 +252,7 @@ def _read_instance(
     if accession is None or filed is None:
         extract.counters["xbrl_no_filing_metadata"] += 1
     dei_cik = None
-    if dei.get("EntityCentralIndexKey", "").isdigit():
+    if dei.get("EntityCentralIndexKey", "").isdigit() and int(dei["EntityCentralIndexKey"]) < 2**63:
         dei_cik = int(dei["EntityCentralIndexKey"])
 
     for row, el in enumerate(facts):
@@ -342,7 +348,7 @@ def _context(el: ET.Element) -> _Context:
         ns, local = _local(child.tag) if isinstance(child.tag, str) else ("", "")
         if ns == XBRLI and local == "identifier":
             ident = (child.text or "").strip()
-            if ident.isdigit():
+            if ident.isdigit() and int(ident) < 2**63:  # a CIK beyond the Int64 column is no CIK
                 cik = int(ident)
         elif ns == XBRLDI and local == "explicitMember":
             dims.append(f"{child.get('dimension', '').strip()}={(child.text or '').strip()}")
