@@ -75,8 +75,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -95,6 +93,7 @@ from dataforge.config import _check_keys, _resolve, read_yaml
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
 from dataforge.io.shards import (
     MANIFEST,
+    atomic_folder,
     read_manifest,
     read_shard,
     sha256_file,
@@ -1066,12 +1065,8 @@ def build_curriculum(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     verified: set[tuple[str, str]] = set()
-    try:
+    with atomic_folder(out) as tmp:
         stages = []
         for stage in spec.stages:
             t = time.perf_counter()
@@ -1154,12 +1149,5 @@ def build_curriculum(
         write_json_atomic(tmp / REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, _markdown(report, stages).encode())
         write_json_atomic(tmp / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("%s: wrote %s (%d rows, %d tokens)", spec.name, out, counts["rows"], counts["tokens"])
     return report

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -81,6 +82,103 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+PARTIAL = ".partial-"
+OLD = ".old-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if a process ``pid`` exists on this machine (conservative: True when unsure)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def stale_folders(out: str | Path) -> list[Path]:
+    """The ``.OUT.partial-<pid>`` / ``.OUT.old-<pid>`` folders next to ``out`` left by runs whose
+    process is gone (killed, out of memory, power loss): never visible as an output, safe to delete."""
+    out = Path(out)
+    stale = []
+    if not out.parent.is_dir():
+        return stale
+    for p in out.parent.iterdir():
+        for mark in (PARTIAL, OLD):
+            prefix = f".{out.name}{mark}"
+            if p.name.startswith(prefix):
+                pid = p.name[len(prefix) :]
+                if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+                    stale.append(p)
+    return sorted(stale)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Build a whole output folder under ``.OUT.partial-<pid>`` and put it in place when complete.
+
+    On success an existing ``out`` is moved aside (``.OUT.old-<pid>``), the new folder renamed to
+    ``out`` and the old one deleted, so ``out`` is never a mix of two runs. On an exception the
+    partial folder is deleted and ``out`` is left as it was. Partial and old folders of processes
+    that no longer exist (a run killed with SIGKILL runs no cleanup) are deleted first.
+
+    Raises:
+        OutputError: the folder cannot be created or renamed (read-only, full disk, ...).
+    """
+    out = Path(out)
+    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    old = out.parent / f".{out.name}{OLD}{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_folders(out):
+            log.info("removing %s, left by an interrupted run", stale)
+            _remove(stale)
+        tmp.mkdir()
+    except OSError as exc:
+        msg = f"cannot write to output folder {str(out)!r}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
+    try:
+        yield tmp
+        try:
+            _fsync_tree(tmp)
+            if out.exists():
+                os.replace(out, old)
+            os.replace(tmp, out)
+        except OSError as exc:
+            msg = f"cannot put {str(out)!r} in place: {exc.strerror or exc}"
+            raise OutputError(msg) from None
+    except BaseException:
+        _remove(tmp)
+        if old.exists() and not out.exists():  # put the previous output back
+            with contextlib.suppress(OSError):
+                os.replace(old, out)
+        raise
+    _remove(old)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync the folders of ``root`` (files are fsynced when written), so the rename publishes
+    entries that are on disk."""
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        with contextlib.suppress(OSError):
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     try:
@@ -115,6 +213,25 @@ def check_output_options(*, format: str, compression: str) -> None:
         raise ConfigError(msg)
 
 
+_VIEW_TYPES = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def canonical_views(table: pa.Table) -> pa.Table:
+    """``table`` with its ``string_view``/``binary_view`` columns rebuilt in one canonical layout.
+
+    The bytes of a view array are not a function of its values: how the strings are spread over
+    data buffers, and whatever bytes sit in the views of null slots, depend on how the array was
+    built (Polars writes report tables such as ``clusters`` as views, and a resumed run builds them
+    in a fresh process). A round trip through the large type rebuilds the buffers from the values
+    alone, so equal values give equal shard bytes. Types are kept.
+    """
+    for i, f in enumerate(table.schema):
+        large = _VIEW_TYPES.get(f.type)
+        if large is not None:
+            table = table.set_column(i, f, table.column(i).cast(large).cast(f.type))
+    return table
+
+
 def write_shard(
     table: pa.Table,
     path: str | Path,
@@ -137,7 +254,7 @@ def write_shard(
     """
     check_output_options(format=format, compression=compression)
     path = Path(path)
-    table = table.combine_chunks()
+    table = canonical_views(table.combine_chunks())
     codec = None if compression == "none" else compression
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,13 +299,17 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     """Load ``OUT/manifest.json``; DataError if it is missing or not valid JSON."""
     path = Path(out) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         msg = f"{out}: no {MANIFEST} (not a dataforge output, or the run did not finish)"
         raise DataError(msg) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         msg = f"{path}: manifest is corrupt: {exc}"
         raise DataError(msg) from None
+    if not isinstance(manifest, dict):
+        msg = f"{path}: manifest is corrupt: a JSON {type(manifest).__name__}, not an object"
+        raise DataError(msg)
+    return manifest
 
 
 def verify_shards(out: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
@@ -200,6 +321,9 @@ def verify_shards(out: str | Path, manifest: dict[str, Any] | None = None) -> li
     groups += list(manifest.get("reports", {}).values())
     for entries in groups:
         for entry in entries:
+            if not isinstance(entry, dict) or not {"path", "bytes", "sha256"} <= set(entry):
+                problems.append(f"manifest entry {entry!r}: needs path, bytes and sha256")
+                continue
             p = out / entry["path"]
             if not p.is_file():
                 problems.append(f"{entry['path']}: missing")

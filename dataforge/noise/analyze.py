@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from dataforge.errors import ConfigError, DataError, InputError, OutputError, ch
 from dataforge.io.inputs import InputSpec
 from dataforge.io.shards import (
     MANIFEST,
+    atomic_folder,
     atomic_path,
     check_output_options,
     write_bytes_atomic,
@@ -322,13 +322,9 @@ def _write_fixed(
         ],
     )
     ledger.check("noise fix")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     ext = "arrow" if output_format == "arrow" else "parquet"
 
-    def write_group(frame: pl.DataFrame, folder: str) -> list[dict[str, Any]]:
+    def write_group(tmp: Path, frame: pl.DataFrame, folder: str) -> list[dict[str, Any]]:
         infos = []
         table = frame.to_arrow()
         table = table.cast(
@@ -349,10 +345,10 @@ def _write_fixed(
             infos.append(info.to_dict())
         return infos
 
-    try:
-        shards = write_group(kept, "data")
-        dropped_shards = write_group(dropped, "dropped")
-        reject_shards = write_group(data.rejects, "rejects")
+    with atomic_folder(out) as tmp:
+        shards = write_group(tmp, kept, "data")
+        dropped_shards = write_group(tmp, dropped, "dropped")
+        reject_shards = write_group(tmp, data.rejects, "rejects")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         report = RunReport(
             name="noise-fix",
@@ -399,12 +395,6 @@ def _write_fixed(
         write_json_atomic(tmp / RUN_REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, report.markdown().encode())
         write_json_atomic(tmp / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "mode": fix,
         "output": str(out),

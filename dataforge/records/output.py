@@ -18,8 +18,6 @@ only when complete).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ import pyarrow as pa
 
 import dataforge
 from dataforge.errors import OutputError
-from dataforge.io.shards import MANIFEST, write_bytes_atomic, write_json_atomic, write_shard
+from dataforge.io.shards import MANIFEST, atomic_folder, write_bytes_atomic, write_json_atomic, write_shard
 from dataforge.ledger import Ledger, StepCounts
 from dataforge.records.model import AUX_TABLES, Extract
 from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
@@ -191,12 +189,8 @@ def write_records(
     rejects = run.rejects if run.rejects is not None else run.extract.rejects
     dropped = run.dropped if run.dropped is not None else run.extract.dropped
     ext = "arrow" if output_format == "arrow" else "parquet"
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
 
-    def write_group(table: pa.Table, folder: str) -> list[dict[str, Any]]:
+    def write_group(tmp: Path, table: pa.Table, folder: str) -> list[dict[str, Any]]:
         infos = []
         for i, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
             info = write_shard(
@@ -209,13 +203,13 @@ def write_records(
             infos.append(info.to_dict())
         return infos
 
-    try:
+    with atomic_folder(out) as tmp:
         manifest_tables: dict[str, Any] = {}
         all_shards: list[dict[str, Any]] = []
         for name, (frame, schema_name) in sorted(run.tables.items()):
             schema = load_schema(schema_name)
             table = conform(frame, schema)
-            shards = write_group(table, f"tables/{name}")
+            shards = write_group(tmp, table, f"tables/{name}")
             all_shards += shards
             manifest_tables[name] = {
                 "schema": {"name": schema_name, "fields": schema_to_json(schema)},
@@ -229,7 +223,7 @@ def write_records(
                 "stage": run.text_stage,
                 "schema": {"name": "rendered.v1", "fields": schema_to_json(t.schema)},
                 "rows": t.num_rows,
-                "shards": write_group(t, "text"),
+                "shards": write_group(tmp, t, "text"),
             }
         if run.instruct is not None:
             t = _stage_frame(run.instruct, stage=run.instruct_stage, domain=run.domain, kind="instruct")
@@ -237,10 +231,14 @@ def write_records(
                 "stage": run.instruct_stage,
                 "schema": {"name": "instruction.v1", "fields": schema_to_json(t.schema)},
                 "rows": t.num_rows,
-                "shards": write_group(t, "instruct"),
+                "shards": write_group(tmp, t, "instruct"),
             }
-        reject_shards = write_group(conform(rejects, REJECTS_SCHEMA), "rejects") if rejects.height else []
-        dropped_shards = write_group(conform(dropped, DROPPED_SCHEMA), "dropped") if dropped.height else []
+        reject_shards = (
+            write_group(tmp, conform(rejects, REJECTS_SCHEMA), "rejects") if rejects.height else []
+        )
+        dropped_shards = (
+            write_group(tmp, conform(dropped, DROPPED_SCHEMA), "dropped") if dropped.height else []
+        )
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         timings = dict(run.timings)
         timings["write"] = time.perf_counter() - t0
@@ -296,13 +294,6 @@ def write_records(
         write_json_atomic(tmp / REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, report.markdown().encode())
         write_json_atomic(tmp / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("%s: wrote %s", run.name, out)
     if rate_exceeded:
         msg = (

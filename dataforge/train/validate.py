@@ -113,6 +113,12 @@ def check_shards(out: str | Path) -> ValidationResult:
         stage_rows = stage_tokens = 0
         for entry in stage.get("shards", []):
             result.shards_checked += 1
+            missing = [k for k in ("path", "rows", "bytes", "sha256") if k not in entry]
+            if missing:
+                result.problems.append(
+                    f"{entry.get('path', entry)}: manifest entry lacks {', '.join(missing)}"
+                )
+                continue
             rel = entry["path"]
             p = out / rel
             if not p.is_file():
