@@ -2,11 +2,19 @@
 
 Data flow (see docs/architecture.md)::
 
-    inputs -> stage 0 tasks (read, shard steps, keys of the next global step)  [one task per file]
+    inputs -> plan: tasks of ~input.task_bytes (pieces of big files, groups of small ones)
+           -> stage 0 tasks (read, shard steps, keys of the next global step)  [one task per task]
            -> global decision (e.g. exact dedup)                              [barrier]
            -> stage 1 tasks (apply decisions, more shard steps) ...
            -> assembly: data/ dropped/ rejects/ shards of fixed row counts      [one task per shard]
            -> manifest.json (written last) and report.json / report.md
+
+A task is a list of input pieces (``dataforge.io.inputs.plan_tasks``): byte ranges of uncompressed
+JSONL/CSV files cut at newlines, row-group ranges of Parquet files, record-batch ranges of Arrow IPC
+files, whole compressed files, several small files together. Pieces are numbered from their offsets
+in the file, so provenance (``source_row``, ``source_line``) is that of the file, and tasks hold the
+input in order, so the assembled shards are the same for any ``task_bytes`` (and any executor or
+worker count). The plan is stored in the work folder (``plan.json``) and reused on resume.
 
 Work files live in ``OUT/_work/<run key>/``; every task writes a completion marker, so a rerun
 after a crash skips finished tasks and ends with the same bytes. The work folder is removed when
@@ -35,9 +43,9 @@ import pyarrow as pa
 
 import dataforge
 from dataforge.config import Pipeline
-from dataforge.errors import DataError, OutputError
+from dataforge.errors import DataError, LedgerError, OutputError
 from dataforge.executors.base import Executor, make_executor
-from dataforge.io.inputs import InputFile, discover
+from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_from_json, tasks_to_json
 from dataforge.io.readers import check_file
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
 from dataforge.ledger import Ledger, StepCounts
@@ -137,9 +145,11 @@ def fingerprint(obj: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()
 
 
-def _run_key(config_fp: str, files: list[InputFile]) -> str:
+def _run_key(config_fp: str, files: list[InputFile], task_bytes: int) -> str:
+    """Identifies a run's work folder: config, input files and the task size (task numbers, and
+    so the work files and markers, depend on the plan; the output bytes do not)."""
     ident = [(f.path, f.size, f.mtime_ns) for f in files]
-    return fingerprint({"config": config_fp, "inputs": ident})
+    return fingerprint({"config": config_fp, "inputs": ident, "task_bytes": task_bytes})
 
 
 # --------------------------------------------------------------------------- output folder
@@ -252,11 +262,15 @@ def run_pipeline(
         check_file(f, pipeline.input)
     config = config_of(pipeline)
     config_fp = fingerprint(config)
-    run_key = _run_key(config_fp, files)
+    run_key = _run_key(config_fp, files, pipeline.input.task_bytes)
     out = Path(pipeline.output.path)
     stored = _prepare_output(out, run_key, overwrite=overwrite, force=force)
     if stored is not None:
         log.info("%s is up to date (same inputs and config); nothing to do", out)
+        if not keep_work:  # a run killed after its manifest was written may have left these
+            shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+            for tmp in out.glob(".*.tmp-*"):
+                tmp.unlink(missing_ok=True)
         stored.status = "up_to_date"
         return stored
     work = out / WORK_DIR / run_key.split(":")[1][:16]
@@ -269,8 +283,11 @@ def run_pipeline(
     )
     timings: dict[str, float] = {}
     try:
-        stage_results, globals_run = _run_stages(pipeline, files, work, ex, progress, timings)
-        report = _assemble(pipeline, files, work, out, ex, progress, timings, stage_results)
+        t0 = time.perf_counter()
+        tasks = _plan(pipeline, files, work, ex, progress)
+        timings["plan"] = time.perf_counter() - t0
+        stage_results, globals_run = _run_stages(pipeline, tasks, work, ex, progress, timings)
+        report = _assemble(pipeline, files, tasks, work, out, ex, progress, timings, stage_results)
         report.reports = _publish_reports(globals_run, out)
         report.global_info = {g.name: _strip_seconds(info) for g, _, info in globals_run}
     finally:
@@ -291,9 +308,10 @@ def run_pipeline(
     rate_exceeded = pipeline.max_reject_rate is not None and report.reject_rate > pipeline.max_reject_rate
     if rate_exceeded:
         report.status = "reject_rate_exceeded"
-    _write_manifest(pipeline, files, out, report, config, config_fp)
+    # the reports first, the manifest last: a folder with a manifest is always a complete run
     write_json_atomic(out / REPORT_JSON, report.to_dict())
     write_bytes_atomic(out / REPORT_MD, report.markdown().encode("utf-8"))
+    _write_manifest(pipeline, files, out, report, config, config_fp)
     if not keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
     if rate_exceeded:
@@ -304,6 +322,24 @@ def run_pipeline(
         )
         raise RejectRateError(msg, report)
     return report
+
+
+def _plan(
+    pipeline: Pipeline, files: list[InputFile], work: Path, ex: Executor, progress: Progress
+) -> list[Task]:
+    """The run's tasks: from ``plan.json`` when resuming, else planned (newlines counted on the
+    executor) and stored."""
+    path = work / "plan.json"
+    if path.exists():
+        with contextlib.suppress(json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+            return tasks_from_json(json.loads(path.read_text())["tasks"], files)
+    tasks = plan_tasks(
+        files,
+        task_bytes=pipeline.input.task_bytes,
+        map_fn=lambda fn, items: _map(ex, fn, len(items), "plan: count lines", progress, items=items),
+    )
+    write_json_atomic(path, {"task_bytes": pipeline.input.task_bytes, "tasks": tasks_to_json(tasks, files)})
+    return tasks
 
 
 def _drop_stale_work(root: Path, *, keep: str) -> None:
@@ -319,17 +355,27 @@ def _peak_rss_mb() -> float:
     return max(own, children) / 1024.0
 
 
-def _map(ex: Executor, fn: Callable[[int], Any], n: int, label: str, progress: Progress) -> list[Any]:
+def _map(
+    ex: Executor,
+    fn: Callable[[Any], Any],
+    n: int,
+    label: str,
+    progress: Progress,
+    *,
+    items: list[Any] | None = None,
+) -> list[Any]:
     progress.start(label, n)
     try:
-        return ex.map(fn, list(range(n)), on_done=lambda i, r: progress.advance())
+        return ex.map(
+            fn, items if items is not None else list(range(n)), on_done=lambda i, r: progress.advance()
+        )
     finally:
         progress.finish()
 
 
 def _run_stages(
     pipeline: Pipeline,
-    files: list[InputFile],
+    tasks: list[Task],
     work: Path,
     ex: Executor,
     progress: Progress,
@@ -349,7 +395,7 @@ def _run_stages(
             barrier_ctx = GlobalContext(
                 work=str(work / f"g{seg.index}"),
                 stage_dir=str(work / f"s{seg.index}"),
-                n_tasks=len(files),
+                n_tasks=len(tasks),
                 partitions=gstep.partitions,
             )
             Path(barrier_ctx.work).mkdir(parents=True, exist_ok=True)
@@ -357,7 +403,7 @@ def _run_stages(
             work=str(work),
             segment=seg,
             steps=steps,
-            files=files,
+            tasks=tasks,
             input_spec=pipeline.input,
             batch_rows=pipeline.batch_rows,
             out_schema=out_schema,
@@ -367,7 +413,7 @@ def _run_stages(
         t0 = time.perf_counter()
         names = ", ".join(s.name for _, s in seg.steps) or "-"
         res = _map(
-            ex, functools.partial(run_stage_task, job), len(files), f"stage {seg.index} ({names})", progress
+            ex, functools.partial(run_stage_task, job), len(tasks), f"stage {seg.index} ({names})", progress
         )
         timings[f"stage{seg.index}"] = time.perf_counter() - t0
         results.append(res)
@@ -409,9 +455,41 @@ def _output_schemas(pipeline: Pipeline) -> tuple[pa.Schema, pa.Schema, pa.Schema
     return data, dropped, rejects
 
 
+def _task_where(task: Task) -> str:
+    p = task[0]
+    where = p.file.path if p.kind == "whole" else f"{p.file.path}[{p.kind} {p.start}:{p.end}]"
+    return where + (f" (+{len(task) - 1} more files)" if len(task) > 1 else "")
+
+
+def _per_input(files: list[InputFile], stage_results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The ledger per input file: the counts of its pieces (which may be in several tasks) added up."""
+    acc = {f.path: {"path": f.path, "rows_in": 0, "kept": 0, "dropped": 0, "rejected": 0} for f in files}
+    last = len(stage_results) - 1
+    for s, results in enumerate(stage_results):
+        for res in results:
+            for path, c in res.get("sources", {}).items():
+                e = acc[path]
+                if s == 0:
+                    e["rows_in"] += c["rows_in"]
+                    e["rejected"] += c["rejected"]
+                e["dropped"] += c["dropped"]
+                if s == last:
+                    e["kept"] += c["live"]
+    per_input = list(acc.values())
+    for e in per_input:
+        if e["rows_in"] != e["kept"] + e["dropped"] + e["rejected"]:
+            msg = (
+                f"{e['path']}: ledger does not add up: rows_in={e['rows_in']} but kept={e['kept']} + "
+                f"dropped={e['dropped']} + rejected={e['rejected']}"
+            )
+            raise LedgerError(msg)
+    return per_input
+
+
 def _assemble(
     pipeline: Pipeline,
     files: list[InputFile],
+    tasks: list[Task],
     work: Path,
     out: Path,
     ex: Executor,
@@ -420,23 +498,14 @@ def _assemble(
     stage_results: list[list[dict[str, Any]]],
 ) -> RunReport:
     t0 = time.perf_counter()
-    n_tasks = len(files)
+    n_tasks = len(tasks)
     ledger = Ledger.empty([s.name for s in pipeline.steps])
-    per_input = []
     for t in range(n_tasks):
         led = _task_ledger(pipeline, stage_results, t)
-        led.check(where=files[t].path)
+        led.check(where=_task_where(tasks[t]))
         ledger.add(led)
-        per_input.append(
-            {
-                "path": files[t].path,
-                "rows_in": led.rows_in,
-                "kept": led.kept,
-                "dropped": led.dropped_total,
-                "rejected": led.rejected_total,
-            }
-        )
     ledger.check()
+    per_input = _per_input(files, stage_results)
     data_schema, dropped_schema, rejects_schema = _output_schemas(pipeline)
     last = len(stage_results) - 1
     o = pipeline.output
@@ -451,10 +520,11 @@ def _assemble(
         )
     ]
     if o.keep_dropped:
+        # stage by stage, each in input order: the same rows in the same order for any split
         counts = [
             (str(stage_file(work, s, t, "dropped")), stage_results[s][t]["dropped_rows"])
-            for t in range(n_tasks)
             for s in range(len(stage_results))
+            for t in range(n_tasks)
         ]
         groups.append(("dropped", dropped_schema, counts))
     rej_counts = [
@@ -501,7 +571,7 @@ def _publish_reports(
 ) -> dict[str, list[dict[str, Any]]]:
     """Copy the report tables global steps wrote (e.g. ``clusters``) to ``OUT/<name>/``."""
     from dataforge.io.shards import write_shard
-    from dataforge.stages import read_ipc
+    from dataforge.stages import canonical_table, read_ipc
 
     published: dict[str, list[dict[str, Any]]] = {}
     for gstep, ctx, _ in globals_run:
@@ -509,7 +579,8 @@ def _publish_reports(
             src = Path(ctx.path(f"{name}.arrow"))
             if not src.exists():
                 continue
-            info = write_shard(read_ipc(src), out / name / "part-00000.arrow", relative_to=out)
+            table = canonical_table(read_ipc(src))
+            info = write_shard(table, out / name / "part-00000.arrow", relative_to=out)
             published[name] = [info.to_dict()]
     return published
 

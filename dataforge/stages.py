@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from dataforge.errors import DataError
-from dataforge.io.inputs import InputFile, InputSpec
+from dataforge.errors import DataError, OutputError
+from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import tmp_name, write_json_atomic, write_shard
 from dataforge.schemas import conform, extend, load_schema
@@ -123,13 +124,19 @@ class _IpcSink:
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table)
+            try:
+                self._writer.write_table(table)
+            except OSError as exc:
+                raise _work_error(self.path, exc) from None
             self.rows += table.num_rows
 
     def commit(self) -> None:
-        self._writer.close()
-        self._sink.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._writer.close()
+            self._sink.close()
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise _work_error(self.path, exc) from None
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -138,6 +145,44 @@ class _IpcSink:
             self._sink.close()
         with contextlib.suppress(OSError):
             self.tmp.unlink()
+
+
+def _work_error(path: Path, exc: OSError) -> OutputError:
+    """A work file could not be written (disk full, quota, read-only): name the file."""
+    return OutputError(f"cannot write work file {path}: {exc.strerror or exc}")
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with string/binary views replaced by large strings/binaries (also inside lists and
+    structs)."""
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _plain_type(t.value_type)
+        return t if inner == t.value_type else pa.large_list(t.value_field.with_type(inner))
+    if pa.types.is_struct(t):
+        fields = [t.field(i) for i in range(t.num_fields)]
+        plain = [f.with_type(_plain_type(f.type)) for f in fields]
+        return t if plain == fields else pa.struct(plain)
+    return t
+
+
+def canonical_table(table: pa.Table) -> pa.Table:
+    """The same table in freshly allocated, exactly sized buffers.
+
+    The Arrow IPC writer writes the buffers an array holds, not only the bytes its rows use: the
+    unused tail of a buffer a slice came from, or the shared data buffers of string views. Those
+    depend on how the rows were batched (which differs with the task split), so without this copy
+    equal tables could give different shard bytes.
+    """
+    plain = pa.schema(
+        [f.with_type(_plain_type(f.type)) for f in table.schema], metadata=table.schema.metadata
+    )
+    t = table.cast(plain) if plain != table.schema else table
+    t = t.take(pa.array(np.arange(t.num_rows, dtype=np.int64)))
+    return t.cast(table.schema) if plain != table.schema else t
 
 
 def read_ipc(path: str | Path) -> pa.Table:
@@ -161,7 +206,7 @@ class StageJob:
     work: str
     segment: Segment
     steps: list[Step]
-    files: list[InputFile]
+    tasks: list[Task]  # the input pieces of every task (see dataforge.io.inputs.plan_tasks)
     input_spec: InputSpec
     batch_rows: int
     out_schema: pa.Schema  # live schema at the end of this stage
@@ -202,6 +247,53 @@ class _Counts:
         }
 
 
+class _BatchDrops:
+    """The rows one batch loses, in the batch's row order (not step by step).
+
+    Dropped rows are written in input order within each task and stage, so that the ``dropped/``
+    shards do not depend on how the input was cut into tasks and batches. ``pos`` follows each
+    surviving row's position in the batch as steps remove rows.
+    """
+
+    def __init__(self, n: int, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.pos = np.arange(n, dtype=np.int64)
+        self.tables: list[pa.Table] = []
+        self.order: list[np.ndarray] = []
+        self.sources: Counter[str] = Counter()
+
+    def add(self, dropped: pl.DataFrame, mask: pl.Series) -> None:
+        m = mask.to_numpy()
+        self.order.append(self.pos[m])
+        self.pos = self.pos[~m]
+        self.tables.append(conform(dropped, self.schema))
+        _count_sources(self.sources, dropped)
+
+    def flush(self, sink: _IpcSink, sources: Counter[str]) -> None:
+        if not self.tables:
+            return
+        table = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+        if len(self.tables) > 1:
+            table = table.take(pa.array(np.argsort(np.concatenate(self.order), kind="stable")))
+        sink.write(table)
+        sources.update(self.sources)
+        self.tables, self.order = [], []
+        self.sources = Counter()
+
+
+def _count_sources(counter: Counter[str], frame: pl.DataFrame) -> None:
+    """Rows per input file (``_source``) of ``frame``, for the per-input ledger."""
+    if frame.height == 0:
+        return
+    src = frame["_source"]
+    first = src[0]
+    if src[-1] == first and (src == first).all():
+        counter[first] += frame.height
+        return
+    for name, n in frame.group_by("_source", maintain_order=True).len().iter_rows():
+        counter[name] += n
+
+
 def _apply(
     pos: int,
     step: Step,
@@ -209,10 +301,10 @@ def _apply(
     out: StepOutput,
     counts: _Counts,
     keep_cols: list[str],
-    dropped_sink: _IpcSink,
+    drops: _BatchDrops,
     seconds: float,
 ) -> pl.DataFrame:
-    """Book one step's output: split kept/dropped, count, write dropped rows."""
+    """Book one step's output: split kept/dropped, count, collect dropped rows."""
     h = frame.height
     result = out.frame
     if result.height != h:
@@ -245,7 +337,7 @@ def _apply(
     ).filter(mask)
     for r, n in dropped.group_by("_drop_reason").len().iter_rows():
         c["dropped"][r] += n
-    dropped_sink.write(conform(dropped, dropped_sink.schema))
+    drops.add(dropped, mask)
     c["kept"] += h - n_drop
     return result.filter(~mask)
 
@@ -290,10 +382,16 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
     decisions = _decisions_for(job, task)
     in_pos = 0  # position among the previous stage's live rows (decision key)
     ord_ = 0  # position among this stage's live rows (key for the next barrier)
+    # per input file: rows read and rejected (stage 0), dropped and live (every stage)
+    src_in: Counter[str] = Counter()
+    src_rejected: Counter[str] = Counter()
+    src_dropped: Counter[str] = Counter()
+    src_live: Counter[str] = Counter()
     try:
-        for frame in _source_frames(job, task, rejects, rejected):
+        for frame in _source_frames(job, task, rejects, rejected, src_in, src_rejected):
             if seg.index == 0:
                 rows_in += frame.height
+            drops = _BatchDrops(frame.height, dropped.schema)
             if seg.prelude:
                 ppos, pstep = seg.prelude
                 dec = _slice_decisions(decisions, in_pos, frame.height)
@@ -302,7 +400,7 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 out = pstep.annotate(frame, dec, actx)
                 cols = columns_after[ppos]
-                frame = _apply(ppos, pstep, frame, out, counts, cols, dropped, time.perf_counter() - t0)
+                frame = _apply(ppos, pstep, frame, out, counts, cols, drops, time.perf_counter() - t0)
             for pos, step in seg.steps:
                 cols = columns_after[pos]
                 t0 = time.perf_counter()
@@ -310,7 +408,8 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
                     out = step.apply(frame)
                 else:
                     out = StepOutput(_with_nulls(frame, step))
-                frame = _apply(pos, step, frame, out, counts, cols, dropped, time.perf_counter() - t0)
+                frame = _apply(pos, step, frame, out, counts, cols, drops, time.perf_counter() - t0)
+            drops.flush(dropped, src_dropped)
             if key_sinks and seg.barrier and frame.height:
                 kctx = dataclasses.replace(job.barrier_ctx, task=task, ord_offset=ord_)  # type: ignore[type-var]
                 k = seg.barrier[1].keys(frame, kctx)
@@ -326,6 +425,7 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
                         ).items():
                             key_sinks[int(part)].write(conform(sub, key_sinks[int(part)].schema))
             ord_ += frame.height
+            _count_sources(src_live, frame)
             live.write(conform(frame, job.out_schema))
         for s in sinks:
             s.commit()
@@ -342,6 +442,15 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
         "dropped_rows": dropped.rows,
         "reject_rows": rejects.rows if rejects else 0,
         "steps": counts.to_json(),
+        "sources": {
+            path: {
+                "rows_in": src_in[path],
+                "rejected": src_rejected[path],
+                "dropped": src_dropped[path],
+                "live": src_live[path],
+            }
+            for path in sorted(set(src_in) | set(src_dropped) | set(src_live) | set(src_rejected))
+        },
     }
     write_json_atomic(marker, result)
     return result
@@ -363,17 +472,26 @@ def _slice_decisions(decisions: pl.DataFrame | None, start: int, n: int) -> pl.D
 
 
 def _source_frames(
-    job: StageJob, task: int, rejects: _IpcSink | None, rejected: Counter[str]
+    job: StageJob,
+    task: int,
+    rejects: _IpcSink | None,
+    rejected: Counter[str],
+    src_in: Counter[str],
+    src_rejected: Counter[str],
 ) -> Iterator[pl.DataFrame]:
     seg = job.segment
     if seg.index == 0:
-        f = job.files[task]
-        for batch in read_batches(f, job.input_spec, batch_rows=job.batch_rows):
-            if batch.rejects.height and rejects is not None:
-                rejects.write(conform(batch.rejects, rejects.schema))
-                for r, n in batch.rejects.group_by("reason").len().iter_rows():
-                    rejected[r] += n
-            yield batch.docs
+        for piece in job.tasks[task]:
+            path = piece.file.path
+            src_in[path] += 0  # every file of the task gets a ledger entry, even an empty one
+            for batch in read_batches(piece.file, job.input_spec, batch_rows=job.batch_rows, piece=piece):
+                if batch.rejects.height and rejects is not None:
+                    rejects.write(conform(batch.rejects, rejects.schema))
+                    for r, n in batch.rejects.group_by("reason").len().iter_rows():
+                        rejected[r] += n
+                    src_rejected[path] += batch.rejects.height
+                src_in[path] += batch.docs.height + batch.rejects.height
+                yield batch.docs
         return
     prev = stage_file(job.work, seg.index - 1, task, "live")
     table = read_ipc(prev)
@@ -439,7 +557,7 @@ def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
         t = read_ipc(path).slice(offset, rows)
         t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
         tables.append(conform(t, job.schema))
-    table = pa.concat_tables(tables) if tables else job.schema.empty_table()
+    table = canonical_table(pa.concat_tables(tables) if tables else job.schema.empty_table())
     target = Path(job.out) / shard_name(job.subdir, index, job.format)
     target.parent.mkdir(parents=True, exist_ok=True)
     info = write_shard(table, target, format=job.format, compression=job.compression, relative_to=job.out)

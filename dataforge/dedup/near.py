@@ -37,7 +37,7 @@ from scipy.stats import binom
 from dataforge.dedup import clusters as cl
 from dataforge.dedup.lsh import band_hashes, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
-from dataforge.errors import ConfigError, choices
+from dataforge.errors import ConfigError, OutputError, choices
 from dataforge.io.shards import atomic_path
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
@@ -401,15 +401,23 @@ def _parse_dates(raw: pl.Series, fmt: str) -> pl.Series:
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    except (OSError, ValueError) as exc:  # numpy reports a short write as ValueError
+        msg = f"cannot write work file {path}: {getattr(exc, 'strerror', None) or exc}"
+        raise OutputError(msg) from None
 
 
 def _write_ipc(path: str, frame: pl.DataFrame) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_path(path) as tmp:
-        frame.write_ipc(tmp, compression="uncompressed")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path) as tmp:
+            frame.write_ipc(tmp, compression="uncompressed")
+    except OSError as exc:
+        msg = f"cannot write work file {path}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
 
 
 def _band_table(

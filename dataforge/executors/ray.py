@@ -52,6 +52,9 @@ class RayExecutor:
             if self.address:
                 kwargs["address"] = self.address
             else:
+                # "local" starts a new instance even when another cluster runs on this machine
+                # (ray.init() would join it, and refuse num_cpus)
+                kwargs["address"] = "local"
                 kwargs["num_cpus"] = self.workers
             os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
             log.info("starting Ray (%s)", self.address or f"local, {self.workers} CPUs")

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from dataforge.errors import InputError
-from dataforge.io.inputs import InputFile, InputSpec
+from dataforge.io.inputs import InputFile, InputSpec, Piece
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,45 @@ def open_binary(f: InputFile) -> IO[bytes]:
     return fh
 
 
+class _ByteRange(io.RawIOBase):
+    """Bytes ``[start, end)`` of a file, as a stream that ends at ``end``."""
+
+    def __init__(self, path: str, start: int, end: int) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._fh.seek(start)
+        self._left = max(0, end - start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buf)
+        n = self._fh.readinto(view[: min(len(view), self._left)]) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def open_piece(f: InputFile, piece: Piece | None) -> IO[bytes]:
+    """Open the bytes of ``piece`` (the whole file, decompressed, for None or a ``whole`` piece)."""
+    if piece is None or piece.kind == "whole":
+        return open_binary(f)
+    if piece.kind != "bytes" or f.compression != "none":
+        msg = f"{f.path}: a {piece.kind} piece of a {f.compression}-compressed {f.format} file cannot be read as bytes"
+        raise InputError(msg)
+    return io.BufferedReader(_ByteRange(f.path, piece.start, piece.end), buffer_size=1 << 20)  # type: ignore[return-value]
+
+
+def _tail_piece(piece: Piece | None) -> bool:
+    """True for a piece that starts after the beginning of its file."""
+    return piece is not None and piece.kind != "whole" and (piece.start > 0 or piece.first_row > 0)
+
+
 _STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
 
 
@@ -286,11 +325,14 @@ def _excerpt(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _read_jsonl(f: InputFile, spec: InputSpec, b: _Builder) -> Iterator[ReadBatch]:
+def _read_jsonl(
+    f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = None
+) -> Iterator[ReadBatch]:
     tf, idf = spec.text_field, spec.id_field
-    row = -1
-    lineno = 0
-    with open_binary(f) as stream:
+    # a piece numbers its records from its offsets in the file (see dataforge.io.inputs)
+    row = piece.first_row - 1 if piece is not None else -1
+    lineno = piece.first_line - 1 if piece is not None else 0
+    with open_piece(f, piece) as stream:
         for lines, stream_error, tail in _iter_line_chunks(stream):
             if lines and _fast_jsonl_chunk(f.path, lines, lineno + 1, row + 1, tf, idf, b):
                 lineno += len(lines)
@@ -452,7 +494,7 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 
 def _csv_header(f: InputFile) -> list[str]:
     with open_binary(f) as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
         try:
             return next(csv.reader(text, delimiter=f.delimiter))
         except StopIteration:
@@ -462,26 +504,40 @@ def _csv_header(f: InputFile) -> list[str]:
             raise InputError(msg) from None
 
 
-def _read_csv(f: InputFile, spec: InputSpec, b: _Builder) -> Iterator[ReadBatch]:
+def _read_csv(f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = None) -> Iterator[ReadBatch]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     tf, idf = spec.text_field, spec.id_field
-    with open_binary(f) as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    tail = _tail_piece(piece)
+    with open_piece(f, piece) as stream:
+        # a BOM is only stripped at the start of the file
+        encoding = "utf-8" if tail else "utf-8-sig"
+        text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
         tap = _LineTap(text)
         reader = csv.reader(tap, delimiter=f.delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
+        if tail:
+            # a later piece of a split CSV (no quotes: one line per record, one-line header)
+            assert piece is not None
+            header = _csv_header(f)
+            line0, first_row = piece.first_line - 1, piece.first_row
+        else:
+            try:
+                header = next(reader)
+            except StopIteration:
+                return
+            line0, first_row = 0, 0
         if tf not in header:
             msg = f"{f.path}: CSV header has no text column {tf!r}; columns: {', '.join(header)}"
+            raise InputError(msg)
+        dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if dup is not None:  # a second column of the same name would overwrite the first in meta
+            msg = f"{f.path}: CSV header repeats column {dup!r}; columns: {', '.join(header)}"
             raise InputError(msg)
         ti = header.index(tf)
         ii = header.index(idf) if idf in header else None
         others = [(i, h) for i, h in enumerate(header) if i != ti and i != ii]
         width = len(header)
-        row = -1
-        line_end = reader.line_num
+        row = first_row - 1
+        line_end = line0 + reader.line_num
         while True:
             tap.taken = []
             start = line_end + 1
@@ -491,12 +547,12 @@ def _read_csv(f: InputFile, spec: InputSpec, b: _Builder) -> Iterator[ReadBatch]
                 break
             except csv.Error as exc:
                 row += 1
-                line_end = reader.line_num
+                line_end = line0 + reader.line_num
                 raw = "".join(tap.taken).encode("utf-8", "surrogateescape")
                 b.reject(row, start, "bad_csv", f"{f.path}:{start}: {exc}", raw)
                 continue
             row += 1
-            line_end = reader.line_num
+            line_end = line0 + reader.line_num
             raw_text = "".join(tap.taken)
             where = f"{f.path}:{start}"
             if _SURROGATE.search(raw_text):
@@ -564,27 +620,33 @@ def _open_ipc(src: Any) -> Any:
         return ipc.open_stream(src)
 
 
-def _iter_columnar(f: InputFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _iter_columnar(f: InputFile, batch_rows: int, piece: Piece | None = None) -> Iterator[pa.RecordBatch]:
     src = _columnar_source(f)
+    ranged = piece is not None and piece.kind in ("row_groups", "batches")
     if f.format == "parquet":
-        yield from pq.ParquetFile(src).iter_batches(batch_size=batch_rows)
+        pf = pq.ParquetFile(src)
+        groups = list(range(piece.start, piece.end)) if ranged and piece is not None else None
+        yield from pf.iter_batches(batch_size=batch_rows, row_groups=groups)
         return
     reader = _open_ipc(src)
     if isinstance(reader, ipc.RecordBatchFileReader):
-        for i in range(reader.num_record_batches):
+        lo, hi = (piece.start, piece.end) if ranged and piece is not None else (0, reader.num_record_batches)
+        for i in range(lo, hi):
             yield reader.get_batch(i)
     else:
         yield from reader
 
 
-def _read_columnar(f: InputFile, spec: InputSpec, b: _Builder, batch_rows: int) -> Iterator[ReadBatch]:
+def _read_columnar(
+    f: InputFile, spec: InputSpec, b: _Builder, batch_rows: int, piece: Piece | None = None
+) -> Iterator[ReadBatch]:
     tf, idf = spec.text_field, spec.id_field
     schema = columnar_schema(f)
     if tf not in schema.names:
         msg = f"{f.path}: no text column {tf!r}; columns: {', '.join(schema.names)}"
         raise InputError(msg)
-    offset = 0
-    it = _iter_columnar(f, batch_rows)
+    offset = piece.first_row if piece is not None else 0  # row numbers stay those of the file
+    it = _iter_columnar(f, batch_rows, piece)
     while True:
         try:
             rb = next(it)
@@ -716,29 +778,40 @@ def check_file(f: InputFile, spec: InputSpec) -> None:
         if header and spec.text_field not in header:
             msg = f"{f.path}: CSV header has no text column {spec.text_field!r}; columns: {', '.join(header)}"
             raise InputError(msg)
+        dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if dup is not None:
+            msg = f"{f.path}: CSV header repeats column {dup!r}; columns: {', '.join(header)}"
+            raise InputError(msg)
 
 
 def read_batches(
-    f: InputFile, spec: InputSpec, *, batch_rows: int = 10_000, batch_bytes: int = 64 << 20
+    f: InputFile,
+    spec: InputSpec,
+    *,
+    batch_rows: int = 10_000,
+    batch_bytes: int = 64 << 20,
+    piece: Piece | None = None,
 ) -> Iterator[ReadBatch]:
-    """Read ``f`` as batches of documents and rejects, in file order.
+    """Read ``f`` (or one piece of it) as batches of documents and rejects, in file order.
 
     Args:
         f: the file (from ``discover``).
         spec: text and id fields.
         batch_rows: cut a batch after this many records.
         batch_bytes: or after this many bytes of text.
+        piece: read only this piece of ``f`` (from ``dataforge.io.inputs.plan_tasks``); rows,
+            lines, generated ids and rejects are numbered as in the whole file.
 
     Returns:
         An iterator of ReadBatch; concatenated, ``docs`` and ``rejects`` hold every record once.
     """
     b = _Builder(f.path, batch_rows, batch_bytes)
     if f.format == "jsonl":
-        gen = _read_jsonl(f, spec, b)
+        gen = _read_jsonl(f, spec, b, piece)
     elif f.format == "csv":
-        gen = _read_csv(f, spec, b)
+        gen = _read_csv(f, spec, b, piece)
     elif f.format in ("parquet", "arrow"):
-        yield from _read_columnar(f, spec, b, batch_rows)
+        yield from _read_columnar(f, spec, b, batch_rows, piece)
         return
     else:  # pragma: no cover - discover() only yields known formats
         msg = f"unknown format {f.format!r}"
@@ -746,3 +819,10 @@ def read_batches(
     yield from gen
     if b.pending():
         yield b.flush()
+
+
+def read_piece(
+    piece: Piece, spec: InputSpec, *, batch_rows: int = 10_000, batch_bytes: int = 64 << 20
+) -> Iterator[ReadBatch]:
+    """Read one piece of a file (see :func:`read_batches`)."""
+    return read_batches(piece.file, spec, batch_rows=batch_rows, batch_bytes=batch_bytes, piece=piece)

@@ -229,12 +229,6 @@ def test_full_disk_during_stage_tasks_recovers(name, references, news_parts, cur
         assert leftovers(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages.py: an OSError while a stage task writes its work files (_IpcSink.write / "
-    "commit, ENOSPC) is not turned into an OutputError: the CLI prints 'internal error: OSError: "
-    "[Errno 28] Error writing bytes to file' (exit 3) without naming the file",
-)
 @pytest.mark.parametrize("name", ["clean", "dedup"])
 def test_full_disk_during_stage_tasks_is_a_clear_error(name, news_parts, curriculum_sources, tmp_path):
     """The disk fills during stage-0 tasks: the error should be an OutputError (exit 2) naming the

@@ -175,39 +175,42 @@ def test_curriculum_overwrite_killed_between_renames(curriculum_sources, curricu
     assert leftovers(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner: a run killed after manifest.json is renamed in but before report.json is "
-    "written leaves a manifest without report; the rerun then refuses the folder as 'the output of "
-    "another run' (exit 2) instead of finishing it (dataforge/runner.py _prepare_output)",
-)
-def test_clean_killed_between_manifest_and_report(news_parts, clean_ref, tmp_path):
-    """SIGKILL ``clean`` after the manifest, before report.json: the rerun finishes the run."""
+def test_clean_killed_before_report_json(news_parts, clean_ref, tmp_path):
+    """SIGKILL ``clean`` as report.json is renamed in: the manifest (written last) is not there
+    yet, so the folder is not a finished run, and the rerun resumes and finishes it."""
     out = tmp_path / "out"
     args = clean_args(news_parts, out)
     kill_at(args, tmp_path, rename="*/report.json")
-    assert (out / "manifest.json").exists()
+    assert not (out / "manifest.json").exists()
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert digests(out) == digests(clean_ref)
     assert leftovers(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner: a run killed after report.json but before report.md / the removal of _work "
-    "is 'up to date' on rerun, which returns early and never removes OUT/_work nor the "
-    ".report.md.tmp-* file (dataforge/runner.py run_pipeline: up-to-date path)",
-)
 def test_clean_killed_before_report_md(news_parts, clean_ref, tmp_path):
     """SIGKILL ``clean`` just before report.md is renamed in: the rerun leaves nothing behind."""
     out = tmp_path / "out"
     args = clean_args(news_parts, out)
     kill_at(args, tmp_path, rename="*/report.md")
+    assert not (out / "manifest.json").exists()
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert digests(out) == digests(clean_ref)
     assert (out / "report.md").exists()
+    assert leftovers(out) == []
+
+
+def test_clean_killed_after_manifest_before_cleanup(news_parts, clean_ref, tmp_path):
+    """SIGKILL ``clean`` after its manifest is in place but before the work folder is removed:
+    the rerun is up to date and removes what the killed run left."""
+    out = tmp_path / "out"
+    args = clean_args(news_parts, out)
+    kill_at(args, tmp_path, call="shutil:rmtree")
+    assert (out / "manifest.json").exists() and (out / "_work").exists()
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert digests(out) == digests(clean_ref)
     assert leftovers(out) == []
 
 
