@@ -32,19 +32,22 @@ def _commands(group: click.Group, prefix: str) -> list[tuple[str, click.Command]
     return out
 
 
+def _context(cmd: click.Command, name: str, parent: click.Context | None = None) -> click.Context:
+    # the command's own context_settings (e.g. -h as a help option), as when it is invoked
+    settings = {**cmd.context_settings, "terminal_width": 100, "max_content_width": 100}
+    return click.Context(cmd, info_name=name, parent=parent, **settings)
+
+
 def _help_text(cmd: click.Command, name: str) -> str:
-    parent = click.Context(click.Group(name.split()[0]), info_name=name.rsplit(" ", 1)[0])
-    ctx = click.Context(
-        cmd, info_name=name.rsplit(" ", 1)[-1], parent=parent, terminal_width=100, max_content_width=100
-    )
-    return cmd.get_help(ctx)
+    parent = _context(click.Group(name.split()[0]), name.rsplit(" ", 1)[0])
+    return cmd.get_help(_context(cmd, name.rsplit(" ", 1)[-1], parent))
 
 
 def cli_reference() -> str:
     """Markdown reference of every ``dataforge`` command: its ``--help`` text."""
     from dataforge.cli import cli
 
-    root = click.Context(cli, info_name="dataforge", terminal_width=100, max_content_width=100)
+    root = _context(cli, "dataforge")
     lines = [
         HEADER,
         "# CLI reference\n",

@@ -14,8 +14,13 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_generated_references_are_up_to_date():
-    stale = [name for name, fn in GENERATED.items() if (DOCS / name).read_text(encoding="utf-8") != fn()]
-    assert not stale, f"{stale} out of date: run `make docs` (python -m dataforge.docgen) and commit"
+    import difflib
+
+    for name, fn in GENERATED.items():
+        committed = (DOCS / name).read_text(encoding="utf-8")
+        fresh = fn()
+        diff = "".join(list(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True)))[:40])
+        assert committed == fresh, f"{name} out of date: run `make docs` and commit\n{diff}"
 
 
 def test_cli_reference_covers_every_command():

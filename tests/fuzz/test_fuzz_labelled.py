@@ -158,6 +158,10 @@ def labelled_csv(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, Any]]]:
             cells["label"] = ""
         if kind == "quoted":
             cells["text"] = 'say "hi",\nthen\r\nleave'
+        if kind == "bad_utf8":
+            # the invalid byte goes in front of the row: its first field must not need quoting,
+            # or the byte would put the opening quote mid-field and change how the row splits
+            cells[header[0]] = "bad"
         row = [cells[h] for h in header] + (["extra"] if kind == "ragged" else [])
         buf = io.StringIO(newline="")
         csv.writer(buf, lineterminator="\n").writerow(row)
