@@ -94,6 +94,7 @@ from dataforge.errors import ConfigError, DataError, InputError, OutputError, ch
 from dataforge.io.shards import (
     MANIFEST,
     atomic_folder,
+    check_replaceable,
     read_manifest,
     read_shard,
     sha256_file,
@@ -102,7 +103,7 @@ from dataforge.io.shards import (
     write_shard,
 )
 from dataforge.ledger import Ledger, StepCounts
-from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
 from dataforge.runner import fingerprint
 from dataforge.schemas import conform, extend, load_schema, schema_to_json
 from dataforge.train.tokenizer import ByteTokenizer, tokenizer_spec, training_text
@@ -1009,21 +1010,7 @@ def _check_output(out: Path, spec: CurriculumSpec, *, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         msg = f"output {str(out)!r} exists and is not a folder"
         raise OutputError(msg)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            msg = f"output folder {str(out)!r} is not empty; pass --overwrite to replace it"
-            raise OutputError(msg)
-        if not (out / MANIFEST).exists() and not (out / REPORT_JSON).exists():
-            msg = f"refusing to overwrite {str(out)!r}: it is not a dataforge output folder"
-            raise OutputError(msg)
-
-
-def _peak_rss_mb() -> float:
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    check_replaceable(out, overwrite=overwrite)
 
 
 def build_curriculum(
@@ -1140,7 +1127,7 @@ def build_curriculum(
             timings=timings,
             started_at=started,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            peak_rss_mb=_peak_rss_mb(),
+            peak_rss_mb=peak_rss_mb(),
             config_fingerprint=config_fp,
             dataforge_version=dataforge.__version__,
             config=config,

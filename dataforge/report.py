@@ -17,6 +17,17 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process or of its largest finished child (MiB; ru_maxrss is KiB
+    on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
 @dataclass
 class RunReport:
     """Counts and metadata of one run. ``rows_in == kept + dropped + rejected`` always holds."""

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import time
 from collections import Counter
@@ -49,7 +48,7 @@ from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_fro
 from dataforge.io.readers import check_file
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
 from dataforge.ledger import Ledger, StepCounts
-from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
 from dataforge.schemas import extend, load_schema, schema_to_json
 from dataforge.stages import (
     DROP_FIELDS,
@@ -302,7 +301,7 @@ def run_pipeline(
     report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     timings["total"] = time.perf_counter() - t_start
     report.timings = timings
-    report.peak_rss_mb = _peak_rss_mb()
+    report.peak_rss_mb = peak_rss_mb()
     report.max_reject_rate = pipeline.max_reject_rate
     report.dataforge_version = dataforge.__version__
     rate_exceeded = pipeline.max_reject_rate is not None and report.reject_rate > pipeline.max_reject_rate
@@ -347,12 +346,6 @@ def _drop_stale_work(root: Path, *, keep: str) -> None:
         for p in root.iterdir():
             if p.name != keep:
                 shutil.rmtree(p, ignore_errors=True)
-
-
-def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024.0
 
 
 def _map(

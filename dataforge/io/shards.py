@@ -124,6 +124,18 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def check_replaceable(out: Path, *, overwrite: bool, what: str = "output folder") -> None:
+    """Refuse to write into ``out`` unless it is empty or missing, or (with ``overwrite``) a
+    dataforge output folder (it holds a manifest or a run report). OutputError otherwise."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            msg = f"{what} {str(out)!r} is not empty; pass --overwrite to replace it"
+            raise OutputError(msg)
+        if not (out / MANIFEST).exists() and not (out / "report.json").exists():
+            msg = f"refusing to overwrite {str(out)!r}: it is not a dataforge output folder"
+            raise OutputError(msg)
+
+
 @contextlib.contextmanager
 def atomic_folder(out: str | Path) -> Iterator[Path]:
     """Build a whole output folder under ``.OUT.partial-<pid>`` and put it in place when complete.

@@ -28,6 +28,7 @@ from dataforge.io.shards import (
     atomic_folder,
     atomic_path,
     check_output_options,
+    check_replaceable,
     write_bytes_atomic,
     write_json_atomic,
     write_shard,
@@ -258,13 +259,7 @@ def _write_fixed(
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """Write the fixed shards (data/, dropped/, rejects/), manifest and run report into ``out`` atomically."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            msg = f"fixed output folder {str(out)!r} is not empty; pass --overwrite to replace it"
-            raise OutputError(msg)
-        if not (out / MANIFEST).exists() and not (out / RUN_REPORT_JSON).exists():
-            msg = f"refusing to overwrite {str(out)!r}: it is not a dataforge output folder"
-            raise OutputError(msg)
+    check_replaceable(out, overwrite=overwrite, what="fixed output folder")
     t0 = time.perf_counter()
     flagged = issues_frame["is_issue"]
     confident = issues_frame["suggested_prob"] >= min_confidence

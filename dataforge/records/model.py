@@ -165,21 +165,6 @@ class Extract:
             "rejected": self.rejects.height,
         }
 
-    def merge(self, other: Extract) -> None:
-        """Add ``other``'s tables, counts and accounting to this extract (same schemas per table)."""
-        for name, frame in other.tables.items():
-            if name in self.tables:
-                self.tables[name] = pl.concat([self.tables[name], frame], how="diagonal_relaxed")
-            else:
-                self.tables[name] = frame
-        self.rows_in += other.rows_in
-        self.inputs.extend(other.inputs)
-        self.counters.update(other.counters)
-        self._rejects.extend(other._rejects)
-        self._reject_frames.extend(other._reject_frames)
-        self._dropped.extend(other._dropped)
-        self._dropped_frames.extend(other._dropped_frames)
-
 
 def _fit(frame: pl.DataFrame, columns: dict[str, Any]) -> pl.DataFrame:
     return frame.select(

@@ -28,11 +28,17 @@ import polars as pl
 import pyarrow as pa
 
 import dataforge
-from dataforge.errors import OutputError
-from dataforge.io.shards import MANIFEST, atomic_folder, write_bytes_atomic, write_json_atomic, write_shard
+from dataforge.io.shards import (
+    MANIFEST,
+    atomic_folder,
+    check_replaceable,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_shard,
+)
 from dataforge.ledger import Ledger, StepCounts
 from dataforge.records.model import AUX_TABLES, Extract
-from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
 from dataforge.schemas import conform, extend, load_schema, schema_to_json
 
 log = logging.getLogger(__name__)
@@ -133,20 +139,6 @@ def per_input(run: RecordsRun, rejects: pl.DataFrame, dropped: pl.DataFrame) -> 
     return out
 
 
-def _peak_rss_mb() -> float:
-    import resource
-    import sys
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
-def _string_types(table: pa.Table) -> pa.Table:
-    return table.cast(
-        pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema])
-    )
-
-
 def _stage_frame(frame: pl.DataFrame, *, stage: int, domain: str, kind: str) -> pa.Table:
     if kind == "text":
         f = frame.with_columns(
@@ -177,13 +169,7 @@ def write_records(
 ) -> RunReport:
     """Write ``run`` into ``out`` atomically and return its report."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            msg = f"output folder {str(out)!r} is not empty; pass --overwrite to replace it"
-            raise OutputError(msg)
-        if not (out / MANIFEST).exists() and not (out / REPORT_JSON).exists():
-            msg = f"refusing to overwrite {str(out)!r}: it is not a dataforge output folder"
-            raise OutputError(msg)
+    check_replaceable(out, overwrite=overwrite)
     t0 = time.perf_counter()
     ledger = ledger_of(run)
     rejects = run.rejects if run.rejects is not None else run.extract.rejects
@@ -251,7 +237,7 @@ def write_records(
             reject_shards=reject_shards,
             per_input=per_input(run, rejects, dropped),
             timings=timings,
-            peak_rss_mb=_peak_rss_mb(),
+            peak_rss_mb=peak_rss_mb(),
             started_at=now,
             finished_at=now,
             dataforge_version=dataforge.__version__,

@@ -27,7 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 INSTRUCTION_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n{response}"
-INSTRUCTION_WITH_CONTEXT = "### Context:\n{context}\n\n### Instruction:\n{prompt}\n\n### Response:\n{response}"
+INSTRUCTION_WITH_CONTEXT = (
+    "### Context:\n{context}\n\n### Instruction:\n{prompt}\n\n### Response:\n{response}"
+)
 
 
 class Tokenizer(Protocol):
