@@ -1058,6 +1058,9 @@ def _print_inspect(info: dict[str, Any]) -> None:
 
     console = _console()
     c = info["counts"]
+    if info.get("kind") == "noise_report":
+        _print_noise_inspect(info)
+        return
     console.print(
         f"[bold]{info['path']}[/bold]  ({info.get('name')}, dataforge {info.get('dataforge_version')})"
     )
@@ -1120,6 +1123,60 @@ def _print_inspect(info: dict[str, Any]) -> None:
         console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))
     for rec in info.get("samples", []):
         console.print({k: v for k, v in rec.items() if v is not None})
+
+
+def _print_noise_inspect(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    c = info["counts"]
+    console.print(f"[bold]{info['path']}[/bold]  (noise report, dataforge {info.get('dataforge_version')})")
+    console.print(
+        f"rows in {c['rows_in']:,} = used {c['rows_used']:,} + rejected {c['rejected']:,}; flagged {c['flagged']:,}"
+        f" (cleanlab estimate {c['issues_estimate']:,}); label health {info['health']['overall_label_health_score']:.3f}"
+    )
+    t = Table(title="issues by class", title_justify="left")
+    for col in ("class", "examples", "flagged", "label noise", "label quality"):
+        t.add_column(col)
+    for r in info["per_class"]:
+        t.add_row(str(r["class"]), f"{r['examples']:,}", f"{r['flagged']:,}", f"{r['label_noise']:.3f}", f"{r['label_quality']:.3f}")
+    console.print(t)
+    if info["top_issues"]:
+        t = Table(title="lowest label quality", title_justify="left")
+        for col in ("rank", "id", "given", "suggested", "quality"):
+            t.add_column(col)
+        for r in info["top_issues"]:
+            t.add_row(str(r["rank"]), str(r["id"]), str(r["given_label"]), str(r["suggested_label"]), f"{r['label_quality']:.4f}")
+        console.print(t)
+    for w in info.get("warnings", []):
+        console.print(f"warning: {w}")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser afterwards.")
+@pass_state
+def report(state: _State, out: str, open_browser: bool) -> None:
+    """Rebuild OUT/report.html from the run's files (report.json and the shards it lists).
+
+    Works on every output folder: clean, dedup, run, normalize, curriculum and noise-report.
+    The page is self-contained (no network): open it in any browser. Use it after upgrading
+    dataforge, or when a run could not write its page.
+
+    \b
+    Examples:
+      dataforge report out/demo
+      dataforge report out/noise --open
+    """
+    from dataforge.html import write_report
+
+    with _errors(state):
+        path = write_report(out)
+        click.echo(f"wrote {path}")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(path.resolve().as_uri())
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -91,6 +91,7 @@ import pyarrow.parquet as pq
 import dataforge
 from dataforge.config import _check_keys, _resolve, read_yaml
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
+from dataforge.html import write_report_or_log
 from dataforge.io.shards import (
     MANIFEST,
     atomic_folder,
@@ -1135,6 +1136,7 @@ def build_curriculum(
         )
         write_json_atomic(tmp / REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, _markdown(report, stages).encode())
+        write_report_or_log(tmp)
         write_json_atomic(tmp / MANIFEST, manifest)
     log.info("%s: wrote %s (%d rows, %d tokens)", spec.name, out, counts["rows"], counts["tokens"])
     return report

@@ -47,6 +47,7 @@ from typing import Any
 
 from dataforge.config import Pipeline
 from dataforge.errors import DataforgeError, InputError
+from dataforge.html import write_report_or_log
 from dataforge.io.inputs import discover
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
 from dataforge.report import REPORT_JSON, REPORT_MD, RunReport
@@ -236,6 +237,7 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
     }
     write_json_atomic(out / REPORT_JSON, cumulative.to_dict())
     write_bytes_atomic(out / REPORT_MD, cumulative.markdown().encode("utf-8"))
+    write_report_or_log(out)
     write_json_atomic(out / MANIFEST, new_manifest)  # last: the release now lists the increment
     shutil.rmtree(inc, ignore_errors=True)
     log.info(

@@ -21,10 +21,25 @@ def inspect_output(
         verify: also check every shard's size and sha256 against the manifest.
         max_chars: truncate sample texts to this many characters.
 
+    Returns:
+        A JSON-ready dict (what ``dataforge inspect --json`` prints): ``path``, ``name``, ``kind``,
+        ``counts``, ``schema``, ``shards`` (path, rows, bytes, sha256), ``dropped``, ``rejects``,
+        ``steps``, ``ledger`` and ``status`` (from ``report.json``), ``samples`` (the first
+        ``rows`` rows); with ``verify``, ``verified``. Records outputs add ``tables`` and
+        ``stages``, curriculum outputs ``curriculum`` (per stage: budget, rows, tokens, target vs
+        realized mix); a noise-report folder gives its counts, label health and top issues.
+
     Raises:
         DataError: no manifest, a corrupt manifest, or (with ``verify``) a shard that does not match.
+
+    Example:
+        >>> info = dataforge.inspect_output("out/demo", verify=True, rows=1)
+        >>> info["verified"], info["counts"]["kept"] == sum(s["rows"] for s in info["shards"])
+        (True, True)
     """
     out = Path(out)
+    if not (out / "manifest.json").exists() and _noise_kind(out):
+        return noise_info(out, rows=rows)
     manifest = read_manifest(out)
     info: dict[str, Any] = {
         "path": str(out),
@@ -72,6 +87,38 @@ def inspect_output(
             samples.append(rec)
     info["samples"] = samples
     return info
+
+
+def _noise_kind(out: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((out / REPORT_JSON).read_text(encoding="utf-8")).get("kind") == "noise_report"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def noise_info(out: str | Path, *, rows: int = 3) -> dict[str, Any]:
+    """Summary of a ``dataforge noise-report`` folder (it has no manifest: report.json is its record)."""
+    import json
+
+    d = json.loads((Path(out) / REPORT_JSON).read_text(encoding="utf-8"))
+    return {
+        "path": str(out),
+        "name": "noise-report",
+        "kind": "noise_report",
+        "dataforge_version": d.get("dataforge_version"),
+        "counts": d["counts"],
+        "model": d["model"],
+        "health": {k: d["health"][k] for k in ("overall_label_health_score", "flagged_fraction")},
+        "per_class": d["health"]["per_class"],
+        "fix": d.get("fix") or {},
+        "warnings": d.get("warnings", []),
+        "top_issues": [
+            {k: r.get(k) for k in ("rank", "id", "given_label", "suggested_label", "label_quality")}
+            for r in d.get("top_issues", [])[:rows]
+        ],
+    }
 
 
 def curriculum_info(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ import dataforge
 from dataforge.config import Pipeline
 from dataforge.errors import DataError, LedgerError, OutputError
 from dataforge.executors.base import Executor, make_executor
+from dataforge.html import REPORT_HTML, write_report_or_log
 from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_from_json, tasks_to_json
 from dataforge.io.readers import check_file
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
@@ -216,7 +217,7 @@ def _clear_outputs(out: Path, *, keep_work: bool) -> None:
     with contextlib.suppress(DataError):
         report_dirs |= set(read_manifest(out).get("reports", {}))
     (out / MANIFEST).unlink(missing_ok=True)
-    for name in (REPORT_JSON, REPORT_MD, "report.html"):
+    for name in (REPORT_JSON, REPORT_MD, REPORT_HTML):
         (out / name).unlink(missing_ok=True)
     for name in ("data", "dropped", "rejects", *sorted(report_dirs)) + (() if keep_work else (WORK_DIR,)):
         shutil.rmtree(out / name, ignore_errors=True)
@@ -310,6 +311,7 @@ def run_pipeline(
     # the reports first, the manifest last: a folder with a manifest is always a complete run
     write_json_atomic(out / REPORT_JSON, report.to_dict())
     write_bytes_atomic(out / REPORT_MD, report.markdown().encode("utf-8"))
+    write_report_or_log(out)
     _write_manifest(pipeline, files, out, report, config, config_fp)
     if not keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)

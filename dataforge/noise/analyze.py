@@ -22,6 +22,8 @@ import pyarrow as pa
 
 import dataforge
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
+from dataforge.html import write_report_or_log
+from dataforge.html.noise import render_noise
 from dataforge.io.inputs import InputSpec
 from dataforge.io.shards import (
     MANIFEST,
@@ -50,7 +52,6 @@ from dataforge.noise.report import (
     REPORT_JSON,
     NoiseReport,
     histogram,
-    render_html,
     to_json,
 )
 from dataforge.report import REPORT_JSON as RUN_REPORT_JSON
@@ -389,6 +390,7 @@ def _write_fixed(
         }
         write_json_atomic(tmp / RUN_REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, report.markdown().encode())
+        write_report_or_log(tmp)
         write_json_atomic(tmp / MANIFEST, manifest)
     return {
         "mode": fix,
@@ -699,8 +701,9 @@ def noise_report(
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / ISSUES_PARQUET) as tmp:
             issues_frame.write_parquet(tmp, compression="zstd", statistics=False)
-        write_bytes_atomic(out / REPORT_HTML, render_html(report).encode("utf-8"))
-        write_bytes_atomic(out / REPORT_JSON, to_json(report).encode("utf-8"))
+        text = to_json(report)
+        write_bytes_atomic(out / REPORT_HTML, render_noise(json.loads(text)).encode("utf-8"))
+        write_bytes_atomic(out / REPORT_JSON, text.encode("utf-8"))
     except OSError as exc:
         msg = f"cannot write the noise report to {out}: {exc}"
         raise OutputError(msg) from None

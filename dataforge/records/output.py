@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 import dataforge
+from dataforge.html import write_report_or_log
 from dataforge.io.shards import (
     MANIFEST,
     atomic_folder,
@@ -279,6 +280,7 @@ def write_records(
         }
         write_json_atomic(tmp / REPORT_JSON, report.to_dict())
         write_bytes_atomic(tmp / REPORT_MD, report.markdown().encode())
+        write_report_or_log(tmp)
         write_json_atomic(tmp / MANIFEST, manifest)
     log.info("%s: wrote %s", run.name, out)
     if rate_exceeded:
