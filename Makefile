@@ -36,7 +36,7 @@ demo: $(STAMP)
 	DATAFORGE_DEID_SALT=$(DEMO_SALT) $(VENV)/bin/dataforge run pipelines/ehr.yaml --force
 	$(VENV)/bin/dataforge run pipelines/finance.yaml --force
 	$(VENV)/bin/dataforge curriculum pipelines/curriculum.yaml --overwrite
-	$(VENV)/bin/dataforge validate out/demo-curriculum --train-steps 200
+	$(VENV)/bin/dataforge validate out/demo-curriculum --train-steps 200 --report out/demo-validation.html
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks

@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 import dataforge
-from dataforge.errors import DataError, DataforgeError
+from dataforge.errors import DataError, DataforgeError, OutputError
 
 log = logging.getLogger("dataforge")
 
@@ -980,9 +980,16 @@ def _curriculum_table(rows: list[tuple[str, ...]], title: str) -> Any:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write an HTML page (shard checks, loss curve vs the unigram baseline) to this file.",
+)
 @pass_state
 def validate(state: _State, out: str, train_steps: int, stage: int | None, seq_len: int, batch_size: int,
-             seed: int, as_json: bool) -> None:  # fmt: skip
+             seed: int, as_json: bool, report_path: str | None) -> None:  # fmt: skip
     """Check a curriculum output and train a tiny model on it through the loader.
 
     Every shard's size, sha256, schema, rows and tokens are checked against the manifest; then a
@@ -995,6 +1002,7 @@ def validate(state: _State, out: str, train_steps: int, stage: int | None, seq_l
       dataforge validate out/demo-curriculum
       dataforge validate out/demo-curriculum --stage 3 --train-steps 300
       dataforge validate out/demo-curriculum --train-steps 0      # checksums and schemas only
+      dataforge validate out/demo-curriculum --report validation.html
     """
     from dataforge.train.validate import validate as run_validate
 
@@ -1002,6 +1010,15 @@ def validate(state: _State, out: str, train_steps: int, stage: int | None, seq_l
         result = run_validate(
             out, train_steps=train_steps, stage=stage, seq_len=seq_len, batch_size=batch_size, seed=seed
         )
+        if report_path is not None:  # written before the verdict: a failing run is the one to look at
+            from dataforge.html.validate import render_validation
+            from dataforge.io.shards import write_bytes_atomic
+
+            page = render_validation(json.loads(json.dumps(result.to_dict(), default=str)))
+            try:
+                write_bytes_atomic(report_path, page.encode("utf-8"))
+            except OSError as exc:
+                raise OutputError(f"cannot write {report_path}: {exc.strerror or exc}") from None
         if as_json:
             click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         elif not state.quiet:

@@ -466,3 +466,58 @@ def diff_html(left: str, right: str, *, max_chars: int = 3000, names: tuple[str,
         f"<div><div class='meta'>{esc(names[1])}</div><div class='text'>{''.join(rb)}{more_b}</div></div>"
         "</div>"
     )
+
+
+def series_svg(
+    ys: Sequence[float],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    hline: float | None = None,
+    hline_label: str = "",
+) -> str:
+    """A line over ``ys`` (x = 1..n) on axes scaled to the data, with an optional horizontal line."""
+    w, h, left, bottom, top_pad = 760, 300, 60, 40, 14
+    pw, ph = w - left - 16, h - bottom - top_pad
+    vals = [float(y) for y in ys] + ([float(hline)] if hline is not None else [])
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    n = max(len(ys), 2)
+
+    def sx(i: float) -> float:
+        return left + pw * (i - 1) / (n - 1)
+
+    def sy(y: float) -> float:
+        return top_pad + ph * (1 - (y - lo) / (hi - lo))
+
+    parts = [_svg_open(w, h, title)]
+    for k in range(5):
+        y = lo + (hi - lo) * k / 4
+        parts.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{w - 16}" y2="{sy(y):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">{y:.3g}</text>')
+    for k in range(5):
+        i = 1 + (n - 1) * k / 4
+        parts.append(
+            f'<text x="{sx(i):.1f}" y="{h - bottom + 14}" font-size="10" text-anchor="middle">{round(i)}</text>'
+        )
+    if ys:
+        pts = " ".join(f"{sx(i + 1):.1f},{sy(float(y)):.1f}" for i, y in enumerate(ys))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="#3b6ea5" stroke-width="1.5"/>')
+    if hline is not None:
+        parts.append(
+            f'<line x1="{left}" y1="{sy(hline):.1f}" x2="{w - 16}" y2="{sy(hline):.1f}" stroke="#c0392b" '
+            'stroke-dasharray="5 3"/>'
+        )
+        parts.append(
+            f'<text x="{w - 20}" y="{sy(hline) - 4:.1f}" font-size="11" fill="#c0392b" text-anchor="end">'
+            f"{esc(hline_label)}</text>"
+        )
+    parts.append(f'<text x="{left}" y="{h - 8}" font-size="12">{esc(xlabel)}</text>')
+    parts.append(
+        f'<text x="14" y="{top_pad + ph / 2:.0f}" font-size="12" transform="rotate(-90 14 {top_pad + ph / 2:.0f})" '
+        f'text-anchor="middle">{esc(ylabel)}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)

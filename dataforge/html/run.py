@@ -47,8 +47,19 @@ def _scan(path: Path) -> pl.LazyFrame:
     return pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ipc(path)
 
 
-def _frames(out: Path, entries: list[dict[str, Any]], columns: list[str]) -> Iterator[pl.DataFrame]:
-    """Each listed shard in order, with those of ``columns`` it has (missing files are skipped)."""
+def _frames(
+    out: Path,
+    entries: list[dict[str, Any]],
+    columns: list[str],
+    *,
+    where: pl.Expr | None = None,
+    key: str = "",
+) -> Iterator[pl.DataFrame]:
+    """Each listed shard in order, with those of ``columns`` it has (missing files are skipped).
+
+    With ``where`` (an expression over column ``key``) only matching rows come back, and the wide
+    columns (text) are read only for shards and rows that match: the key column is read first.
+    """
     for e in entries:
         p = out / e["path"]
         if not p.is_file():
@@ -57,8 +68,18 @@ def _frames(out: Path, entries: list[dict[str, Any]], columns: list[str]) -> Ite
         lf = _scan(p)
         names = lf.collect_schema().names()
         cols = [c for c in columns if c in names]
-        if cols:
+        if not cols:
+            continue
+        if where is None:
             yield lf.select(cols).collect()
+            continue
+        if key not in names:
+            return
+        idx = lf.select(key).with_row_index("__i").filter(where).select("__i").collect()["__i"]
+        if idx.is_empty():
+            continue
+        rows = lf.select(cols).with_row_index("__i").filter(pl.col("__i").is_in(idx.to_list())).collect()
+        yield rows.drop("__i")
 
 
 def _schema_of(out: Path, entries: list[dict[str, Any]]) -> list[str]:
@@ -216,27 +237,35 @@ def _samples(out: Path, report: dict[str, Any]) -> dict[tuple[str, str], list[di
     reason_col = "drop_reason" if "drop_reason" in names else "reason"
     if reason_col not in names:
         return got
-    only_step = steps[0]["step"] if len(steps) == 1 else None
+    only_step = steps[0]["step"] if len(steps) == 1 else ""
     cols = [c for c in names if not c.startswith("_") and c != "raw"]
-    for frame in _frames(out, entries, cols):
-        if step_col is None:
-            frame = frame.with_columns(pl.lit(only_step or "").alias("__step"))
-            sc = "__step"
-        else:
-            sc = step_col
-        need = [(st, r) for st, r in wanted if len(got[(st, r)]) < SAMPLES_PER_REASON]
+    keys = [reason_col] if step_col is None else [step_col, reason_col]
+    for e in entries:
+        need = {k for k in wanted if len(got[k]) < SAMPLES_PER_REASON}
         if not need:
             break
-        head = (
-            frame.with_row_index("__i")
-            .filter(pl.struct(sc, reason_col).is_in([{sc: st, reason_col: r} for st, r in need]))
-            .group_by(sc, reason_col, maintain_order=True)
-            .head(SAMPLES_PER_REASON)
-            .sort("__i")
+        path = out / e["path"]
+        if not path.is_file():
+            continue
+        # first only the reason columns, to find the rows; then every column of those rows only
+        small = _scan(path).select(keys).collect().with_row_index("__i")
+        if step_col is None:
+            small = small.with_columns(pl.lit(only_step).alias("__step"))
+        sc = step_col or "__step"
+        small = small.filter(pl.struct(sc, reason_col).is_in([{sc: st, reason_col: r} for st, r in need]))
+        picked = small.group_by(sc, reason_col, maintain_order=True).head(SAMPLES_PER_REASON)["__i"].sort()
+        if picked.is_empty():
+            continue
+        rows = (
+            _scan(path)
+            .select(cols)
+            .with_row_index("__i")
+            .filter(pl.col("__i").is_in(picked.to_list()))
+            .collect()
         )
-        for row in head.drop("__i").to_dicts():
-            key = (row.pop(sc), row[reason_col])
-            if len(got[key]) < SAMPLES_PER_REASON:
+        for row in rows.sort("__i").drop("__i").to_dicts():
+            key = (row.get(step_col) if step_col else only_step, row[reason_col])
+            if key in need and len(got[key]) < SAMPLES_PER_REASON:
                 got[key].append(row)
     return got
 
@@ -260,10 +289,10 @@ def _representatives(out: Path, report: dict[str, Any], cluster_ids: set[int]) -
         out,
         report.get("shards", []),
         ["cluster_id", "id", "text", "source_file", "source_line", "source_row"],
+        key="cluster_id",
+        where=pl.col("cluster_id").is_in(wanted),
     ):
-        if "cluster_id" not in frame.columns:
-            return found
-        for row in frame.filter(pl.col("cluster_id").is_in(wanted)).to_dicts():
+        for row in frame.to_dicts():
             found.setdefault(int(row["cluster_id"]), row)
         if len(found) == len(cluster_ids):
             break
@@ -351,10 +380,12 @@ def _pii_section(out: Path, report: dict[str, Any]) -> list[str]:
         out,
         report.get("shards", []),
         ["id", "text", "pii_count", "pii_types", "source_file", "source_line", "source_row"],
+        key="pii_count",
+        where=pl.col("pii_count") > 0,
     ):
-        if "pii_count" not in frame.columns or "text" not in frame.columns:
+        if "text" not in frame.columns:
             break
-        shown += frame.filter(pl.col("pii_count") > 0).head(SAMPLES_PER_REASON - len(shown)).to_dicts()
+        shown += frame.head(SAMPLES_PER_REASON - len(shown)).to_dicts()
         if len(shown) >= SAMPLES_PER_REASON:
             break
     if shown:
@@ -458,10 +489,10 @@ def _largest_clusters(out: Path, report: dict[str, Any], ids: list[int], size: d
         "source_line",
         "source_row",
     ]
-    for frame in _frames(out, report.get("dropped_shards", []), cols):
-        if "cluster_id" not in frame.columns:
-            break
-        for row in frame.filter(pl.col("cluster_id").is_in(ids)).to_dicts():
+    for frame in _frames(
+        out, report.get("dropped_shards", []), cols, key="cluster_id", where=pl.col("cluster_id").is_in(ids)
+    ):
+        for row in frame.to_dicts():
             if len(members[int(row["cluster_id"])]) < 50:
                 members[int(row["cluster_id"])].append(row)
     reps = _representatives(out, report, set(ids))
