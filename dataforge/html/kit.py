@@ -496,7 +496,9 @@ def series_svg(
     for k in range(5):
         y = lo + (hi - lo) * k / 4
         parts.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{w - 16}" y2="{sy(y):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">{y:.3g}</text>')
+        parts.append(
+            f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">{y:.3g}</text>'
+        )
     for k in range(5):
         i = 1 + (n - 1) * k / 4
         parts.append(

@@ -17,7 +17,15 @@ def validated(demo_outputs, tmp_path_factory):
     page = tmp_path_factory.mktemp("validate") / "validation.html"
     res = CliRunner().invoke(
         cli,
-        ["validate", str(demo_outputs["curriculum"]), "--train-steps", "150", "--json", "--report", str(page)],
+        [
+            "validate",
+            str(demo_outputs["curriculum"]),
+            "--train-steps",
+            "150",
+            "--json",
+            "--report",
+            str(page),
+        ],
         catch_exceptions=False,
     )
     assert res.exit_code == 0, res.output
