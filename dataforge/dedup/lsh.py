@@ -17,7 +17,6 @@ import functools
 
 import numpy as np
 from numba import njit
-from scipy.integrate import quad
 
 from dataforge.errors import ConfigError
 
@@ -31,6 +30,21 @@ def candidate_probability(s: float | np.ndarray, bands: int, rows: int) -> float
 
 
 @functools.cache
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _integral(f, lo: float, hi: float, degree: int) -> float:
+    """The integral of ``f`` over ``[lo, hi]`` for a polynomial ``f`` of at most ``degree``: exact
+    (to rounding) with Gauss-Legendre on ``degree // 2 + 1`` nodes. The S-curve areas are such
+    polynomials (degree ``bands * rows``); this replaces ``scipy.integrate.quad`` (same values to
+    ~1e-15, the same choices as datasketch, and no scipy import)."""
+    x, w = _gauss_legendre(max(degree // 2 + 1, 2))
+    half = (hi - lo) / 2.0
+    return float(half * np.dot(w, f(half * x + (hi + lo) / 2.0)))
+
+
+@functools.cache
 def optimal_params(
     threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]:
@@ -41,19 +55,31 @@ def optimal_params(
     best = (float("inf"), (1, 1))
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = quad(lambda s, b=b, r=r: 1 - (1 - s**r) ** b, 0.0, threshold)[0]
-            fn = quad(lambda s, b=b, r=r: (1 - s**r) ** b, threshold, 1.0)[0]
+            fp = _integral(lambda s, b=b, r=r: 1 - (1 - s**r) ** b, 0.0, threshold, b * r)
+            fn = _integral(lambda s, b=b, r=r: (1 - s**r) ** b, threshold, 1.0, b * r)
             err = fp * fp_weight + fn * fn_weight
             if err < best[0]:
                 best = (err, (b, r))
     return best[1]
 
 
+def binom_ppf(q: float, n: int, p: float) -> int:
+    """The ``q`` quantile of Binomial(n, p): the smallest k with P(X <= k) >= q (as
+    ``scipy.stats.binom.ppf``, computed from the log-pmf without importing scipy.stats)."""
+    from math import lgamma, log, log1p
+
+    k = np.arange(n + 1, dtype=np.float64)
+    lg = np.vectorize(lgamma)
+    logpmf = lgamma(n + 1) - lg(k + 1) - lg(n - k + 1) + k * log(p) + (n - k) * log1p(-p)
+    cdf = np.cumsum(np.exp(logpmf))
+    return int(min(np.searchsorted(cdf, q * (1 - 1e-12)), n))
+
+
 def s_curve(bands: int, rows: int, threshold: float) -> dict[str, object]:
     """The chosen S-curve: its midpoint ``(1/b)^(1/r)`` (roughly where it is steepest; P is about
     0.63 there), the false-positive and false-negative areas, and ``P(s)`` at a few similarities."""
-    fp = quad(lambda s: candidate_probability(s, bands, rows), 0.0, threshold)[0]
-    fn = quad(lambda s: 1 - candidate_probability(s, bands, rows), threshold, 1.0)[0]
+    fp = _integral(lambda s: candidate_probability(s, bands, rows), 0.0, threshold, bands * rows)
+    fn = _integral(lambda s: 1 - candidate_probability(s, bands, rows), threshold, 1.0, bands * rows)
     points = [round(x, 2) for x in np.arange(0.3, 1.0001, 0.05)]
     return {
         "bands": bands,

@@ -32,10 +32,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from numba import njit
-from scipy.stats import binom
 
 from dataforge.dedup import clusters as cl
-from dataforge.dedup.lsh import band_hashes, bucket_pairs, optimal_params, s_curve
+from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
 from dataforge.errors import ConfigError, OutputError, choices
 from dataforge.io.shards import atomic_path
@@ -336,7 +335,7 @@ class MinHashDedup(GlobalStep):
             # A pair whose signatures agree on fewer permutations than a pair at the threshold would
             # with probability 1e-9 cannot reach it: skip reading those texts again.
             agree = (nodes.sig[left] == nodes.sig[right]).sum(axis=1)
-            plausible = agree > binom.ppf(1e-9, self.num_perm, self.threshold)
+            plausible = agree > binom_ppf(1e-9, self.num_perm, self.threshold)
             info["rejected_by_signature"] = int((~plausible).sum())
             left, right = left[plausible], right[plausible]
             nodes.load_sets(ctx, self, np.unique(np.concatenate([left, right])))

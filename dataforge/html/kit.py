@@ -434,7 +434,9 @@ def highlighted(text: str, spans: Iterable[tuple[int, int]], *, max_chars: int =
     return "".join(out)
 
 
-_TOKEN = re.compile(r"\s+|[^\s]+")
+_TOKEN = re.compile(
+    r"\S+\s*|\s+"
+)  # a word with the spaces after it (whitespace-only tokens make difflib slow)
 
 
 def diff_html(left: str, right: str, *, max_chars: int = 3000, names: tuple[str, str] = ("", "")) -> str:

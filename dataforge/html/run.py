@@ -130,19 +130,35 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
         )
     body += _funnel(report)
     samples = _samples(out, report)
+    minhash = [
+        (step, info["finalize"])
+        for step, info in report.get("global_info", {}).items()
+        if step.startswith("dedup.minhash") and isinstance(info, dict) and "finalize" in info
+    ]
+    sizes = _cluster_sizes(out, report) if minhash else {}
+    top = sorted(((s, cid) for cid, s in sizes.items() if s > 1), key=lambda t: (-t[0], t[1]))[
+        :LARGEST_CLUSTERS
+    ]
+    near = {
+        int(r["cluster_id"])
+        for rows in samples.values()
+        for r in rows
+        if r.get("cluster_id") is not None and r.get("drop_reason") == "near_duplicate"
+    }
+    # one pass over the data shards for every kept representative the page shows
+    reps = _representatives(out, report, near | {cid for _, cid in top})
     if any(s["dropped"] for s in report["ledger"]["steps"]):
         toc.append(("reasons", "drop reasons"))
         body += _reasons(report)
         toc.append(("samples", "dropped samples"))
-        body += _sample_section(out, report, samples)
+        body += _sample_section(report, samples, reps)
     pii = _pii_section(out, report)
     if pii:
         toc.append(("pii", "PII"))
         body += pii
-    for step, info in report.get("global_info", {}).items():
-        if step.startswith("dedup.minhash") and isinstance(info, dict) and "finalize" in info:
-            toc.append(("dedup", "near-duplicates"))
-            body += _dedup_section(out, report, step, info["finalize"])
+    for step, fin in minhash:
+        toc.append(("dedup", "near-duplicates"))
+        body += _dedup_section(out, report, step, fin, sizes, top, reps)
     if kind == "normalize":
         toc.append(("records", "records"))
         body += _records_section(report)
@@ -300,7 +316,9 @@ def _representatives(out: Path, report: dict[str, Any], cluster_ids: set[int]) -
 
 
 def _sample_section(
-    out: Path, report: dict[str, Any], samples: dict[tuple[str, str], list[dict[str, Any]]]
+    report: dict[str, Any],
+    samples: dict[tuple[str, str], list[dict[str, Any]]],
+    reps: dict[int, dict[str, Any]],
 ) -> list[str]:
     res = [
         kit.section("samples", "Dropped samples"),
@@ -308,13 +326,6 @@ def _sample_section(
         "the rule fire highlighted and the measured value next to its threshold. Every dropped row is in "
         "<code>dropped/</code> (see Outputs).</p>",
     ]
-    near = {
-        int(r["cluster_id"])
-        for rows in samples.values()
-        for r in rows
-        if r.get("cluster_id") is not None and r.get("drop_reason") == "near_duplicate"
-    }
-    reps = _representatives(out, report, near)
     for s in report["ledger"]["steps"]:
         for reason, n in sorted(s["dropped"].items(), key=lambda kv: (-kv[1], kv[0])):
             rows = samples.get((s["step"], reason), [])
@@ -415,7 +426,15 @@ def _cluster_sizes(out: Path, report: dict[str, Any]) -> dict[int, int]:
     return sizes
 
 
-def _dedup_section(out: Path, report: dict[str, Any], step: str, fin: dict[str, Any]) -> list[str]:
+def _dedup_section(
+    out: Path,
+    report: dict[str, Any],
+    step: str,
+    fin: dict[str, Any],
+    sizes: dict[int, int],
+    top: list[tuple[int, int]],
+    reps: dict[int, dict[str, Any]],
+) -> list[str]:
     res = [kit.section("dedup", f"Near-duplicates ({step})")]
     lsh = fin.get("lsh") or {}
     opts = next(
@@ -458,7 +477,6 @@ def _dedup_section(out: Path, report: dict[str, Any], step: str, fin: dict[str, 
                 marker_label=f"threshold {lsh['threshold']}",
             )
         )
-    sizes = _cluster_sizes(out, report)
     if sizes:
         hist = Counter(sizes.values())
         items = []
@@ -468,15 +486,14 @@ def _dedup_section(out: Path, report: dict[str, Any], step: str, fin: dict[str, 
                 items.append((str(lo) if lo == hi else f"{lo}+" if hi is None else f"{lo}–{hi}", n))
         res.append("<h3>Cluster sizes</h3><p>Clusters by number of members (size 1: no near-duplicate).</p>")
         res.append(kit.columns_svg(items, title="cluster-size histogram", xlabel="cluster size", log=True))
-        top = sorted(((s, cid) for cid, s in sizes.items() if s > 1), key=lambda t: (-t[0], t[1]))[
-            :LARGEST_CLUSTERS
-        ]
         if top:
-            res += _largest_clusters(out, report, [cid for _, cid in top], dict((c, s) for s, c in top))
+            res += _largest_clusters(out, report, [cid for _, cid in top], {c: s for s, c in top}, reps)
     return res
 
 
-def _largest_clusters(out: Path, report: dict[str, Any], ids: list[int], size: dict[int, int]) -> list[str]:
+def _largest_clusters(
+    out: Path, report: dict[str, Any], ids: list[int], size: dict[int, int], reps: dict[int, dict[str, Any]]
+) -> list[str]:
     members: dict[int, list[dict[str, Any]]] = defaultdict(list)
     cols = [
         "cluster_id",
@@ -495,7 +512,6 @@ def _largest_clusters(out: Path, report: dict[str, Any], ids: list[int], size: d
         for row in frame.to_dicts():
             if len(members[int(row["cluster_id"])]) < 50:
                 members[int(row["cluster_id"])].append(row)
-    reps = _representatives(out, report, set(ids))
     rows = []
     for cid in ids:
         rep = reps.get(cid, {})

@@ -153,3 +153,23 @@ def test_bucket_pairs_star_keeps_the_bucket_connected():
 def test_bucket_pairs_of_nothing():
     left, right = bucket_pairs(np.empty(0, np.int64), np.empty(0, np.int64), 12)
     assert left.shape == right.shape == (0,)
+
+
+@pytest.mark.parametrize("n", [16, 64, 128, 256, 1024])
+@pytest.mark.parametrize("p", [0.5, 0.7, 0.8, 0.9, 0.99])
+def test_binom_ppf_equals_scipy(n, p):
+    from scipy.stats import binom
+
+    from dataforge.dedup.lsh import binom_ppf
+
+    for q in (1e-9, 1e-6, 0.01, 0.5, 0.99):
+        assert binom_ppf(q, n, p) == int(binom.ppf(q, n, p)), (q, n, p)
+
+
+def test_dedup_does_not_import_scipy_stats_or_integrate():
+    import subprocess
+    import sys
+
+    code = "import sys, dataforge.dedup.near; print(sorted(m for m in sys.modules if m in ('scipy.stats', 'scipy.integrate')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
