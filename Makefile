@@ -14,7 +14,7 @@ help:
 	@echo "make test   - install into .venv and run the test suite"
 	@echo "make lint   - ruff check + format check"
 	@echo "make bench  - run benchmarks/ (installs datatrove etc. into .venv-bench only)"
-	@echo "make docs   - regenerate docs/cli.md and docs/steps.md from the code"
+	@echo "make docs   - regenerate docs/cli.md, docs/steps.md and docs/api.md from the code"
 
 # torch==2.13.0 (CPU) is the optional `torch` extra: the training check of `dataforge validate` and
 # the DataLoader adapter need it; it installs from the local wheel cache quickly.

@@ -1,12 +1,17 @@
 """dataforge: clean, deduplicate and account for training data; write stage-tagged Arrow shards.
 
-The public API (what the CLI calls, and what training jobs import)::
+The public API (what the CLI calls, and what training jobs import); every CLI command is one
+function call, with the command's options as keyword arguments::
 
     import dataforge
-    report = dataforge.clean(["data/"], output="out/clean")
+
+    report = dataforge.clean(["sample_data/news"], output="out/news", preset="gopher")
+    assert report.rows_in == report.kept + report.dropped + report.rejected
     report = dataforge.run("pipelines/demo.yaml")
-    info = dataforge.inspect_output("out/clean", verify=True)
-    report = dataforge.normalize_ehr(["ehr/fhir"], output="out/ehr", source="fhir", render="text")
+    info = dataforge.inspect_output("out/news", verify=True)
+
+The training loader is :mod:`dataforge.train`. Reference: ``docs/api.md``, generated from the
+signatures and docstrings (``make docs``).
 """
 
 from __future__ import annotations

@@ -476,16 +476,38 @@ def run(
 ) -> RunReport:
     """Run a pipeline YAML file (or a Pipeline object); keyword arguments override its settings.
 
-    Every run holds an exclusive lock on its output folder (see :mod:`dataforge.incremental`): a
-    second run of the same pipeline while one is going raises RunLockedError (exit code 75).
+    The file may be a document pipeline (``input``/``steps``/``output``), a ``noise_report:``,
+    ``normalize:`` or curriculum (``stages:``) file; paths in it are relative to the file. Every run
+    holds an exclusive lock on its output folder (see :mod:`dataforge.incremental`): a second run of
+    the same pipeline while one is going raises RunLockedError (exit code 75). A rerun with the
+    same inputs and config does nothing and returns the stored report (``status == "up_to_date"``).
 
     Args:
+        pipeline: a YAML file, or a :class:`Pipeline` built in Python.
+        output: write here instead of the file's output folder.
+        executor, workers, ray_address: where the tasks run (``local`` or ``ray``); override the
+            file's ``executor:`` section and never change the output bytes.
+        overwrite: replace the output of a different earlier run in the output folder.
+        force: run again even if the output is up to date.
         incremental: for document pipelines, add only the input files not yet in the output release
             (deduplicated against it) and write a new release version; nothing to do when no file is
             new. With ``force``, rebuild the release from all inputs.
+        progress: receives stage starts and task completions (the CLI's progress bar).
+
+    Returns:
+        The RunReport (a NoiseReport for a ``noise_report:`` file), also written to
+        ``OUT/report.json``.
+
+    Raises:
+        ConfigError, InputError, OutputError: before any work starts (exit code 2).
+        DataError: after writing, when more input than ``max_reject_rate`` was malformed (exit code 1).
 
     Example:
-        >>> dataforge.run("pipelines/demo.yaml", force=True)  # doctest: +SKIP
+        >>> report = dataforge.run("pipelines/demo.yaml")
+        >>> report.status in ("ok", "up_to_date")
+        True
+        >>> report.rows_in == report.kept + report.dropped + report.rejected
+        True
     """
     from dataforge.incremental import run_incremental, run_lock
 

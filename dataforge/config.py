@@ -119,7 +119,16 @@ class OutputSpec:
 
 @dataclass(kw_only=True)
 class ExecutorSpec:
-    """Which executor runs the tasks (does not change the output bytes)."""
+    """Which executor runs the tasks (the ``executor:`` section; it never changes the output bytes).
+
+    Args:
+        kind: ``local`` (this process, or a process pool when ``workers`` > 1) or ``ray``.
+        workers: local processes, or the CPUs of the Ray instance dataforge starts when no
+            ``address`` is given (ignored when joining a cluster: Ray schedules one task per CPU
+            of the cluster).
+        address: Ray cluster to join (``auto``, ``host:6379`` or ``ray://host:10001``; ``ray``
+            only); None starts a Ray instance for the run and stops it afterwards.
+    """
 
     kind: str = "local"
     workers: int = 1
@@ -136,7 +145,19 @@ class ExecutorSpec:
 
 @dataclass(kw_only=True)
 class Pipeline:
-    """A resolved pipeline: input, steps, output, executor."""
+    """A resolved pipeline: input, steps, output, executor (what a pipeline YAML file holds).
+
+    Args:
+        name: the run's name (in the manifest and reports; default: the YAML file's stem).
+        input: where the documents come from (the ``input:`` section).
+        output: where and how shards are written (the ``output:`` section).
+        steps: the steps, in order (build them with :func:`dataforge.registry.build_step`).
+        executor: where the tasks run (the ``executor:`` section).
+        max_reject_rate: the share of malformed input above which the run fails (exit code 1)
+            after writing its outputs; None disables the check.
+        batch_rows: rows per batch inside a task.
+        description: free text, kept in the manifest's config.
+    """
 
     name: str
     input: InputSpec
@@ -330,6 +351,25 @@ def _check_noise_write_paths(data: dict[str, Any], path: Path) -> None:
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
-    """Load and validate a pipeline YAML file."""
+    """Load and validate a pipeline YAML file (paths in it are relative to the file's folder).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The Pipeline; :func:`dataforge.run_pipeline` runs it.
+
+    Raises:
+        ConfigError: the file is missing or not valid YAML; an unknown key, step or option (the
+            message lists the valid ones); a bad value; a write path outside the output folder.
+            Input paths are checked when the pipeline runs (InputError), not here.
+
+    Example:
+        >>> p = dataforge.load_pipeline("pipelines/clean_web.yaml")
+        >>> [s.name for s in p.steps][:3]
+        ['normalize.text', 'filter.lang', 'filter.gopher_repetition']
+        >>> p.executor
+        ExecutorSpec(kind='local', workers=1, address=None)
+    """
     data = read_yaml(path)
     return pipeline_from_dict(data, base_dir=Path(path).parent, name=Path(path).stem)

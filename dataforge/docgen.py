@@ -1,14 +1,18 @@
-"""Reference documentation generated from the code: the CLI (click) and the pipeline steps (registry).
+"""Reference documentation generated from the code: the CLI (click), the pipeline steps (registry)
+and the Python API (signatures and docstrings).
 
-``python -m dataforge.docgen`` (or ``make docs``) rewrites ``docs/cli.md`` and ``docs/steps.md``;
-``tests/test_docs.py`` fails when the committed files differ from what the code generates, so the
-references cannot drift from the commands and steps they describe.
+``python -m dataforge.docgen`` (or ``make docs``) rewrites ``docs/cli.md``, ``docs/steps.md`` and
+``docs/api.md``; ``tests/test_docs.py`` fails when the committed files differ from what the code
+generates, so the references cannot drift from the commands, steps and functions they describe.
+The output is deterministic: no memory addresses, no paths of the machine that generated it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,7 +97,450 @@ def steps_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-GENERATED: dict[str, Any] = {"cli.md": cli_reference, "steps.md": steps_reference}
+# --------------------------------------------------------------------------- Python API
+
+#: What ``docs/api.md`` shows, in order: (module, heading, intro, [(module, name)]). Every name in
+#: ``dataforge.__all__`` and ``dataforge.train.__all__`` must appear (:func:`api_reference` checks).
+API_SECTIONS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    (
+        "dataforge",
+        "Run the commands",
+        "One function per CLI command; each takes its options as keyword arguments and returns the "
+        "report it also writes to `OUT/report.json`.",
+        [
+            ("dataforge", "clean"),
+            ("dataforge", "dedup"),
+            ("dataforge", "run"),
+            ("dataforge", "noise_report"),
+            ("dataforge", "normalize_ehr"),
+            ("dataforge", "normalize_finance"),
+            ("dataforge", "build_curriculum"),
+            ("dataforge", "validate"),
+        ],
+    ),
+    (
+        "dataforge",
+        "Pipelines and curricula as objects",
+        "Load a YAML file into a typed object (every key, step and option checked), change it, run it.",
+        [
+            ("dataforge", "load_pipeline"),
+            ("dataforge", "Pipeline"),
+            ("dataforge.config", "InputSpec"),
+            ("dataforge.config", "OutputSpec"),
+            ("dataforge.config", "ExecutorSpec"),
+            ("dataforge", "run_pipeline"),
+            ("dataforge", "load_curriculum"),
+        ],
+    ),
+    (
+        "dataforge",
+        "Reports and outputs",
+        "What a run returns, and what an output folder holds.",
+        [
+            ("dataforge", "RunReport"),
+            ("dataforge", "NoiseReport"),
+            ("dataforge", "inspect_output"),
+        ],
+    ),
+    (
+        "dataforge",
+        "Errors",
+        "Every error dataforge raises on purpose is a `DataforgeError`; its `exit_code` is the exit "
+        'code the CLI uses for it (the table in the README, "Exit codes"). A run that finds the '
+        "output locked by another run raises `dataforge.incremental.RunLockedError` (exit code 75).",
+        [
+            ("dataforge", "DataforgeError"),
+            ("dataforge", "ConfigError"),
+            ("dataforge", "InputError"),
+            ("dataforge", "DataError"),
+            ("dataforge", "OutputError"),
+        ],
+    ),
+    (
+        "dataforge.train",
+        "Loaders",
+        "Read the stage shards of a curriculum output (format and loader contract: "
+        "[curriculum.md](curriculum.md)).",
+        [
+            ("dataforge.train", "ShardDataset"),
+            ("dataforge.train", "CurriculumLoader"),
+            ("dataforge.train", "CurriculumBatch"),
+            ("dataforge.train", "TorchIterableDataset"),
+        ],
+    ),
+    (
+        "dataforge.train",
+        "Tokenizers",
+        "Token counts in curriculum manifests and token batches in the loader use the same tokenizer "
+        "and the same training text.",
+        [
+            ("dataforge.train", "ByteTokenizer"),
+            ("dataforge.train", "training_text"),
+        ],
+    ),
+    (
+        "dataforge.train",
+        "Validation",
+        "`dataforge validate OUT` from Python (also exported as `dataforge.validate`).",
+        [
+            ("dataforge.train.validate", "validate"),
+            ("dataforge.train.validate", "ValidationResult"),
+            ("dataforge.train.validate", "TrainResult"),
+        ],
+    ),
+]
+
+#: Members shown in full for a class (in this order); its other public members are listed briefly.
+API_MEMBERS: dict[str, tuple[str, ...]] = {
+    "ShardDataset": (
+        "__iter__",
+        "iter_batches",
+        "iter_token_batches",
+        "state_dict",
+        "load_state_dict",
+        "set_epoch",
+        "__len__",
+        "num_batches",
+        "num_token_batches",
+        "num_rows",
+        "num_tokens",
+        "close",
+    ),
+    "CurriculumLoader": ("__iter__", "state_dict", "load_state_dict", "__len__"),
+    "TorchIterableDataset": ("__iter__", "state_dict", "load_state_dict", "set_epoch", "reader"),
+    "RunReport": (
+        "rows_in",
+        "kept",
+        "dropped",
+        "rejected",
+        "dropped_by_reason",
+        "rejected_by_reason",
+        "reject_rate",
+        "ok",
+        "load",
+        "to_dict",
+    ),
+}
+
+_SECTION = re.compile(r"^(Args|Arguments|Attributes|Returns|Yields|Raises|Example|Examples|Note|Notes):\s*$")
+_LIST_SECTIONS = {"Args", "Arguments", "Attributes", "Raises"}
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc):`~?([^`]+)`")
+_ITEM = re.compile(r"^([A-Za-z_*][\w.*]*(?:, [A-Za-z_*][\w.*]*)*|[A-Z][\w ]+?)(?: \(.*?\))?:(?:\s+(.*))?$")
+_WIDTH = 100
+#: Opens a signature block: highlighted as Python, but a declaration, not an example to run
+#: (``tests/test_doc_examples.py`` runs ``python`` and ``pycon`` blocks).
+SIGNATURE = "```python signature"
+
+
+def _inline(text: str) -> str:
+    """reST inline markup -> Markdown: ``x`` -> `x`; :class:`~a.B` -> `B`."""
+    text = _ROLE.sub(
+        lambda m: f"`{m.group(1).rsplit('.', 1)[-1] if '~' in m.group(0) else m.group(1)}`", text
+    )
+    return text.replace("``", "`")
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    return inspect.cleandoc("\n".join(lines)).splitlines() if any(x.strip() for x in lines) else []
+
+
+def _code(lines: list[str], lang: str) -> list[str]:
+    body = [re.sub(r"\s*# doctest:.*$", "", x) for x in _dedent(lines)]
+    if lang == "python" and body and body[0].startswith(">>>"):
+        lang = "pycon"
+    return [f"```{lang}", *body, "```", ""]
+
+
+def _item_pairs(lines: list[str]) -> list[tuple[str, str]]:
+    """``name: text`` items (continuation lines indented) -> [(names, text)]."""
+    pairs: list[tuple[str, str]] = []
+    for line in _dedent(lines):
+        m = _ITEM.match(line) if not line.startswith(" ") else None
+        if m:
+            pairs.append((m.group(1), _inline(m.group(2) or "")))
+        elif pairs:
+            pairs[-1] = (pairs[-1][0], f"{pairs[-1][1]} {_inline(line.strip())}".strip())
+        else:
+            pairs.append(("", _inline(line.strip())))
+    return pairs
+
+
+def _items(lines: list[str]) -> list[str]:
+    """``name: text`` items -> a Markdown list (identifiers in backticks)."""
+    out: list[str] = []
+    for names, text in _item_pairs(lines):
+        if names and (names[0].islower() or names[0] in "*_" or names.endswith("Error")):
+            names = ", ".join(f"`{n}`" for n in names.split(", "))
+        out.append(f"- {names}: {text}".rstrip() if names else text)
+    return [*out, ""]
+
+
+def _sections(doc: str | None) -> dict[str, list[str]]:
+    """The raw lines of each ``Name:`` section of a docstring."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    found: dict[str, list[str]] = {}
+    for i, line in enumerate(lines):
+        m = _SECTION.match(line)
+        if m:
+            block = []
+            for x in lines[i + 1 :]:
+                if x.strip() and not x.startswith(" "):
+                    break
+                block.append(x)
+            found[m.group(1)] = block
+    return found
+
+
+def docstring_markdown(doc: str | None, *, omit: tuple[str, ...] = ()) -> list[str]:
+    """A Google-style docstring as Markdown lines: sections become bold labels, ``Args`` and
+    ``Raises`` lists, examples and ``::`` blocks fenced code (``>>>`` sessions as ``pycon``).
+    Sections named in ``omit`` are left out."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = _SECTION.match(line)
+        if m or line.rstrip().endswith("::"):
+            j = i + 1
+            block: list[str] = []
+            while j < len(lines) and (not lines[j].strip() or lines[j].startswith(" ")):
+                block.append(lines[j])
+                j += 1
+            if m and m.group(1) in omit:
+                pass
+            elif m:
+                name = m.group(1)
+                out.append(f"**{name}:**")
+                out.append("")
+                if name in _LIST_SECTIONS:
+                    out += _items(block)
+                elif name.startswith("Example"):
+                    out += _code(block, "python")
+                else:
+                    out += [_inline(" ".join(x.strip() for x in block if x.strip())), ""]
+            else:
+                text = line.rstrip()[:-2].rstrip()
+                if text:
+                    out += [_inline(text + ":"), ""]
+                out += _code(block, "python")
+            i = j
+            continue
+        out.append(_inline(line))
+        i += 1
+    while out and not out[-1].strip():
+        out.pop()
+    return out
+
+
+def _annotation(ann: Any) -> str:
+    return ann if isinstance(ann, str) else inspect.formatannotation(ann)
+
+
+def _default_repr(value: Any) -> str:
+    text = "<factory>" if value is getattr(dataclasses, "_HAS_DEFAULT_FACTORY", object()) else repr(value)
+    if re.search(r" at 0x[0-9a-f]+", text) or str(Path.home()) in text:
+        msg = f"a default value would make docs/api.md machine-dependent: {text}"
+        raise ValueError(msg)
+    return text
+
+
+def format_signature(name: str, obj: Any, *, skip_self: bool = False, one_line: bool = False) -> str:
+    """``name(params) -> return`` with string annotations shown as written; one parameter per
+    line when it does not fit in 100 characters (unless ``one_line``)."""
+    sig = inspect.signature(obj)
+    parts: list[str] = []
+    star = False
+    params = list(sig.parameters.values())
+    if skip_self and params and params[0].name in ("self", "cls"):
+        params = params[1:]
+    for k, p in enumerate(params):
+        if p.kind is p.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        text = p.name
+        if p.kind is p.VAR_POSITIONAL:
+            text, star = "*" + text, True
+        elif p.kind is p.VAR_KEYWORD:
+            text = "**" + text
+        if p.annotation is not p.empty:
+            text += f": {_annotation(p.annotation)}"
+        if p.default is not p.empty:
+            text += (" = " if p.annotation is not p.empty else "=") + _default_repr(p.default)
+        parts.append(text)
+        if p.kind is p.POSITIONAL_ONLY and (
+            k + 1 == len(params) or params[k + 1].kind is not p.POSITIONAL_ONLY
+        ):
+            parts.append("/")
+    ret = (
+        ""
+        if sig.return_annotation in (sig.empty, None, "None")
+        else f" -> {_annotation(sig.return_annotation)}"
+    )
+    one = f"{name}({', '.join(parts)}){ret}"
+    if one_line or len(one) <= _WIDTH:
+        return one
+    return "\n".join([f"{name}(", *(f"    {x}," for x in parts), f"){ret}"])
+
+
+def _fields_table(cls: type) -> list[str]:
+    """A dataclass's fields: type, default and the description its docstring gives (``Args`` or
+    ``Attributes``; ``a, b: text`` describes both)."""
+    sections = _sections(cls.__doc__)
+    described: dict[str, str] = {}
+    for key in ("Args", "Attributes"):
+        for names, text in _item_pairs(sections.get(key, [])):
+            for n in names.split(", "):
+                described[n] = text
+    rows = ["| field | type | default | description |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        t = _annotation(f.type).replace("|", "\\|")
+        d = _default(f)
+        d = d if d == "(required)" else f"`{d}`"
+        desc = described.get(f.name, "").replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{t}` | {d} | {desc} |")
+    return [*rows, ""]
+
+
+def _member_kind(cls: type, name: str) -> str:
+    raw = inspect.getattr_static(cls, name)
+    if isinstance(raw, property):
+        return "property"
+    if isinstance(raw, classmethod):
+        return "classmethod"
+    if isinstance(raw, staticmethod):
+        return "staticmethod"
+    return "method" if callable(raw) else "attribute"
+
+
+def _public_members(cls: type) -> list[str]:
+    """Public methods and properties defined by ``cls`` itself (not dataclass fields)."""
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    names = []
+    for name, raw in vars(cls).items():
+        if name in fields or (name.startswith("_") and name not in ("__iter__", "__len__")):
+            continue
+        if isinstance(raw, property | classmethod | staticmethod) or inspect.isfunction(raw):
+            names.append(name)
+    return names
+
+
+def _member_signature(cls: type, name: str, *, one_line: bool = False) -> str:
+    kind = _member_kind(cls, name)
+    obj = getattr(cls, name)
+    label = f"{cls.__name__}.{name}"
+    if kind == "property":
+        fget = inspect.getattr_static(cls, name).fget
+        ann = inspect.signature(fget).return_annotation
+        return label + ("" if ann is inspect.Signature.empty else f": {_annotation(ann)}") + "  # property"
+    return format_signature(label, obj, skip_self=kind != "staticmethod", one_line=one_line)
+
+
+def _class_markdown(module: str, cls: type) -> list[str]:
+    out: list[str] = []
+    if issubclass(cls, BaseException):
+        bases = ", ".join(b.__name__ for b in cls.__bases__)
+        out += [SIGNATURE, f"class {module}.{cls.__name__}({bases})", "```", ""]
+        out += [*docstring_markdown(cls.__doc__), "", f"Exit code: `{cls.exit_code}`.", ""]
+        return out
+    if dataclasses.is_dataclass(cls):
+        out += [*docstring_markdown(cls.__doc__, omit=("Args", "Attributes")), ""]
+        out += _fields_table(cls)
+    else:
+        out += [SIGNATURE, format_signature(f"{module}.{cls.__name__}", cls), "```", ""]
+        out += [*docstring_markdown(cls.__doc__), ""]
+    public = _public_members(cls)
+    main = [m for m in API_MEMBERS.get(cls.__name__, tuple(public)) if m in public or hasattr(cls, m)]
+    for name in main:
+        out += [f"##### `{cls.__name__}.{name}`", "", SIGNATURE, _member_signature(cls, name), "```", ""]
+        doc = (
+            inspect.getdoc(getattr(cls, name))
+            if _member_kind(cls, name) != "property"
+            else (inspect.getattr_static(cls, name).__doc__)
+        )
+        if doc and not doc.startswith(("int(", "str(", "bool(", "float(")):
+            out += [*docstring_markdown(doc), ""]
+    rest = [m for m in public if m not in main]
+    if rest:
+        out += ["Other public members:", ""]
+        for name in sorted(rest):
+            raw = inspect.getattr_static(cls, name)
+            target = raw.fget if isinstance(raw, property) else getattr(cls, name)
+            first = (inspect.getdoc(target) or "").split("\n\n")[0].replace("\n", " ")
+            sig = _member_signature(cls, name, one_line=True).replace("  # property", " (property)")
+            out.append(f"- `{sig}`" + (f": {_inline(first)}" if first else ""))
+        out.append("")
+    return out
+
+
+def _public_object(module: str, name: str) -> Any:
+    """``module.name``, resolved through the package's lazy imports: a subpackage of the same name
+    (``dataforge.dedup``) replaces the attribute once it is imported, whatever ran before."""
+    mod = importlib.import_module(module)
+    lazy = getattr(mod, "_LAZY", {})
+    if name in lazy:
+        return getattr(importlib.import_module(lazy[name]), name)
+    return getattr(mod, name)
+
+
+def _object_markdown(module: str, name: str) -> list[str]:
+    obj = _public_object(module, name)
+    if inspect.isclass(obj):
+        kind = "exception" if issubclass(obj, BaseException) else "class"
+        return [f"#### `{module}.{name}` ({kind})", "", *_class_markdown(module, obj)]
+    return [
+        f"#### `{module}.{name}`",
+        "",
+        SIGNATURE,
+        format_signature(f"{module}.{name}", obj),
+        "```",
+        "",
+        *docstring_markdown(obj.__doc__),
+        "",
+    ]
+
+
+def api_reference() -> str:
+    """Markdown reference of the Python API: ``dataforge`` and ``dataforge.train``."""
+    import dataforge
+    import dataforge.train
+
+    listed = {(m, n) for _, _, _, names in API_SECTIONS for m, n in names}
+    for mod in (dataforge, dataforge.train):
+        missing = [n for n in mod.__all__ if n != "__version__" and (mod.__name__, n) not in listed]
+        if missing:
+            msg = f"docgen.API_SECTIONS does not list {mod.__name__}.{missing[0]}"
+            raise ValueError(msg)
+    lines = [
+        HEADER,
+        "# Python API reference\n",
+        "What training jobs and scripts import: the public names of `dataforge` (its `__all__`) and",
+        "of `dataforge.train`, with their signatures and docstrings as the code states them. Options",
+        "are keyword-only; every function that runs something returns a report whose counts add up",
+        "(`rows_in == kept + dropped + rejected`). `dataforge.__version__` is the package version.",
+        "",
+        "Contents:",
+        "",
+    ]
+    for module, heading, _, names in API_SECTIONS:
+        refs = ", ".join(f"`{n}`" for _, n in names)
+        lines.append(f"- `{module}` / {heading}: {refs}")
+    lines.append("")
+    current = None
+    for module, heading, intro, names in API_SECTIONS:
+        if module != current:
+            current = module
+            mod = importlib.import_module(module)
+            lines += [f"## `{module}`", "", *docstring_markdown(mod.__doc__), ""]
+        lines += [f"### {heading}", "", intro, ""]
+        for mod_name, name in names:
+            lines += _object_markdown(mod_name, name)
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.rstrip() + "\n"
+
+
+GENERATED: dict[str, Any] = {"cli.md": cli_reference, "steps.md": steps_reference, "api.md": api_reference}
 
 
 def write(docs: Path) -> list[Path]:

@@ -30,7 +30,38 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class RunReport:
-    """Counts and metadata of one run. ``rows_in == kept + dropped + rejected`` always holds."""
+    """Counts and metadata of one run. ``rows_in == kept + dropped + rejected`` always holds.
+
+    What every command that writes shards returns, and what ``OUT/report.json`` holds
+    (:meth:`load` reads it back). The counts are properties over the ledger.
+
+    Attributes:
+        name: the pipeline's name.
+        output: the output folder.
+        ledger: the counts per step and reason (``ledger.steps``: one entry per step).
+        status: ``ok``, ``up_to_date`` (a rerun that did nothing) or ``reject_rate_exceeded``.
+        shards: the shards written to ``data/``: path, rows, bytes, sha256.
+        dropped_shards: the same for ``dropped/``.
+        reject_shards: the same for ``rejects/``.
+        per_input: the ledger per input file (rows in, kept, dropped, rejected).
+        timings: seconds per stage and in total.
+        executor: ``local`` or ``ray`` (it never changes the output bytes).
+        workers: local processes or Ray CPUs asked for.
+        started_at: UTC time the run started (ISO 8601).
+        finished_at: UTC time it finished.
+        peak_rss_mb: peak resident memory of this process or its largest finished child (MiB).
+        max_reject_rate: the run's limit on the share of malformed input.
+        config_fingerprint: sha256 of what determines the output bytes: the steps and their
+            options, the input fields, the output format and the dataforge version.
+        run_key: the fingerprint plus every input's path, size and modification time and the task
+            size: what a rerun compares to find its output up to date.
+        dataforge_version: the version that wrote the run.
+        config: the resolved config (steps with every option).
+        reject_samples: a few rejected records: file, line, reason, error.
+        reports: tables global steps wrote for inspection (``clusters``, ``cluster_pairs``).
+        global_info: what each global step found, per phase (e.g. ``dedup.minhash``'s LSH
+            bands and rows, candidate and verified pairs, clusters).
+    """
 
     name: str
     output: str
@@ -57,37 +88,46 @@ class RunReport:
 
     @property
     def rows_in(self) -> int:
+        """Input rows (records), malformed ones included."""
         return self.ledger.rows_in
 
     @property
     def kept(self) -> int:
+        """Rows written to ``data/``."""
         return self.ledger.kept
 
     @property
     def dropped(self) -> int:
+        """Rows a step dropped (with a reason; in ``dropped/`` unless ``keep_dropped`` is off)."""
         return self.ledger.dropped_total
 
     @property
     def rejected(self) -> int:
+        """Malformed input records (in ``rejects/`` with file, line and raw bytes)."""
         return self.ledger.rejected_total
 
     @property
     def reject_rate(self) -> float:
+        """``rejected / rows_in`` (0.0 for an empty input)."""
         return self.rejected / self.rows_in if self.rows_in else 0.0
 
     @property
     def dropped_by_reason(self) -> dict[str, int]:
+        """Dropped rows by ``step:reason``, e.g. ``{'filter.gopher_quality:gopher_short_doc': 423}``."""
         return self.ledger.dropped_by_reason()
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
+        """Rejected records by reason (``bad_json``, ``bad_utf8``, ``missing_text``...)."""
         return dict(sorted(self.ledger.rejected.items()))
 
     @property
     def ok(self) -> bool:
+        """True unless the reject rate was exceeded (``status`` is ``ok`` or ``up_to_date``)."""
         return self.status in ("ok", "up_to_date")
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``report.json`` holds (JSON types only; ``counts`` sums up the ledger)."""
         return {
             "report_version": 1,
             "name": self.name,
@@ -123,6 +163,7 @@ class RunReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunReport:
+        """The report from :meth:`to_dict`'s output (a parsed ``report.json``)."""
         return cls(
             name=d["name"],
             output=d["output"],

@@ -215,6 +215,17 @@ class ShardDataset:
         num_workers, worker_id: DataLoader workers of this rank (set by the torch adapter).
         tokenizer: for token mode and token counts; default :class:`ByteTokenizer`.
         prefetch: decode the next block in a background thread (two blocks in memory at most).
+
+    Raises:
+        ConfigError: a bad argument, or a stage the manifest does not have.
+        DataError: no manifest, or (``verify``) a shard that is missing or does not match it.
+
+    Example:
+        >>> from dataforge.train import ShardDataset
+        >>> ds = ShardDataset("out/tour/curriculum", stage=1, seed=0, batch_size=64)
+        >>> sum(batch.num_rows for batch in ds) == len(ds) == ds.num_rows
+        True
+        >>> state = ds.state_dict()  # save it with the checkpoint; load_state_dict(state) resumes
     """
 
     def __init__(
@@ -321,6 +332,7 @@ class ShardDataset:
 
     @property
     def num_readers(self) -> int:
+        """``world_size * num_workers``: how many readers share the stage."""
         return self.world_size * self.num_workers
 
     @property
@@ -968,6 +980,7 @@ class CurriculumBatch:
 
     @property
     def num_rows(self) -> int:
+        """Rows in ``data`` (a RecordBatch, or a dict of columns)."""
         d = self.data
         if isinstance(d, pa.RecordBatch):
             return d.num_rows
@@ -1189,6 +1202,7 @@ class CurriculumLoader:
         return max(phase.weights, key=lambda s: (phase.weights[s] * (total + 1) - self.taken.get(s, 0), -s))
 
     def __iter__(self) -> Iterator[CurriculumBatch]:
+        """Batches of the whole schedule, phase after phase (from a loaded state: where it left off)."""
         if not self._pending:
             self._reset()
         self._pending = False

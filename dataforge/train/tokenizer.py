@@ -43,7 +43,20 @@ class Tokenizer(Protocol):
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens (0-255), EOS 256, PAD 257; ``add_eos`` appends EOS to every text."""
+    """UTF-8 bytes as tokens (0-255), EOS 256, PAD 257; ``add_eos`` appends EOS to every text.
+
+    The default tokenizer of curricula, the loader and ``dataforge validate``; needs no download.
+    Any object with ``encode(text) -> list[int]``, ``vocab_size``, ``eos_id`` and ``pad_id`` can
+    replace it (an optional vectorized ``count(texts)`` speeds up token counting).
+
+    Example:
+        >>> from dataforge.train import ByteTokenizer
+        >>> tok = ByteTokenizer()
+        >>> tok.encode("hé")
+        [104, 195, 169, 256]
+        >>> tok.count(["hé", "a"]), tok.decode([104, 195, 169, 256])
+        ([4, 2], 'hé')
+    """
 
     name = "byte"
     vocab_size = 258
@@ -54,12 +67,14 @@ class ByteTokenizer:
         self.add_eos = add_eos
 
     def encode(self, text: str) -> list[int]:
+        """The UTF-8 bytes of ``text`` (then EOS when ``add_eos``)."""
         ids = list(text.encode("utf-8"))
         if self.add_eos:
             ids.append(self.eos_id)
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
+        """Text from token ids; EOS and PAD are skipped, invalid UTF-8 becomes U+FFFD."""
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def count(self, texts: Sequence[str | None]) -> list[int]:

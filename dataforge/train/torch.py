@@ -218,6 +218,7 @@ class TorchIterableDataset(IterableDataset):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Any]:
+        """This DataLoader worker's batches (dicts of tensors and lists, or token LongTensors)."""
         info = get_worker_info()
         num_workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         resume = self._resume

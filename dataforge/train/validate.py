@@ -50,7 +50,19 @@ _STAGE_SCHEMAS = {
 
 @dataclass
 class TrainResult:
-    """The tiny training run: losses, the unigram baseline, throughput."""
+    """The tiny training run: losses, the unigram baseline, throughput.
+
+    Attributes:
+        stage: the stage trained on.
+        steps, seq_len, batch_size: the run's shape (``batch_size`` sequences of ``seq_len`` tokens).
+        tokens: tokens trained on.
+        seconds, tokens_per_s: wall time and throughput through loader and model.
+        first_loss: the loss of the first step (nats per token).
+        final_loss: the mean loss of the last steps.
+        unigram_baseline: entropy of the token distribution of the batches trained on.
+        passed: ``final_loss < unigram_baseline``.
+        losses: the loss of every step.
+    """
 
     stage: int
     steps: int
@@ -68,7 +80,14 @@ class TrainResult:
 
 @dataclass
 class ValidationResult:
-    """What ``dataforge validate`` found."""
+    """What ``dataforge validate`` found.
+
+    Attributes:
+        path: the curriculum output folder.
+        shards_checked, rows, tokens: what the shard checks covered.
+        problems: one message per failed check (empty when every shard matches its manifest).
+        train: the training run (None with ``train_steps=0`` or when a shard check failed).
+    """
 
     path: str
     shards_checked: int = 0
@@ -79,9 +98,11 @@ class ValidationResult:
 
     @property
     def ok(self) -> bool:
+        """No problems, and the training run (if any) passed."""
         return not self.problems and (self.train is None or self.train.passed)
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``dataforge validate --json`` prints."""
         d = asdict(self)
         d["ok"] = self.ok
         if self.train is not None:
@@ -299,6 +320,15 @@ def validate(
     Returns:
         The result; ``result.ok`` is False when a shard check failed or the loss did not fall below
         the unigram baseline. The training run is skipped when a shard check failed.
+
+    Raises:
+        DataError: the folder is not a curriculum output (no manifest, or another kind).
+        ConfigError: ``stage`` is not in the manifest, or torch (the ``torch`` extra) is missing.
+
+    Example:
+        >>> result = dataforge.validate("out/tour/curriculum", train_steps=0)
+        >>> result.ok, result.shards_checked > 0, result.train is None
+        (True, True, True)
     """
     result = check_shards(out)
     if train_steps > 0 and not result.problems:
