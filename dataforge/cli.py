@@ -74,7 +74,13 @@ def _setup_logging(verbose: int, quiet: bool, log_json: str | None) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     if log_json:
-        fh = logging.FileHandler(log_json, encoding="utf-8")
+        try:  # a scheduled job's log folder may not exist yet: make it
+            Path(log_json).parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_json, encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot write {log_json}: {exc.strerror or exc}", param_hint="--log-json"
+            ) from None
         fh.setFormatter(_JsonFormatter())
         fh.setLevel(logging.INFO)
         root.addHandler(fh)
@@ -1156,14 +1162,26 @@ def _print_noise_inspect(info: dict[str, Any]) -> None:
     for col in ("class", "examples", "flagged", "label noise", "label quality"):
         t.add_column(col)
     for r in info["per_class"]:
-        t.add_row(str(r["class"]), f"{r['examples']:,}", f"{r['flagged']:,}", f"{r['label_noise']:.3f}", f"{r['label_quality']:.3f}")
+        t.add_row(
+            str(r["class"]),
+            f"{r['examples']:,}",
+            f"{r['flagged']:,}",
+            f"{r['label_noise']:.3f}",
+            f"{r['label_quality']:.3f}",
+        )
     console.print(t)
     if info["top_issues"]:
         t = Table(title="lowest label quality", title_justify="left")
         for col in ("rank", "id", "given", "suggested", "quality"):
             t.add_column(col)
         for r in info["top_issues"]:
-            t.add_row(str(r["rank"]), str(r["id"]), str(r["given_label"]), str(r["suggested_label"]), f"{r['label_quality']:.4f}")
+            t.add_row(
+                str(r["rank"]),
+                str(r["id"]),
+                str(r["given_label"]),
+                str(r["suggested_label"]),
+                f"{r['label_quality']:.4f}",
+            )
         console.print(t)
     for w in info.get("warnings", []):
         console.print(f"warning: {w}")

@@ -147,6 +147,19 @@ def test_log_json_writes_json_lines(cli_runner, tmp_path):
     assert records and all({"time", "level", "message"} <= set(r) for r in records)
 
 
+def test_log_json_makes_its_folder_or_says_why_not(cli_runner, tmp_path):
+    log = tmp_path / "logs" / "nightly" / "run.jsonl"
+    result = invoke(
+        cli_runner, "--log-json", log, "clean", DEFECTS, "-o", tmp_path / "o", "--max-reject-rate", "1"
+    )
+    assert result.exit_code == 0 and log.read_text().strip()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bad = cli_runner.invoke(cli, ["--log-json", str(blocker / "run.jsonl"), "steps"])
+    assert bad.exit_code == 2
+    assert "--log-json" in bad.output and str(blocker / "run.jsonl") in bad.output
+
+
 def test_cli_choices_match_the_library():
     from dataforge.api import PII_MODES, PRESET_NAMES
     from dataforge.io.inputs import FORMATS

@@ -2,7 +2,9 @@
 
 Tasks run as Ray tasks with retries; results come back in item order. Work files go to the output
 folder, so on a multi-node cluster that folder must be on storage every node can reach (NFS, a
-shared volume), as with datatrove's Ray executor.
+shared volume), as with datatrove's Ray executor. Each task runs in the driver's working folder
+(Ray workers start wherever ``ray start`` ran), so relative input and output paths mean the same
+on every node as on the driver.
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dataforge.errors import ConfigError, DataforgeError
+from dataforge.errors import ConfigError, DataforgeError, InputError
 from dataforge.executors.base import OnDone
 
 log = logging.getLogger(__name__)
 
 
-def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+def _call(fn: Callable[[Any], Any], item: Any, cwd: str) -> Any:
+    if os.getcwd() != cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            import socket
+
+            msg = (
+                f"the driver's working folder {cwd} is not usable on Ray node {socket.gethostname()} "
+                f"({exc.strerror or exc}): run dataforge from a folder every node can reach, or give "
+                "absolute paths on shared storage"
+            )
+            raise InputError(msg) from None
     return fn(item)
 
 
@@ -28,7 +42,8 @@ class RayExecutor:
     Args:
         workers: CPUs for a local Ray started by dataforge (ignored when joining a cluster).
         address: address of an existing cluster (``ray://host:10001``, ``host:6379`` or ``auto``);
-            None starts a local Ray for the run and shuts it down afterwards.
+            None uses ``$RAY_ADDRESS`` when it is set (as ``ray.init`` does), else starts a local
+            Ray for the run and shuts it down afterwards.
         max_retries: times a task is retried when its worker dies.
     """
 
@@ -36,7 +51,7 @@ class RayExecutor:
 
     def __init__(self, *, workers: int = 1, address: str | None = None, max_retries: int = 3) -> None:
         self.workers = workers
-        self.address = address
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.max_retries = max_retries
         self._started = False
 
@@ -64,6 +79,8 @@ class RayExecutor:
                 msg = f"cannot start or join Ray at {self.address or 'local'}: {exc}"
                 raise ConfigError(msg) from None
             self._started = True
+        if self.address:  # on a cluster the CPUs are the cluster's, not --workers
+            self.workers = int(ray.cluster_resources().get("CPU", self.workers))
         return ray
 
     def map(
@@ -74,7 +91,8 @@ class RayExecutor:
         ray = self._ensure()
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_call)
         fn_ref = ray.put(fn)  # shipped once, not once per task
-        refs = [remote.remote(fn_ref, item) for item in items]
+        cwd = os.getcwd()
+        refs = [remote.remote(fn_ref, item, cwd) for item in items]
         index = {ref: i for i, ref in enumerate(refs)}
         results: list[Any] = [None] * len(items)
         pending = list(refs)

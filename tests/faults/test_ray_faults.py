@@ -14,6 +14,7 @@ unless ``RAY_AUTH_MODE=token`` is set in its environment; the test cluster is st
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -240,3 +241,35 @@ def test_cli_on_ray_start_cluster(news_parts, ray_start_cluster, local_refs, tmp
     """``dataforge clean|dedup --executor ray --ray-address 127.0.0.1:<port>`` on a cluster started
     with ``ray start --head`` by the test: the local executor's bytes."""
     _run_on(ray_start_cluster, news_parts, tmp_path, local_refs)
+
+
+def test_relative_paths_and_ray_address_env_on_ray_start_cluster(news_parts, ray_start_cluster, tmp_path):
+    """Run from another folder than the cluster's (``ray start`` ran in the repo root) with relative
+    paths, the cluster given only by ``$RAY_ADDRESS``: the workers resolve the paths in the driver's
+    folder, and the bytes equal the local executor's run of the same command."""
+    from .conftest import cli_cmd
+
+    work = tmp_path / "work"
+    shutil.copytree(news_parts / "in", work / "in")
+
+    def run(out: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_cmd("clean", "in", "-o", out, *extra),
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    local = run("out-local")
+    assert local.returncode == 0, local.stderr
+    on_ray = run(
+        "out-ray", "--executor", "ray", env={"RAY_ADDRESS": ray_start_cluster, "RAY_AUTH_MODE": "disabled"}
+    )
+    assert on_ray.returncode == 0, on_ray.stderr
+    report = json.loads((work / "out-ray" / "report.json").read_text())
+    assert report["executor"] == "ray" and report["workers"] == 2  # the cluster's CPUs
+    assert digests(work / "out-ray") == digests(work / "out-local")
+    assert leftovers(work / "out-ray") == []
