@@ -189,7 +189,7 @@ def _print_summary(report: Any) -> None:
     console.print(
         f"rows in {report.rows_in:,} = kept {report.kept:,} + dropped {report.dropped:,} + "
         f"rejected {report.rejected:,}   status: {report.status}   "
-        f"shards: {len(report.shards)}   report: {report.output}/report.md"
+        f"shards: {len(report.shards)}   report: {report.output}/report.html"
     )
 
 
@@ -689,7 +689,7 @@ def _records_summary(report: Any) -> None:
         click.echo(
             "counters: "
             + ", ".join(f"{k} {v:,}" for k, v in sorted(groups.items()))
-            + " (details in report.md)"
+            + " (details in report.html)"
         )
     for r in report.reject_samples[:3]:
         click.echo(f"  rejected ({r['reason']}): {r['error']}")
