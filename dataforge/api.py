@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from dataforge.config import (
     read_yaml,
 )
 from dataforge.errors import ConfigError, choices
-from dataforge.io.inputs import InputSpec
+from dataforge.io.inputs import DEFAULT_TASK_BYTES, InputSpec
 from dataforge.registry import build_step
 from dataforge.report import RunReport
 from dataforge.runner import Progress, run_pipeline
@@ -96,6 +97,7 @@ def clean(
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
+    task_bytes: int = DEFAULT_TASK_BYTES,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     output_format: str = "arrow",
     compression: str = "zstd",
@@ -117,6 +119,8 @@ def clean(
         config: a YAML file whose ``steps:`` replace the built steps, and/or whose ``options:``
             (``{step: {option: value}}``) override step options.
         executor, workers, ray_address: where to run (never changes the output bytes).
+        task_bytes: the most input (bytes on disk) one task reads; bigger files are split (never
+            changes the output bytes; see :func:`dataforge.io.inputs.plan_tasks`).
         Other arguments: see ``dataforge clean --help``.
 
     Returns:
@@ -169,6 +173,7 @@ def clean(
         executor=executor,
         workers=workers,
         ray_address=ray_address,
+        task_bytes=task_bytes,
         overwrite=overwrite,
         force=force,
         progress=progress,
@@ -196,12 +201,17 @@ def _run_documents(
     force: bool,
     progress: Progress | None,
     batch_rows: int = 10_000,
+    task_bytes: int = DEFAULT_TASK_BYTES,
 ) -> RunReport:
     """Build the pipeline the document commands share (input, output, executor) and run it."""
     pipeline = Pipeline(
         name=name,
         input=InputSpec(
-            paths=tuple(str(p) for p in inputs), format=format, text_field=text_field, id_field=id_field
+            paths=tuple(str(p) for p in inputs),
+            format=format,
+            text_field=text_field,
+            id_field=id_field,
+            task_bytes=task_bytes,
         ),
         output=OutputSpec(
             path=str(output),
@@ -243,6 +253,7 @@ def dedup(
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
+    task_bytes: int = DEFAULT_TASK_BYTES,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     output_format: str = "arrow",
     compression: str = "zstd",
@@ -308,6 +319,7 @@ def dedup(
         executor=executor,
         workers=workers,
         ray_address=ray_address,
+        task_bytes=task_bytes,
         overwrite=overwrite,
         force=force,
         progress=progress,
@@ -469,6 +481,7 @@ def run(
     executor: str | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    task_bytes: int | None = None,
     overwrite: bool = False,
     force: bool = False,
     incremental: bool = False,
@@ -487,6 +500,8 @@ def run(
         output: write here instead of the file's output folder.
         executor, workers, ray_address: where the tasks run (``local`` or ``ray``); override the
             file's ``executor:`` section and never change the output bytes.
+        task_bytes: override the file's ``input.task_bytes`` (document pipelines; the output bytes
+            do not depend on it).
         overwrite: replace the output of a different earlier run in the output folder.
         force: run again even if the output is up to date.
         incremental: for document pipelines, add only the input files not yet in the output release
@@ -517,10 +532,9 @@ def run(
         raw = read_yaml(pipeline)
         kind = next((k for k in ("noise_report", "normalize", "stages") if k in raw), None)
         if kind is not None:
-            if incremental:
-                msg = (
-                    "--incremental applies to document pipelines (input/steps/output files), not to this file"
-                )
+            if incremental or task_bytes is not None:
+                flag = "--incremental" if incremental else "--task-bytes"
+                msg = f"{flag} applies to document pipelines (input/steps/output files), not to this file"
                 raise ConfigError(msg)
             target = _declared_output(pipeline, raw, output)
             with run_lock(target) if target is not None else contextlib.nullcontext():
@@ -535,6 +549,8 @@ def run(
 
                 return build_curriculum(pipeline, output=output, overwrite=overwrite or force)
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    if task_bytes is not None:
+        p.input = dataclasses.replace(p.input, task_bytes=task_bytes)
     if output is not None:
         p.output = OutputSpec(**{**p.output.__dict__, "path": str(output)})
     if executor is not None or workers is not None or ray_address is not None:

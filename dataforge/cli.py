@@ -249,6 +249,33 @@ def cli(state: _State, verbose: int, quiet: bool, log_json: str | None) -> None:
     _setup_logging(verbose, quiet, log_json)
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: ``67108864``, ``64M``, ``64MiB``, ``1G``, ``512k`` (binary units)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        import re
+
+        m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", str(value), flags=re.I)
+        if not m or int(m.group(1)) < 1:
+            self.fail(
+                f"{value!r} is not a size: give bytes or a number with k, M, G or T (e.g. 64M)", param, ctx
+            )
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+TASK_BYTES_HELP = (
+    "Most input (bytes on disk) one task reads, e.g. 64M: bigger files are split, small ones grouped; "
+    "the output bytes do not depend on it.  [default: 64M]"
+)
+
+
 def _io_options(f: Any) -> Any:
     """Input, output and run options shared by the commands that process documents."""
     options = [
@@ -263,6 +290,7 @@ def _io_options(f: Any) -> Any:
             default=None,
             help="Input format (default: from file names).",
         ),
+        click.option("--task-bytes", type=ByteSize(), default=None, help=TASK_BYTES_HELP),
         click.option(
             "--shard-rows",
             type=click.IntRange(min=1),
@@ -310,6 +338,7 @@ def _api_kwargs(state: _State, opts: dict[str, Any]) -> dict[str, Any]:
         "id_field": opts["id_field"],
         "format": opts["fmt"],
         "shard_rows": opts["shard_rows"],
+        **({"task_bytes": opts["task_bytes"]} if opts["task_bytes"] is not None else {}),
         "output_format": opts["output_format"],
         "compression": opts["compression"],
         "keep_dropped": opts["keep_dropped"],
@@ -813,10 +842,16 @@ def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, sourc
     is_flag=True,
     help="Add only new input files to the output release (deduplicated against it); new release version.",
 )
+@click.option(
+    "--task-bytes",
+    type=ByteSize(),
+    default=None,
+    help="Override the file's input.task_bytes (most input one task reads, e.g. 64M; the output bytes do not depend on it).",
+)
 @_common_run_options
 @pass_state
-def run(state: _State, pipeline: str, output: str | None, incremental: bool, executor: str | None,
-        workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
+def run(state: _State, pipeline: str, output: str | None, incremental: bool, task_bytes: int | None,
+        executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
     """Run a pipeline YAML file (paths in it are relative to the file).
 
     A rerun with the same inputs and config does nothing and says so; a rerun after a crash
@@ -837,6 +872,7 @@ def run(state: _State, pipeline: str, output: str | None, incremental: bool, exe
             executor=executor,
             workers=workers,
             ray_address=ray_address,
+            task_bytes=task_bytes,
             overwrite=overwrite,
             force=force,
             incremental=incremental,

@@ -172,3 +172,59 @@ def test_cli_choices_match_the_library():
     assert set(params["fmt"].type.choices) == set(FORMATS)
     assert set(params["output_format"].type.choices) == set(OUTPUT_FORMATS)
     assert set(params["compression"].type.choices) == set(COMPRESSIONS)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("65536", 65536), ("64k", 65536), ("64KiB", 65536), ("2M", 2 << 20), ("1g", 1 << 30)]
+)
+def test_byte_sizes(text, value):
+    from dataforge.cli import ByteSize
+
+    assert ByteSize().convert(text, None, None) == value
+
+
+def test_task_bytes_splits_the_input_and_changes_no_byte(cli_runner, tmp_path):
+    import gzip
+    import hashlib
+
+    src = tmp_path / "news.jsonl"  # real Reuters stories, uncompressed so the file can be cut
+    src.write_bytes(gzip.decompress((ROOT / "sample_data" / "news" / "reuters.jsonl.gz").read_bytes()))
+    assert src.stat().st_size > 200_000
+
+    def run(out, *extra):
+        log = tmp_path / f"{out}.jsonl"
+        res = invoke(cli_runner, "--log-json", log, "clean", src, "-o", tmp_path / out, *extra)
+        assert res.exit_code == 0, res.output
+        tasks = [json.loads(line)["message"] for line in log.read_text().splitlines()]
+        return [m for m in tasks if m.startswith("planned ")], {
+            p.relative_to(tmp_path / out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((tmp_path / out).rglob("*.arrow"))
+        }
+
+    whole, digests_whole = run("whole")
+    cut, digests_cut = run("cut", "--task-bytes", "32k")
+    assert whole == ["planned 1 task(s) of <= 67108864 bytes from 1 file(s) (0 split)"]
+    n = int(cut[0].split()[1])
+    assert cut == [f"planned {n} task(s) of <= 32768 bytes from 1 file(s) (1 split)"]
+    assert n >= src.stat().st_size // (32 << 10)
+    assert digests_cut == digests_whole
+    bad = cli_runner.invoke(cli, ["clean", str(src), "-o", str(tmp_path / "x"), "--task-bytes", "lots"])
+    assert bad.exit_code == 2 and "'lots' is not a size" in bad.output
+
+
+def test_run_task_bytes_overrides_the_file_and_is_refused_for_other_kinds(cli_runner, tmp_path):
+    import gzip
+
+    (tmp_path / "news.jsonl").write_bytes(
+        gzip.decompress((ROOT / "sample_data" / "news" / "reuters.jsonl.gz").read_bytes())
+    )
+    (tmp_path / "p.yaml").write_text(
+        "name: p\ninput: {paths: [news.jsonl], task_bytes: 1000000000}\noutput: {path: out}\nsteps:\n  - normalize.text: {}\n"
+    )
+    log = tmp_path / "log.jsonl"
+    res = invoke(cli_runner, "--log-json", log, "run", tmp_path / "p.yaml", "--task-bytes", "64k")
+    assert res.exit_code == 0, res.output
+    planned = [json.loads(x)["message"] for x in log.read_text().splitlines() if '"planned ' in x]
+    assert len(planned) == 1 and "of <= 65536 bytes" in planned[0] and "(1 split)" in planned[0]
+    res = cli_runner.invoke(cli, ["run", str(ROOT / "pipelines" / "noise.yaml"), "--task-bytes", "1M"])
+    assert res.exit_code == 2 and "--task-bytes applies to document pipelines" in res.output
