@@ -13,9 +13,12 @@ kernel drops the lock when the holder dies, so a killed run never leaves a stale
 append-only shards plus a manifest with a ``release`` section (version, every input file processed
 with its size, one entry per increment). An incremental run:
 
-1. discovers the pipeline's inputs and compares them with the release: no new file -> nothing is
-   done, the run says so (status ``up_to_date``); a file that changed size since it was processed ->
-   InputError (an increment only adds files; rebuild with ``--force``);
+1. checks that the pipeline still processes documents as the release did (its input, output and
+   steps sections; a change -> ConfigError: rebuild with ``--force``), then discovers the inputs
+   and compares them with the release: no new file -> nothing is done, the run says so (status
+   ``up_to_date``); a processed file whose size or modification time changed (rsync's quick check)
+   -> InputError (an increment only adds files; rebuild with ``--force``); a processed file that is
+   gone is kept in the release and logged as a warning (sources are often rotated away);
 2. runs the pipeline on the new files only, into ``.<name>.increment`` beside the output, with every
    dedup step (``dedup.exact``, ``dedup.minhash``) given the release's kept documents as ``against``,
    so a new document that duplicates a released one is dropped (``exact_duplicate_of_reference`` /
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from dataforge.config import Pipeline
-from dataforge.errors import DataforgeError, InputError
+from dataforge.errors import ConfigError, DataforgeError, InputError
 from dataforge.html import write_report_or_log
 from dataforge.io.inputs import discover
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
@@ -142,6 +145,25 @@ def _move_shards(entries: list[dict[str, Any]], src: Path, dst: Path, folder: st
     return moved
 
 
+def _check_same_config(pipeline: Pipeline, manifest: dict[str, Any], version: int) -> None:
+    """An increment must be processed like the release: same input, output and steps settings
+    (the dataforge version may differ)."""
+    from dataforge.runner import _canonical, config_of
+
+    was = manifest.get("config") or {}
+    now = config_of(pipeline)
+    changed = [
+        k for k in ("input", "output", "steps") if k in was and _canonical(now[k]) != _canonical(was[k])
+    ]
+    if changed:
+        msg = (
+            f"{pipeline.output.path}: the pipeline's {' and '.join(changed)} changed since release v{version}; "
+            "an increment must be processed like the release: undo the change, or rebuild the release "
+            "with `dataforge run --incremental --force`"
+        )
+        raise ConfigError(msg)
+
+
 def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: bool = False) -> RunReport:
     """Add the pipeline's new input files to its output release (see the module docstring)."""
     from dataforge.runner import run_pipeline
@@ -151,20 +173,41 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
         report = run_pipeline(pipeline, overwrite=force_full, force=force_full, progress=progress)
         manifest = read_manifest(out)
         manifest["release"] = _release(manifest)
+        # the release remembers each file's modification time too (not the plain manifest, whose
+        # bytes must not depend on when the inputs were copied)
+        mtimes = {_real(f.path): f.mtime_ns for f in discover(pipeline.input)}
+        for i in manifest["release"]["inputs"]:
+            if i["path"] in mtimes:
+                i["mtime_ns"] = mtimes[i["path"]]
         write_json_atomic(out / MANIFEST, manifest)
         return report
     manifest = read_manifest(out)
     release = _release(manifest)
-    processed = {i["path"]: i["bytes"] for i in release["inputs"]}
+    _check_same_config(pipeline, manifest, release["version"])
+    processed = {i["path"]: i for i in release["inputs"]}
     files = discover(pipeline.input)
     for f in files:
         old = processed.get(_real(f.path))
-        if old is not None and old != f.size:
-            msg = (
-                f"input {f.path} changed since release v{release['version']} ({old:,} -> {f.size:,} bytes); "
-                f"an incremental run only adds new files: rebuild the release with `dataforge run --force`"
-            )
-            raise InputError(msg)
+        if old is None:
+            continue
+        if old["bytes"] != f.size:
+            what = f"{old['bytes']:,} -> {f.size:,} bytes"
+        elif old.get("mtime_ns", f.mtime_ns) != f.mtime_ns:
+            what = "same size, modified since"
+        else:
+            continue
+        msg = (
+            f"input {f.path} changed since release v{release['version']} ({what}); "
+            f"an incremental run only adds new files: rebuild the release with `dataforge run --incremental --force`"
+        )
+        raise InputError(msg)
+    seen = {_real(f.path) for f in files}
+    gone = sorted(p for p in processed if p not in seen)
+    if gone:
+        log.warning(
+            "%s: %d input file(s) of release v%d are gone (kept in the release): %s",
+            out, len(gone), release["version"], ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else ""),
+        )  # fmt: skip
     new = [f for f in files if _real(f.path) not in processed]
     stored = RunReport.load(out)
     if not new:
@@ -211,12 +254,16 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
         counts=counts,
         release={
             "version": version,
-            "inputs": [*release["inputs"], *({"path": _real(f.path), "bytes": f.size} for f in new)],
+            "inputs": [
+                *release["inputs"],
+                *({"path": _real(f.path), "bytes": f.size, "mtime_ns": f.mtime_ns} for f in new),
+            ],
             "increments": [
                 *release["increments"],
                 {
                     "version": version,
                     "inputs": len(new),
+                    "gone_inputs": gone,
                     "counts": report.to_dict()["counts"],
                     "config_fingerprint": inc_manifest.get("config_fingerprint"),
                     "report": f"{inc_dir}/{REPORT_JSON}",

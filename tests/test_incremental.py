@@ -152,3 +152,50 @@ def test_changed_input_needs_a_rebuild(tmp_path, cli_runner):
 def test_incremental_only_for_document_pipelines(cli_runner):
     res = cli_runner.invoke(cli, ["run", str(ROOT / "pipelines" / "finance.yaml"), "--incremental"])
     assert res.exit_code == 2 and "document pipelines" in res.output
+
+
+def test_same_size_rewrite_is_caught_and_gone_files_are_kept(tmp_path):
+    import os
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    a = _write(inbox / "a.jsonl", _news(10))
+    b = _write(inbox / "b.jsonl", _news(5, skip=10))
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    dataforge.run(cfg, incremental=True)
+    assert all("mtime_ns" in i for i in read_manifest(out)["release"]["inputs"])
+    # same bytes count, other content, newer mtime (a re-exported file): refused
+    rows = _news(10)
+    rows[0], rows[1] = rows[1], rows[0]
+    _write(a, rows)
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert a.stat().st_size == read_manifest(out)["release"]["inputs"][0]["bytes"]
+    with pytest.raises(InputError, match="a.jsonl changed since release v1 \\(same size, modified since\\)"):
+        dataforge.run(cfg, incremental=True)
+    # put the old mtime back: unchanged again; then a processed file disappears: kept, warned
+    old = next(i for i in read_manifest(out)["release"]["inputs"] if i["path"].endswith("a.jsonl"))
+    os.utime(a, ns=(st.st_atime_ns, old["mtime_ns"]))
+    b.unlink()
+    _write(inbox / "c.jsonl", _news(5, skip=20))
+    rep = dataforge.run(cfg, incremental=True)
+    release = read_manifest(out)["release"]
+    assert rep.status == "ok" and release["version"] == 2
+    assert [Path(p).name for p in release["increments"][-1]["gone_inputs"]] == ["b.jsonl"]
+    assert read_manifest(out)["counts"]["rows_in"] == 20  # a + b from v1, c from v2
+
+
+def test_a_changed_pipeline_is_refused(tmp_path):
+    from dataforge.errors import ConfigError
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    _write(inbox / "a.jsonl", _news(10))
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    dataforge.run(cfg, incremental=True)
+    cfg.write_text(cfg.read_text().replace("threshold: 0.8", "threshold: 0.7"), encoding="utf-8")
+    _write(inbox / "b.jsonl", _news(5, skip=10))
+    with pytest.raises(ConfigError, match="the pipeline's steps changed since release v1"):
+        dataforge.run(cfg, incremental=True)
