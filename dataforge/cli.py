@@ -854,9 +854,11 @@ def run(state: _State, pipeline: str, output: str | None, incremental: bool, tas
         executor: str | None, workers: int | None, ray_address: str | None, overwrite: bool, force: bool) -> None:  # fmt: skip
     """Run a pipeline YAML file (paths in it are relative to the file).
 
-    A rerun with the same inputs and config does nothing and says so; a rerun after a crash
-    resumes and ends with the same bytes. Safe under cron: a second run of the same pipeline while
-    one is going exits at once with code 75; --incremental processes only the new input files.
+    Document pipelines (input/steps/output): a rerun with the same inputs and config does
+    nothing and says so; a rerun after a crash resumes and ends with the same bytes;
+    --incremental processes only the new input files. normalize:, noise_report: and curriculum
+    (stages:) files do the whole work each time and need --force to replace their output. Safe
+    under cron: a second run of the same pipeline while one is going exits at once with code 75.
 
     \b
     Examples:

@@ -278,9 +278,11 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
     cumulative.reject_shards = new_manifest["rejects"]
     cumulative.per_input = [*cumulative.per_input, *report.per_input]
     cumulative.status = report.status
+    # per-step details (LSH, candidate pairs, clusters...) are those of the latest increment; the
+    # ledger and the shards are the whole release's
     cumulative.global_info = {
-        **cumulative.global_info,
-        "release": {"version": version, "new_inputs": len(new)},
+        **report.global_info,
+        "release": {"version": version, "new_inputs": len(new), "step_info_of": f"v{version}"},
     }
     write_json_atomic(out / REPORT_JSON, cumulative.to_dict())
     write_bytes_atomic(out / REPORT_MD, cumulative.markdown().encode("utf-8"))

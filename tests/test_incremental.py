@@ -116,6 +116,11 @@ def test_incremental_release(tmp_path, cli_runner):
     assert m2["counts"] == c
     inc = m2["release"]["increments"][-1]["counts"]
     assert inc["rows_in"] == 27
+    # step details (and the printed MinHash line) are the increment's, not release v1's
+    v2_report = json.loads((out / "increments" / "v0002" / "report.json").read_text())
+    assert rep["global_info"]["dedup.minhash"] == v2_report["global_info"]["dedup.minhash"]
+    assert rep["global_info"]["release"]["step_info_of"] == "v2"
+    assert (out / "report.html").exists() and "release" in res.output
     # the copies of released stories are dropped as duplicates of the reference; no text twice
     texts = _kept_texts(out)
     norm = [" ".join(t.lower().split()) for t in texts]
