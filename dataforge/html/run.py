@@ -194,6 +194,8 @@ def _kind(report: dict[str, Any]) -> str:
         return "normalize"
     if "curriculum" in report.get("reports", {}) or "stages" in report.get("config", {}):
         return "curriculum"
+    if report.get("name") in ("clean", "dedup"):  # the commands of those names
+        return str(report["name"])
     steps = [next(iter(s)) for s in report.get("config", {}).get("steps", []) if isinstance(s, dict) and s]
     if steps and all(s.startswith("dedup.") for s in steps):
         return "dedup"

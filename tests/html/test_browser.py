@@ -104,3 +104,41 @@ def test_near_duplicate_diff_is_side_by_side(demo_outputs, open_report):
     lb, rb = left.bounding_box(), right.bounding_box()
     assert lb and rb and rb["x"] > lb["x"] + lb["width"] - 1  # two columns, left to right
     assert "dropped" in left.inner_text() and "kept" in right.inner_text()
+
+
+@pytest.fixture(scope="module")
+def command_outputs(tmp_path_factory) -> dict[str, object]:
+    """`dataforge clean` and `dataforge dedup` (the commands, not a pipeline file) on sample_data/."""
+    from click.testing import CliRunner
+
+    from dataforge.cli import cli
+
+    from .conftest import ROOT
+
+    base = tmp_path_factory.mktemp("commands")
+    runner = CliRunner()
+    news, defects = ROOT / "sample_data" / "news", ROOT / "sample_data" / "defects" / "planted.jsonl"
+    for args in (
+        ["clean", str(news), str(defects), "-o", str(base / "clean")],
+        ["dedup", str(base / "clean" / "data"), "-o", str(base / "dedup"), "--report-clusters"],
+    ):
+        res = runner.invoke(cli, ["-q", *args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    return {"clean": base / "clean", "dedup": base / "dedup"}
+
+
+@pytest.mark.parametrize(("kind", "title", "anchors"), [
+    ("clean", "dataforge clean: clean", ["funnel", "reasons", "samples", "pii", "rejects", "run"]),
+    ("dedup", "dataforge dedup: dedup", ["funnel", "samples", "dedup", "outputs", "run"]),
+])  # fmt: skip
+def test_clean_and_dedup_command_reports_in_chromium(command_outputs, open_report, kind, title, anchors):
+    path = command_outputs[kind] / "report.html"
+    seen = open_report(path, shot=f"cmd-{kind}.png")
+    assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
+    assert seen.requests == [path.resolve().as_uri()]
+    assert seen.page.title() == title
+    for a in anchors:
+        assert seen.page.locator(f"#{a}").count() == 1, a
+    assert seen.page.locator("svg.plot").count() >= 3
+    if kind == "dedup":  # each removed near-duplicate is shown next to the document it kept
+        assert seen.page.locator("#samples ~ .sample .diff").count() >= 1
