@@ -25,6 +25,7 @@ SAMPLES_PER_REASON = 3
 LARGEST_CLUSTERS = 10
 CLUSTER_DIFFS = 3
 INPUT_PAGE = 25
+INPUT_ROWS = 2000  # input files listed in the page (every one is in report.json)
 
 _SIZE_BUCKETS = [
     (1, 1),
@@ -688,6 +689,12 @@ def _inputs_section(report: dict[str, Any]) -> list[str]:
     res = [kit.section("inputs", f"Inputs ({len(per):,})")]
     if not per:
         return res
+    if len(per) > INPUT_ROWS:  # the busiest files first; the page stays light with 100k inputs
+        res.append(
+            f"<p>The {INPUT_ROWS:,} inputs with the most rows are listed; every input is in "
+            "<a href='report.json'>report.json</a> (<code>per_input</code>).</p>"
+        )
+        per = sorted(per, key=lambda p: (-(p.get("rows_in") or 0), str(p.get("path"))))[:INPUT_ROWS]
     extra = [k for k in ("stage", "source", "table", "role") if any(k in p for p in per)]
     headers = ["file", *extra, "rows in", "kept", "dropped", "rejected"]
     rows = [

@@ -247,3 +247,21 @@ def test_a_failing_page_does_not_fail_the_run(tmp_path, make_jsonl, monkeypatch,
     assert "renderer bug" in caplog.text and "dataforge report" in caplog.text
     monkeypatch.undo()
     assert write_report(out).exists()
+
+
+def test_100k_inputs_list_the_busiest_with_a_pointer_to_report_json(demo_outputs, tmp_path):
+    from dataforge.html.run import INPUT_ROWS
+
+    rep = _report(demo_outputs["finance"])
+    base = rep["per_input"][0]
+    rep["per_input"] = [{**base, "path": f"in/{i:06d}.json", "rows_in": i % 997} for i in range(100_000)]
+    rep["dropped_shards"], rep["shards"] = [], []
+    (tmp_path / "report.json").write_text(json.dumps(rep))
+    page = build_report(tmp_path)
+    table = page[page.index("id='inputs'") :]
+    table = table[table.index("<table") : table.index("</table>")]
+    assert table.count("<tr>") - 1 == INPUT_ROWS
+    assert "in/000996.json" in table  # 996 rows: among the busiest
+    assert "in/000997.json" not in table  # 0 rows
+    assert "every input is in <a href='report.json'>report.json</a>" in page
+    assert len(page.encode()) < 2_000_000
