@@ -151,8 +151,14 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
     if any(s["dropped"] for s in report["ledger"]["steps"]):
         toc.append(("reasons", "drop reasons"))
         body += _reasons(report)
-        toc.append(("samples", "dropped samples"))
-        body += _sample_section(report, samples, reps)
+        if kind == "curriculum":  # not selected is not removed: those rows stay in their sources
+            body.append(
+                "<p>A curriculum drops no data: rows outside a stage's <code>where</code> filter or "
+                "budget stay in their source outputs (see Inputs).</p>"
+            )
+        else:
+            toc.append(("samples", "dropped samples"))
+            body += _sample_section(report, samples, reps)
     pii = _pii_section(out, report)
     if pii:
         toc.append(("pii", "PII"))

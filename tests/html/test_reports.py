@@ -187,6 +187,8 @@ def test_curriculum_report_lists_every_stage_and_source(demo_outputs):
     for r in rep["reports"]["curriculum"]:
         assert f"Stage {r['stage']}: {html.escape(r['stage_name'])}" in page
         assert f"<td>{html.escape(r['source'])}</td>" in page
+    # budget and filter are selection, not removal: no "dropped samples" for a curriculum
+    assert "id='samples'" not in page and "A curriculum drops no data" in page
 
 
 def test_noise_report_flagged_rows_are_paginated_and_linked(demo_outputs):
