@@ -916,16 +916,24 @@ def _finish(state: _State, report: Any) -> None:
         _records_summary(report)
         return
     _print_summary(report)
-    mh = report.global_info.get("dedup.minhash")
-    if mh:
-        fin = mh.get("finalize", {})
-        lsh = fin.get("lsh", {})
-        at = lsh.get("probability", {}).get(f"{lsh.get('threshold', 0):.2f}")
-        click.echo(
-            f"minhash: {lsh.get('bands')} bands x {lsh.get('rows')} rows (S-curve midpoint {lsh.get('midpoint')}, "
-            f"P(candidate | J={lsh.get('threshold')}) = {at}); {fin.get('candidate_pairs', 0):,} candidate pairs, "
-            f"{fin.get('verified_pairs', 0):,} verified, {fin.get('clusters', 0):,} clusters"
-        )
+    line = _minhash_line(report.global_info)
+    if line:
+        click.echo(line)
+
+
+def _minhash_line(global_info: dict[str, Any]) -> str:
+    """One line on the MinHash step: LSH parameters, candidate and verified pairs, clusters."""
+    mh = global_info.get("dedup.minhash") if isinstance(global_info, dict) else None
+    if not mh:
+        return ""
+    fin = mh.get("finalize", {})
+    lsh = fin.get("lsh", {})
+    at = lsh.get("probability", {}).get(f"{lsh.get('threshold', 0):.2f}")
+    return (
+        f"minhash: {lsh.get('bands')} bands x {lsh.get('rows')} rows (S-curve midpoint {lsh.get('midpoint')}, "
+        f"P(candidate | J={lsh.get('threshold')}) = {at}); {fin.get('candidate_pairs', 0):,} candidate pairs, "
+        f"{fin.get('verified_pairs', 0):,} verified, {fin.get('clusters', 0):,} clusters"
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -1142,6 +1150,14 @@ def _print_inspect(info: dict[str, Any]) -> None:
         console.print(t)
         if led.get("rejected_by_reason"):
             console.print("rejected: " + ", ".join(f"{r}={n}" for r, n in led["rejected_by_reason"].items()))
+        for s in led["steps"]:  # what a step found without dropping (PII matches, ...)
+            if s.get("counters") and not s["step"].startswith(("normalize.ehr", "normalize.finance")):
+                console.print(
+                    f"{s['step']}: " + ", ".join(f"{k}={v:,}" for k, v in sorted(s["counters"].items()))
+                )
+    line = _minhash_line(info.get("global_info", {}))
+    if line:
+        console.print(line)
     t = Table(title="shards", title_justify="left")
     for col in ("group", "shards", "rows", "bytes"):
         t.add_column(col)
@@ -1182,6 +1198,12 @@ def _print_inspect(info: dict[str, Any]) -> None:
     fields = info.get("schema", {}).get("fields", [])
     if fields:
         console.print("schema: " + ", ".join(f"{f['name']}: {f['type']}" for f in fields))
+    if info.get("timings"):
+        t = info["timings"]
+        console.print(
+            f"run: {t.get('total', sum(t.values())):.1f} s, peak memory {info.get('peak_rss_mb', 0):,.0f} MiB; "
+            f"report: {info['path']}/report.html"
+        )
     for rec in info.get("samples", []):
         console.print({k: v for k, v in rec.items() if v is not None})
 

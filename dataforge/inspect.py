@@ -70,6 +70,8 @@ def inspect_output(
         info["ledger"] = report.ledger.to_dict()
         info["status"] = report.status
         info["timings"] = report.timings
+        info["peak_rss_mb"] = report.peak_rss_mb
+        info["global_info"] = report.global_info
     if verify:
         problems = verify_shards(out, manifest)
         info["verified"] = not problems

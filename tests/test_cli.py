@@ -98,6 +98,13 @@ def test_run_demo_pipeline_and_inspect(cli_runner, tmp_path):
     assert shown.exit_code == 0
     assert "all shards match the manifest" in shown.output
     assert f"kept {c['kept']:,}" in shown.output
+    # the same summary as report.html: PII matches per type, the MinHash line, where the page is
+    report = json.loads((out / "report.json").read_text())
+    pii = next(s for s in report["ledger"]["steps"] if s["step"] == "pii.redact")["counters"]
+    assert "pii.redact: " + ", ".join(f"{k}={v:,}" for k, v in sorted(pii.items())) in shown.output
+    lsh = report["global_info"]["dedup.minhash"]["finalize"]["lsh"]
+    assert f"minhash: {lsh['bands']} bands x {lsh['rows']} rows" in shown.output
+    assert f"report: {out}/report.html" in shown.output.replace("\n", "")
     as_json = json.loads(invoke(cli_runner, "inspect", out, "--json", "--rows", "2").output)
     assert as_json["counts"] == c
     assert len(as_json["samples"]) == 2
