@@ -566,7 +566,7 @@ def _publish_reports(
 ) -> dict[str, list[dict[str, Any]]]:
     """Copy the report tables global steps wrote (e.g. ``clusters``) to ``OUT/<name>/``."""
     from dataforge.io.shards import write_shard
-    from dataforge.stages import canonical_table, read_ipc
+    from dataforge.stages import read_ipc
 
     published: dict[str, list[dict[str, Any]]] = {}
     for gstep, ctx, _ in globals_run:
@@ -574,8 +574,7 @@ def _publish_reports(
             src = Path(ctx.path(f"{name}.arrow"))
             if not src.exists():
                 continue
-            table = canonical_table(read_ipc(src))
-            info = write_shard(table, out / name / "part-00000.arrow", relative_to=out)
+            info = write_shard(read_ipc(src), out / name / "part-00000.arrow", relative_to=out)
             published[name] = [info.to_dict()]
     return published
 

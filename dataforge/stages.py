@@ -152,39 +152,6 @@ def _work_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write work file {path}: {exc.strerror or exc}")
 
 
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    """``t`` with string/binary views replaced by large strings/binaries (also inside lists and
-    structs)."""
-    if pa.types.is_string_view(t):
-        return pa.large_string()
-    if pa.types.is_binary_view(t):
-        return pa.large_binary()
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        inner = _plain_type(t.value_type)
-        return t if inner == t.value_type else pa.large_list(t.value_field.with_type(inner))
-    if pa.types.is_struct(t):
-        fields = [t.field(i) for i in range(t.num_fields)]
-        plain = [f.with_type(_plain_type(f.type)) for f in fields]
-        return t if plain == fields else pa.struct(plain)
-    return t
-
-
-def canonical_table(table: pa.Table) -> pa.Table:
-    """The same table in freshly allocated, exactly sized buffers.
-
-    The Arrow IPC writer writes the buffers an array holds, not only the bytes its rows use: the
-    unused tail of a buffer a slice came from, or the shared data buffers of string views. Those
-    depend on how the rows were batched (which differs with the task split), so without this copy
-    equal tables could give different shard bytes.
-    """
-    plain = pa.schema(
-        [f.with_type(_plain_type(f.type)) for f in table.schema], metadata=table.schema.metadata
-    )
-    t = table.cast(plain) if plain != table.schema else table
-    t = t.take(pa.array(np.arange(t.num_rows, dtype=np.int64)))
-    return t.cast(table.schema) if plain != table.schema else t
-
-
 def read_ipc(path: str | Path) -> pa.Table:
     """Memory-map and read an Arrow IPC file written by the work stages."""
     with pa.memory_map(str(path)) as src:
@@ -557,7 +524,8 @@ def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
         t = read_ipc(path).slice(offset, rows)
         t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
         tables.append(conform(t, job.schema))
-    table = canonical_table(pa.concat_tables(tables) if tables else job.schema.empty_table())
+    # memory-mapped slices, not copied here: write_shard copies one record batch at a time
+    table = pa.concat_tables(tables) if tables else job.schema.empty_table()
     target = Path(job.out) / shard_name(job.subdir, index, job.format)
     target.parent.mkdir(parents=True, exist_ok=True)
     info = write_shard(table, target, format=job.format, compression=job.compression, relative_to=job.out)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
@@ -225,6 +226,39 @@ def check_output_options(*, format: str, compression: str) -> None:
         raise ConfigError(msg)
 
 
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """``t`` with string/binary views replaced by large strings/binaries (also inside lists and
+    structs)."""
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _plain_type(t.value_type)
+        return t if inner == t.value_type else pa.large_list(t.value_field.with_type(inner))
+    if pa.types.is_struct(t):
+        fields = [t.field(i) for i in range(t.num_fields)]
+        plain = [f.with_type(_plain_type(f.type)) for f in fields]
+        return t if plain == fields else pa.struct(plain)
+    return t
+
+
+def canonical_table(table: pa.Table) -> pa.Table:
+    """The same table in freshly allocated, exactly sized buffers.
+
+    The Arrow IPC writer writes the buffers an array holds, not only the bytes its rows use: the
+    unused tail of a buffer a slice came from, or the shared data buffers of string views. Those
+    depend on how the rows were batched (which differs with the task split), so without this copy
+    equal tables could give different shard bytes.
+    """
+    plain = pa.schema(
+        [f.with_type(_plain_type(f.type)) for f in table.schema], metadata=table.schema.metadata
+    )
+    t = table.cast(plain) if plain != table.schema else table
+    t = t.take(pa.array(np.arange(t.num_rows, dtype=np.int64))).combine_chunks()
+    return t.cast(table.schema) if plain != table.schema else t
+
+
 _VIEW_TYPES = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
 
 
@@ -266,7 +300,6 @@ def write_shard(
     """
     check_output_options(format=format, compression=compression)
     path = Path(path)
-    table = canonical_views(table.combine_chunks())
     codec = None if compression == "none" else compression
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,11 +310,15 @@ def write_shard(
                     pa.OSFile(str(tmp), "wb") as sink,
                     ipc.new_file(sink, table.schema, options=opts) as writer,
                 ):
-                    for batch in table.to_batches(max_chunksize=RECORD_BATCH_ROWS):
-                        writer.write_batch(batch)
+                    # batch by batch, each copied into exactly sized buffers: the bytes depend only
+                    # on the rows, and memory holds one batch more than the (often memory-mapped) input
+                    for start in range(0, table.num_rows, RECORD_BATCH_ROWS):
+                        piece = canonical_table(table.slice(start, RECORD_BATCH_ROWS))
+                        for batch in piece.to_batches(max_chunksize=RECORD_BATCH_ROWS):
+                            writer.write_batch(batch)
             else:
                 pq.write_table(
-                    table,
+                    canonical_views(table.combine_chunks()),
                     str(tmp),
                     compression=codec or "none",
                     row_group_size=max(RECORD_BATCH_ROWS * 4, 1),
