@@ -10,7 +10,9 @@ Usage (inputs from ``benchmarks/make_corpus.py``; split a big file into parts wi
 Prints one JSON line: seconds, rows, kept, peak RSS (ru_maxrss, MB) and the run's phase timings.
 Measured 2026-11-28 (see benchmarks/README.md): 100k docs in one file 920-954 MB; 1M docs as 10
 files of 100k 1,393 MB; 1M docs in one 2 GB file 4,848 MB. After inputs were split into tasks of at
-most 64 MiB (issue 7): 1M docs in one 2 GB file 1,163 MB; as 10 files 1,157 MB.
+most 64 MiB (issue 7): 1M docs in one 2 GB file 1,163 MB; as 10 files 1,157 MB. After shards were
+written one record batch at a time (2026-11-29): 100k docs 698 MB; 1M docs in one 2 GB file 1,129 MB
+(the peak is now in the MinHash finalize, which grows with the corpus).
 """
 
 from __future__ import annotations
