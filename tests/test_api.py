@@ -18,6 +18,13 @@ def test_dedup_stays_callable_after_importing_the_subpackage(tmp_path):
     import dataforge.dedup.minhash  # this import used to replace the function
 
     assert callable(dataforge.dedup)
+    import inspect
+
+    from dataforge.api import dedup
+
+    # and it shows the function's signature (help, IDEs, docgen), not (*args, **kwargs)
+    assert inspect.signature(dataforge.dedup) == inspect.signature(dedup)
+    assert "threshold" in inspect.signature(dataforge.dedup).parameters
     first = dataforge.dedup(str(DEFECTS), output=tmp_path / "a", max_reject_rate=None)
     second = dataforge.dedup(str(DEFECTS), output=tmp_path / "b", max_reject_rate=None)
     assert first.kept == second.kept > 0

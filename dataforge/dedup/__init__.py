@@ -19,5 +19,13 @@ class _CallableModule(types.ModuleType):
 
         return dedup(*args, **kwargs)
 
+    @property
+    def __signature__(self) -> Any:  # inspect.signature(dataforge.dedup) is the function's
+        import inspect
+
+        from dataforge.api import dedup
+
+        return inspect.signature(dedup)
+
 
 sys.modules[__name__].__class__ = _CallableModule
