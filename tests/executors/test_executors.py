@@ -61,3 +61,45 @@ def test_ray_results_in_order_and_errors():
             ex.map(fail_on_three, list(range(6)))
     finally:
         ex.close()
+
+
+class CountedPayload:
+    """A big bound argument that records every time a process unpickles it."""
+
+    def __init__(self, log: str, size: int) -> None:
+        self.log, self.data = log, list(range(size))
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        with open(self.log, "a") as fh:
+            fh.write(f"{__import__('os').getpid()}\n")
+
+
+def add_payload_len(payload: CountedPayload, x: int) -> int:
+    return x + len(payload.data)
+
+
+@pytest.mark.parametrize(("size", "most_loads"), [(200_000, 2), (10, 60)])
+def test_a_big_map_function_is_sent_to_each_worker_once(tmp_path, size, most_loads):
+    import functools
+    import glob
+    import tempfile
+
+    shared = f"{tempfile.gettempdir()}/dataforge-map-*"
+    before = set(glob.glob(shared))
+    log = tmp_path / "loads.txt"
+    fn = functools.partial(add_payload_len, CountedPayload(str(log), size))
+    ex = make_executor("local", workers=2)
+    try:
+        assert ex.map(fn, list(range(60))) == [x + size for x in range(60)]
+        loads = log.read_text().split()
+        # big: loaded once per worker process (not once per task); small: sent with every task
+        assert len(loads) <= most_loads and len(set(loads)) <= 2
+        if most_loads == 2:
+            assert len(loads) == len(set(loads))
+        else:
+            assert len(loads) == 60
+        assert ex.map(fn, list(range(4))) == [x + size for x in range(4)]  # a second map, same pool
+    finally:
+        ex.close()
+    assert set(glob.glob(shared)) == before  # the shared file is removed after each map
