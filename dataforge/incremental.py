@@ -148,12 +148,12 @@ def _move_shards(entries: list[dict[str, Any]], src: Path, dst: Path, folder: st
 def _check_same_config(pipeline: Pipeline, manifest: dict[str, Any], version: int) -> None:
     """An increment must be processed like the release: same input, output and steps settings
     (the dataforge version may differ)."""
-    from dataforge.runner import _canonical, config_of
+    from dataforge.runner import config_of, fingerprint
 
     was = manifest.get("config") or {}
     now = config_of(pipeline)
     changed = [
-        k for k in ("input", "output", "steps") if k in was and _canonical(now[k]) != _canonical(was[k])
+        k for k in ("input", "output", "steps") if k in was and fingerprint(now[k]) != fingerprint(was[k])
     ]
     if changed:
         msg = (

@@ -75,7 +75,7 @@ OUR_NAMES = {
     MANIFEST,
     REPORT_JSON,
     REPORT_MD,
-    "report.html",
+    REPORT_HTML,
     "data",
     "dropped",
     "rejects",

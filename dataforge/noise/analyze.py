@@ -23,7 +23,6 @@ import pyarrow as pa
 import dataforge
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
 from dataforge.html import write_report_or_log
-from dataforge.html.noise import render_noise
 from dataforge.io.inputs import InputSpec
 from dataforge.io.shards import (
     MANIFEST,
@@ -701,12 +700,11 @@ def noise_report(
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / ISSUES_PARQUET) as tmp:
             issues_frame.write_parquet(tmp, compression="zstd", statistics=False)
-        text = to_json(report)
-        write_bytes_atomic(out / REPORT_HTML, render_noise(json.loads(text)).encode("utf-8"))
-        write_bytes_atomic(out / REPORT_JSON, text.encode("utf-8"))
+        write_bytes_atomic(out / REPORT_JSON, to_json(report).encode("utf-8"))
     except OSError as exc:
         msg = f"cannot write the noise report to {out}: {exc}"
         raise OutputError(msg) from None
+    write_report_or_log(out)  # the page, from report.json as every command builds it
     for line in report.summary_lines():
         log.info("%s", line)
     return report

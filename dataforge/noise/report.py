@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from dataforge.html.kit import REPORT_HTML  # noqa: F401 - re-exported: the noise report's files
+
 REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 ISSUES_PARQUET = "issues.parquet"
 
 
