@@ -279,6 +279,33 @@ def test_word_shingle_xxh3_hash_depends_only_on_the_shingle(real_texts, shingle)
     assert len(set(hv.tolist())) > 0.99 * len(set(ref))  # 32-bit hashes: (almost) no collisions
 
 
+def _documented_word_hash(words: list[bytes]) -> int:
+    """The module docstring's xxh3 word n-gram hash, in plain Python: polynomial of the words'
+    XXH3-64 (mod 2^64), fmix64, high 32 bits."""
+    mask = (1 << 64) - 1
+    h = 0
+    for w in words:
+        h = (h * 0x9E3779B97F4A7C15 + xxhash.xxh3_64_intdigest(w)) & mask
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & mask
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & mask
+    h ^= h >> 33
+    return h >> 32
+
+
+@pytest.mark.parametrize("shingle", ["word:1", "word:2", "word:5", "word:13"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_word_shingle_xxh3_equals_documented_polynomial(real_texts, shingle, normalize):
+    """The kernel rolls the polynomial from one n-gram to the next; every value must still be the
+    documented polynomial of the n-gram's own words (documents long and short, empty ones)."""
+    texts = real_texts[:200] + real_texts[-20:] + SHORT_DOCS
+    hv, counts = shingle_kernel(texts, shingle, normalize=normalize, mode=0)
+    ref = [mh.shingles(t, shingle=shingle, normalize=normalize) for t in texts]
+    assert counts.tolist() == [len(r) for r in ref]
+    assert hv.tolist() == [_documented_word_hash(s.split(b" ")) for r in ref for s in r]
+
+
 def test_short_documents_have_one_shingle_and_empty_ones_none():
     texts = ["", "  ...  ", "two words", "Hello, World!", "héllo"]
     for shingle in ("word:5", "char:24"):
