@@ -602,25 +602,22 @@ def _gather_attr(folder: str, prefix: str, ords: np.ndarray) -> pl.DataFrame:
 
 
 def _unique_sets(hv: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per document, its sorted unique shingle hashes (flat) and offsets."""
-    return _sorted_unique_segments(hv.astype(np.uint32, copy=False), counts.astype(np.int64, copy=False))
+    """Per document, its sorted unique shingle hashes (flat) and offsets.
 
-
-@njit(cache=True)
-def _sorted_unique_segments(hv, counts):
-    out = np.empty_like(hv)
-    offs = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    pos = 0
-    w = 0
-    for d in range(counts.shape[0]):
-        seg = np.sort(hv[pos : pos + counts[d]])
-        for k in range(seg.shape[0]):
-            if k == 0 or seg[k] != seg[k - 1]:
-                out[w] = seg[k]
-                w += 1
-        offs[d + 1] = w
-        pos += counts[d]
-    return out[:w], offs
+    One sort of ``document << 32 | hash`` keys (NumPy's SIMD sort) instead of one sort per
+    document.
+    """
+    n = counts.shape[0]
+    key = np.repeat(np.arange(n, dtype=np.uint64), counts.astype(np.int64, copy=False)) << np.uint64(32)
+    key |= hv.astype(np.uint32, copy=False)
+    key.sort()
+    keep = np.empty(key.shape[0], dtype=np.bool_)
+    keep[:1] = True
+    np.not_equal(key[1:], key[:-1], out=keep[1:])
+    unique = key[keep]
+    offs = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount((unique >> np.uint64(32)).astype(np.int64), minlength=n), out=offs[1:])
+    return unique.astype(np.uint32), offs
 
 
 @njit(cache=True)
