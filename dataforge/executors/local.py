@@ -1,4 +1,8 @@
-"""Local executor: in-process for one worker, a spawn-based process pool for more.
+"""Local executor: in-process for one worker; for N > 1, this process plus N - 1 spawned ones.
+
+This process works too: a spawned worker first spends a second or two importing Polars, numba and
+the steps, and this process has them already, so it starts on the first task at once. Tasks are
+handed out one at a time, in item order, to whichever process is free (this one or a pool worker).
 
 The function of a ``map`` (a stage's job: steps, schema and the plan of every task) is pickled once
 into a temporary file that each worker loads once, not with every task: a plan of 15,000 tasks
@@ -12,9 +16,11 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 from dataforge.executors.base import OnDone
@@ -49,12 +55,26 @@ def _call_shared(fn_file: str, item: Any) -> Any:
     return fn(item)
 
 
+@contextlib.contextmanager
+def _thread_limits(threads: int) -> Any:
+    """Limit BLAS/OpenMP threads of tasks run in this process while pool workers run too (as the
+    workers' own environment does); a no-op when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        yield
+
+
 class LocalExecutor:
     """Run tasks on this machine.
 
     Args:
-        workers: 1 runs tasks one after another in this process; N > 1 runs them in N spawned
-            processes (each limited to ``cpu_count // N`` Polars threads).
+        workers: 1 runs tasks one after another in this process; N > 1 runs them in this process
+            and N - 1 spawned ones (each limited to ``cpu_count // N`` Polars threads; tasks this
+            process runs are limited to as many BLAS/OpenMP threads).
     """
 
     name = "local"
@@ -67,7 +87,7 @@ class LocalExecutor:
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
+                max_workers=self.workers - 1,
                 mp_context=mp.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(threads,),
@@ -87,8 +107,113 @@ class LocalExecutor:
             return results
         pool = self._get_pool()
         with self._shared(fn) as (call, first):
-            futures: dict[Future, int] = {pool.submit(call, *first, item): i for i, item in enumerate(items)}
-            return self._collect(futures, len(items), on_done)
+            return self._run(pool, fn, call, first, items, on_done)
+
+    def _run(
+        self,
+        pool: ProcessPoolExecutor,
+        fn: Callable[[Any], Any],
+        call: Callable[..., Any],
+        first: tuple[Any, ...],
+        items: Sequence[Any],
+        on_done: OnDone | None,
+    ) -> list[Any]:
+        """Hand items out in order: a feeder thread keeps each pool worker busy with one task at
+        a time while this thread runs tasks itself; results and errors come back through a queue,
+        so ``on_done`` always runs in this thread."""
+        n = len(items)
+        lock = threading.Lock()
+        state = {"next": 0, "stop": False}
+        finished: queue.Queue[tuple[int, bool, Any]] = queue.Queue()
+
+        def take() -> int | None:
+            with lock:
+                if state["stop"] or state["next"] >= n:
+                    return None
+                i = state["next"]
+                state["next"] = i + 1
+                return i
+
+        in_flight: dict[Future, int] = {}  # guarded by ``lock``
+
+        def submit_next() -> bool:
+            i = take()
+            if i is None:
+                return False
+            fut = pool.submit(call, *first, items[i])
+            with lock:
+                in_flight[fut] = i
+            return True
+
+        def feed() -> None:
+            try:
+                while True:
+                    with lock:
+                        pending = list(in_flight)
+                    if not pending:
+                        return
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        with lock:
+                            i = in_flight.pop(fut)
+                        if fut.cancelled():
+                            continue
+                        exc = fut.exception()
+                        if exc is not None:
+                            with lock:
+                                state["stop"] = True
+                            finished.put((i, False, exc))
+                        else:
+                            finished.put((i, True, fut.result()))
+                            submit_next()
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
+                with lock:
+                    state["stop"] = True
+                finished.put((-1, False, exc))
+
+        feeder = threading.Thread(target=feed, name="dataforge-feeder", daemon=True)
+        results: list[Any] = [None] * n
+        count = 0
+
+        def drain(block: bool) -> None:
+            nonlocal count
+            while count < n:
+                try:
+                    i, ok, value = finished.get(block=block)
+                except queue.Empty:
+                    return
+                if not ok:
+                    raise value
+                results[i] = value
+                count += 1
+                if on_done:
+                    on_done(i, value)
+                block = False
+
+        for _ in range(self.workers - 1):  # the pool gets the first items: its workers start now
+            if not submit_next():
+                break
+        feeder.start()
+        try:
+            with _thread_limits(max(1, (os.cpu_count() or 1) // self.workers)):
+                while (i := take()) is not None:
+                    res = fn(items[i])
+                    results[i] = res
+                    count += 1
+                    if on_done:
+                        on_done(i, res)
+                    drain(block=False)
+            while count < n:
+                drain(block=True)
+        except BaseException:
+            with lock:
+                state["stop"] = True
+                pending = list(in_flight)
+            for fut in pending:
+                fut.cancel()
+            raise
+        feeder.join()
+        return results
 
     @staticmethod
     @contextlib.contextmanager
@@ -107,24 +232,6 @@ class LocalExecutor:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-
-    @staticmethod
-    def _collect(futures: dict[Future, int], n: int, on_done: OnDone | None) -> list[Any]:
-        results: list[Any] = [None] * n
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                exc = fut.exception()
-                if exc is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise exc
-                i = futures[fut]
-                results[i] = fut.result()
-                if on_done:
-                    on_done(i, results[i])
-        return results
 
     def close(self) -> None:
         if self._pool is not None:
