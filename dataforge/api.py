@@ -440,9 +440,15 @@ def run_normalize_yaml(
     raw: dict[str, Any] | None = None,
     *,
     output: str | Path | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
     overwrite: bool = False,
 ) -> RunReport:
-    """Run a ``normalize:`` pipeline file (see pipelines/ehr.yaml); paths are relative to it."""
+    """Run a ``normalize:`` pipeline file (see pipelines/ehr.yaml); paths are relative to it.
+
+    ``executor``, ``workers`` and ``ray_address`` override the file's keys of the same names.
+    """
     from dataforge.records.normalize import normalize_ehr, normalize_finance
 
     domain, inputs, opts = normalize_yaml_options(path, raw)
@@ -451,6 +457,13 @@ def run_normalize_yaml(
     if "output" not in opts:
         msg = "normalize.output is required"
         raise ConfigError(msg)
+    if executor is not None:
+        opts["executor"] = executor
+        if executor != "ray":
+            opts.pop("ray_address", None)
+    for key, value in (("workers", workers), ("ray_address", ray_address)):
+        if value is not None:
+            opts[key] = value
     if overwrite:
         opts["overwrite"] = True
     fn = normalize_ehr if domain == "ehr" else normalize_finance
@@ -544,7 +557,10 @@ def run(
                         ray_address=ray_address, overwrite=overwrite or force,
                     )  # fmt: skip
                 if kind == "normalize":
-                    return run_normalize_yaml(pipeline, raw, output=output, overwrite=overwrite or force)
+                    return run_normalize_yaml(
+                        pipeline, raw, output=output, executor=executor, workers=workers,
+                        ray_address=ray_address, overwrite=overwrite or force,
+                    )  # fmt: skip
                 from dataforge.curriculum import build_curriculum
 
                 return build_curriculum(pipeline, output=output, overwrite=overwrite or force)

@@ -218,6 +218,29 @@ def _common_run_options(f: Any) -> Any:
     return f
 
 
+def _executor_options(where: str, workers: str) -> Any:
+    """``--executor``, ``--workers`` and ``--ray-address`` of a command with its own defaults
+    (``local``, 1); ``where`` and ``workers`` are the first two options' help."""
+
+    def decorate(f: Any) -> Any:
+        options = [
+            click.option(
+                "--executor",
+                type=click.Choice(("local", "ray")),
+                default="local",
+                show_default=True,
+                help=where,
+            ),
+            click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help=workers),
+            click.option("--ray-address", default=None, help="Join this Ray cluster (with --executor ray)."),
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -605,15 +628,7 @@ def dedup(state: _State, inputs: tuple[str, ...], output: str, threshold: float,
 @click.option(
     "--format", "format_", type=click.Choice(FORMAT_CHOICES), default=None, help="Force the input format."
 )
-@click.option(
-    "--executor",
-    type=click.Choice(("local", "ray")),
-    default="local",
-    show_default=True,
-    help="Where folds run.",
-)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel folds.")
-@click.option("--ray-address", default=None, help="Join this Ray cluster (with --executor ray).")
+@_executor_options("Where folds run.", "Parallel folds.")
 @click.option(
     "--shard-rows",
     type=click.IntRange(min=1),
@@ -725,6 +740,8 @@ def _records_summary(report: Any) -> None:
 
 
 _RENDER_HELP = "Also render: text (stage-3 documents), instruct (stage-2 Q/A pairs); comma-separated."
+_READ_WHERE = "Where the input files are read (the rest runs in this process)."
+_READ_WORKERS = "Parallel file readers (processes, or Ray CPUs)."
 
 
 @normalize.command("ehr", context_settings=CONTEXT_SETTINGS)
@@ -759,16 +776,25 @@ _RENDER_HELP = "Also render: text (stage-3 documents), instruct (stage-2 Q/A pai
     show_default=True,
     help="Exit 1 (after writing) when more input records than this are rejected.",
 )
+@_executor_options(_READ_WHERE, _READ_WORKERS)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: str, deid: str,
                   salt_env: str | None, render: str | None, seed: int, shard_rows: int,
-                  max_reject_rate: float, overwrite: bool) -> None:  # fmt: skip
+                  max_reject_rate: float, executor: str, workers: int, ray_address: str | None,
+                  overwrite: bool) -> None:  # fmt: skip
     """Normalize EHR records into canonical, de-identified tables (patient, encounter, condition,
     measurement, medication, procedure, note) with UCUM units, plus rendered text.
 
     Every input record ends kept, dropped with a reason, or rejected with file, row and value;
     OUTPUT/report.json holds the counts. The salt is read from the environment and never written.
+    With --workers N or --executor ray, FHIR files are read in parallel (one task per file); the
+    output is the same bytes.
+
+    \b
+    Examples:
+      dataforge normalize ehr sample_data/ehr/synthea_fhir -o out/ehr --source fhir --workers 2
+      dataforge normalize ehr bundles/ -o out/ehr --source fhir --executor ray --ray-address auto
     """
     with _errors(state):
         report = dataforge.normalize_ehr(
@@ -781,6 +807,9 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
             seed=seed,
             shard_rows=shard_rows,
             max_reject_rate=max_reject_rate,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
             overwrite=overwrite,
         )
         if not state.quiet:
@@ -806,13 +835,18 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
     show_default=True,
     help="Exit 1 (after writing) when more input records than this are rejected.",
 )
+@_executor_options(_READ_WHERE, _READ_WORKERS)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataforge output folder.")
 @pass_state
 def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, source: str,
                       render: str | None, seed: int, shard_rows: int, max_reject_rate: float,
-                      overwrite: bool) -> None:  # fmt: skip
+                      executor: str, workers: int, ray_address: str | None, overwrite: bool) -> None:  # fmt: skip
     """Normalize SEC filings into one fact per (entity, concept, unit, period), keeping the latest
-    filing, with restatements, derived Q4 values and accounting checks, plus rendered text."""
+    filing, with restatements, derived Q4 values and accounting checks, plus rendered text.
+
+    With --workers N or --executor ray, the files are read in parallel (one task per companyfacts
+    file, XBRL instance or FSDS quarter); the output is the same bytes.
+    """
     with _errors(state):
         report = dataforge.normalize_finance(
             list(inputs),
@@ -822,6 +856,9 @@ def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, sourc
             seed=seed,
             shard_rows=shard_rows,
             max_reject_rate=max_reject_rate,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
             overwrite=overwrite,
         )
         if not state.quiet:

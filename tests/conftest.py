@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ SAMPLE = ROOT / "sample_data"
 
 # Keep Polars from oversubscribing the 2-core CI machine when tests spawn workers.
 os.environ.setdefault("POLARS_MAX_THREADS", "2")
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster() -> Iterator[str]:
+    """A simulated two-node Ray cluster (head + one worker node, one CPU each), started once per
+    test module that asks for it; yields its address."""
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import io
 import logging
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,51 @@ class Extract:
     @classmethod
     def empty(cls, source: str) -> Extract:
         return cls(source)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Extract]) -> Extract:
+        """The extracts of independent read tasks as one, in the order given.
+
+        This is what one reader call over all the parts' inputs returns when each part read a
+        disjoint slice of the inputs, in input order, and nothing a reader does spans parts (no
+        numbering, de-duplication or reference resolution across them): tables are concatenated
+        (in order of first appearance), ``rows_in`` and counters summed, ``inputs`` listed in order.
+        Rejects and dropped records keep the order a single reader gives them: first every record
+        added one at a time (:meth:`reject`, :meth:`drop`) over all parts, then every frame
+        (:meth:`reject_frame`, :meth:`drop_frame`).
+
+        Raises:
+            ValueError: no parts, or parts of different sources.
+
+        Example:
+            >>> a, b = Extract.empty("companyfacts"), Extract.empty("companyfacts")
+            >>> a.rows_in, b.rows_in = 2, 1
+            >>> b.reject("b.json", None, reason="bad_json", error="b.json: not valid JSON")
+            >>> Extract.concat([a, b]).ledger_counts()
+            {'rows_in': 3, 'kept': 0, 'dropped': 0, 'rejected': 1}
+        """
+        if not parts:
+            msg = "Extract.concat needs at least one part"
+            raise ValueError(msg)
+        sources = {p.source for p in parts}
+        if len(sources) != 1:
+            msg = f"Extract.concat: parts of different sources {sorted(sources)}"
+            raise ValueError(msg)
+        out = cls(parts[0].source)
+        names = list(dict.fromkeys(name for p in parts for name in p.tables))
+        out.tables = {
+            name: pl.concat([p.tables[name] for p in parts if name in p.tables], how="vertical", rechunk=True)
+            for name in names
+        }
+        for p in parts:
+            out.rows_in += p.rows_in
+            out.inputs.extend(p.inputs)
+            out.counters.update(p.counters)
+            out._rejects.extend(p._rejects)
+            out._reject_frames.extend(p._reject_frames)
+            out._dropped.extend(p._dropped)
+            out._dropped_frames.extend(p._dropped_frames)
+        return out
 
     # -- accounting ----------------------------------------------------------------------------
 

@@ -10,21 +10,39 @@ Finance::
 
 Both write the layout described in :mod:`dataforge.records.output` and return the run report, whose
 ledger (in input records) is checked before anything is written.
+
+**Executors.** With one local worker the reader reads every input in this process. With more
+workers or ``executor="ray"`` the reading runs on a dataforge executor as independent tasks whose
+extracts are merged, in input order, into exactly what the one call returns (so the output bytes do
+not depend on the executor); the rest (units, validation, de-identification, facts, rendering,
+writing) runs in the driver. The unit of a task, per source (:data:`READ_TASKS`):
+
+* ``fhir``: one file (a Bundle, a resource, an NDJSON file). References are resolved across all
+  inputs, so the files are merged only when none references or repeats what another defines (true
+  of Synthea's one-Bundle-per-patient export); otherwise (an NDJSON bulk export, whose
+  ``Observation.ndjson`` references ``Patient.ndjson``) they are read again as one task.
+* ``companyfacts``: one file (one company). ``xbrl``: one instance document (the folders are
+  listed in the driver). ``fsds``: one quarter (a zip or a folder), whose four files are joined.
+* ``synthea``, ``mimic``, ``omop``: one task for all inputs: their tables join each other
+  (patients, encounters or admissions, dictionaries), so the files are not independent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import importlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from dataforge.errors import ConfigError, InputError, choices
+from dataforge.executors.base import Executor, make_executor
 from dataforge.records.model import Extract
 from dataforge.records.output import RecordsRun, write_records
 from dataforge.report import RunReport
@@ -41,6 +59,14 @@ FINANCE_SOURCES = {
     "companyfacts": ("dataforge.records.finance.companyfacts", "read_companyfacts"),
     "fsds": ("dataforge.records.finance.fsds", "read_fsds"),
     "xbrl": ("dataforge.records.finance.xbrl", "read_xbrl"),
+}
+# Sources whose inputs split into independent read tasks: source -> (module, function listing the
+# tasks as ``(head extract, tasks)``, function merging ``(head, results)`` or None for Extract.concat)
+READ_TASKS = {
+    "fhir": ("dataforge.records.ehr.fhir", "fhir_tasks", "merge_fhir_parts"),
+    "companyfacts": ("dataforge.records.finance.companyfacts", "companyfacts_tasks", None),
+    "fsds": ("dataforge.records.finance.fsds", "fsds_tasks", None),
+    "xbrl": ("dataforge.records.finance.xbrl", "xbrl_tasks", None),
 }
 RENDER_KINDS = ("text", "instruct")
 
@@ -86,14 +112,68 @@ def _common_root(paths: list[str]) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _executor(kind: str, workers: int, address: str | None) -> Iterator[Executor]:
+    ex = make_executor(kind, workers=workers, address=address)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def _call(task: Callable[[], Any]) -> Any:
+    """Run one read task (a ``functools.partial`` of a reader function) on an executor."""
+    return task()
+
+
+def _read(source: str, read: Callable[..., Extract], paths: list[str], ex: Executor) -> Extract:
+    """``read(paths)``: in this process on one local worker, else as tasks on ``ex`` (see the
+    module docstring), merged into the same extract."""
+    root = _common_root(paths)
+    if ex.name == "local" and ex.workers == 1:
+        return read(paths, root=root)
+    whole = functools.partial(read, paths, root=root)
+    if source not in READ_TASKS:
+        return ex.map(_call, [whole])[0]
+    module, split_name, merge_name = READ_TASKS[source]
+    mod = importlib.import_module(module)
+    head, tasks = getattr(mod, split_name)(paths, root=root)
+    log.info("%s: reading %d task(s) on the %s executor", source, len(tasks), ex.name)
+    results = ex.map(_call, tasks)
+    merged = getattr(mod, merge_name)(head, results) if merge_name else Extract.concat([head, *results])
+    return merged if merged is not None else ex.map(_call, [whole])[0]
+
+
 def extract_ehr(
-    inputs: Sequence[str | Path] | str | Path, *, source: str, now: dt.datetime | None = None
+    inputs: Sequence[str | Path] | str | Path,
+    *,
+    source: str,
+    now: dt.datetime | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> tuple[Extract, dict[str, Any], dict[str, float]]:
     """Read, normalize units and validate: the raw (identified) canonical tables of ``inputs``.
 
-    Returns the extract, step counters and timings. Nothing is de-identified yet: use
-    :func:`normalize_ehr` to write output.
+    Args:
+        inputs: files or folders of one source.
+        source: ``fhir``, ``synthea``, ``mimic`` or ``omop``.
+        now: reference time for the future-date rule (default: the current time).
+        executor: where the files are read: ``local`` or ``ray`` (never changes the result).
+        workers: parallel workers (processes, or the CPUs of a Ray started for the run).
+        ray_address: the Ray cluster to join (``ray`` only).
+
+    Returns:
+        The extract, step counters and timings. Nothing is de-identified yet: use
+        :func:`normalize_ehr` to write output.
     """
+    with _executor(executor, workers, ray_address) as ex:
+        return _extract_ehr(inputs, source=source, now=now, ex=ex)
+
+
+def _extract_ehr(
+    inputs: Sequence[str | Path] | str | Path, *, source: str, now: dt.datetime | None, ex: Executor
+) -> tuple[Extract, dict[str, Any], dict[str, float]]:
     from dataforge.records.ehr.units import normalize_units
     from dataforge.records.ehr.validate import validate
 
@@ -101,7 +181,7 @@ def extract_ehr(
     paths = _paths(inputs)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    extract = read(paths, root=_common_root(paths))
+    extract = _read(source, read, paths, ex)
     timings["read"] = time.perf_counter() - t0
     counters: dict[str, Any] = dict(extract.counters)
     t0 = time.perf_counter()
@@ -132,6 +212,9 @@ def normalize_ehr(
     compression: str = "zstd",
     max_reject_rate: float | None = 0.05,
     now: dt.datetime | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> RunReport:
     """Normalize EHR files into canonical, de-identified tables (and rendered text) in ``output``.
 
@@ -149,6 +232,11 @@ def normalize_ehr(
         max_reject_rate: above this share of rejected input records the output is still written
             but the run fails (DataError, exit code 1); None disables the check.
         now: reference time for the future-date rule (default: the current time).
+        executor: where the files are read: ``local`` or ``ray``; the rest runs in this process.
+            The output bytes are the same whichever runs; ``report.json`` records which did.
+        workers: parallel workers (processes, or the CPUs of a Ray started for the run).
+        ray_address: the Ray cluster to join (``ray`` only; default ``$RAY_ADDRESS``, else a Ray
+            started for the run).
 
     Returns:
         The run report (also written to ``output/report.json``).
@@ -158,7 +246,8 @@ def normalize_ehr(
 
     kinds = _render_kinds(render)
     cfg = DeidConfig.from_env(deid, salt_env=salt_env)
-    extract, counters, timings = extract_ehr(inputs, source=source, now=now)
+    with _executor(executor, workers, ray_address) as ex:
+        extract, counters, timings = _extract_ehr(inputs, source=source, now=now, ex=ex)
     t0 = time.perf_counter()
     raw_patients = extract.tables.get("patient", pl.DataFrame(schema={"patient_id": pl.Utf8}))
     tables, deid_counts = deidentify(extract.tables, source=source, cfg=cfg)
@@ -229,6 +318,8 @@ def normalize_ehr(
         counters=counters,  # type: ignore[arg-type]
         timings=timings,
         max_reject_rate=max_reject_rate,
+        executor=ex.name,
+        workers=ex.workers,
     )
     return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)
 
@@ -244,6 +335,9 @@ def normalize_finance(
     shard_rows: int = 100_000,
     compression: str = "zstd",
     max_reject_rate: float | None = 0.05,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> RunReport:
     """Normalize SEC filings into a de-duplicated fact table, restatements and checks in ``output``.
 
@@ -257,6 +351,14 @@ def normalize_finance(
         shard_rows: rows per output shard.
         compression: ``zstd``, ``lz4`` or ``none``.
         max_reject_rate: above this share of rejected input records the run fails after writing.
+        executor: where the files are read: ``local`` or ``ray``; the rest runs in this process.
+            The output bytes are the same whichever runs; ``report.json`` records which did.
+        workers: parallel workers (processes, or the CPUs of a Ray started for the run).
+        ray_address: the Ray cluster to join (``ray`` only; default ``$RAY_ADDRESS``, else a Ray
+            started for the run).
+
+    Returns:
+        The run report (also written to ``output/report.json``).
     """
     from dataforge.records.finance.facts import normalize_facts
     from dataforge.records.finance.render import render_instruct, render_text
@@ -266,7 +368,8 @@ def normalize_finance(
     paths = _paths(inputs)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    extract = read(paths, root=_common_root(paths))
+    with _executor(executor, workers, ray_address) as ex:
+        extract = _read(source, read, paths, ex)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     extract = normalize_facts(extract)
@@ -294,5 +397,7 @@ def normalize_finance(
         counters=counters,  # type: ignore[arg-type]
         timings=timings,
         max_reject_rate=max_reject_rate,
+        executor=ex.name,
+        workers=ex.workers,
     )
     return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)

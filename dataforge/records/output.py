@@ -92,6 +92,8 @@ class RecordsRun:
     text_stage: int = 3
     instruct_stage: int = 2
     max_reject_rate: float | None = 0.05
+    executor: str = "local"  # what read the inputs (recorded in the report, not in the manifest)
+    workers: int = 1
 
 
 def ledger_of(run: RecordsRun) -> Ledger:
@@ -238,6 +240,8 @@ def write_records(
             reject_shards=reject_shards,
             per_input=per_input(run, rejects, dropped),
             timings=timings,
+            executor=run.executor,
+            workers=run.workers,
             peak_rss_mb=peak_rss_mb(),
             started_at=now,
             finished_at=now,

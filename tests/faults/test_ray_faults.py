@@ -72,21 +72,6 @@ def crash_pipeline(inputs: Path, out: Path, flag_dir: Path, victim: str) -> Pipe
     )
 
 
-@pytest.fixture(scope="module")
-def two_node_cluster() -> Iterator[str]:
-    """A simulated two-node Ray cluster (head + one worker node, one CPU each); yields its address."""
-    pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        yield cluster.address
-    finally:
-        cluster.shutdown()
-
-
 def test_killed_ray_worker_is_retried_and_output_is_identical(news_parts, two_node_cluster, tmp_path):
     """A step SIGKILLs the Ray worker running the task of ``part-3.jsonl`` on its first attempt
     (mid-task: its work files are half written). Ray retries the task (``max_retries``) in a new

@@ -84,11 +84,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -162,6 +163,8 @@ _COMPOUND_VALUES = {
     "valuePeriod": ("start", "end", "/"),
 }
 _COMPRESSED = (".gz", ".zst", ".zstd")
+# the order in which read_fhir records rejects and dropped records
+PHASES = ("load", "resource check", "Patient", "Encounter", "other resources")
 
 
 class _Reject(Exception):
@@ -211,14 +214,112 @@ def read_fhir(paths: Sequence[str | Path], *, root: str | Path | None = None) ->
     extract = Extract.empty("fhir")
     records: list[_Record] = []
     for path in _collect(paths):
-        name = display_name(path, root)
-        rows_before = extract.rows_in
-        family = _load_file(path, name, extract, records)
-        extract.inputs.append(
-            {"path": name, "role": "records", "table": family, "rows": extract.rows_in - rows_before}
-        )
+        _load_input(path, root, extract, records)
     _Mapper(extract, records).run()
     return extract
+
+
+def _load_input(path: Path, root: str | Path | None, extract: Extract, records: list[_Record]) -> None:
+    name = display_name(path, root)
+    rows_before = extract.rows_in
+    family = _load_file(path, name, extract, records)
+    extract.inputs.append(
+        {"path": name, "role": "records", "table": family, "rows": extract.rows_in - rows_before}
+    )
+
+
+# --------------------------------------------------------------------------- parallel read
+
+
+@dataclass
+class FhirPart:
+    """One file read and mapped on its own (:func:`read_fhir_file`), with what
+    :func:`merge_fhir_parts` needs to tell whether that is the file's share of reading all files.
+
+    Attributes:
+        extract: the file's extract.
+        marks: ``(rejects, dropped)`` recorded when each mapping phase began: the resource check,
+            Patients, Encounters, the rest (before the first, the file was loaded).
+        defines: the reference keys the file's resources define (``("url", fullUrl)``,
+            ``("type_id", (type, id))``, ``("identifier", (type, system, value))``) and its accepted
+            Patients and Encounters (``("patient", id)``, ``("encounter", id)``).
+        lookups: the keys its references looked up, found or not (same shapes).
+    """
+
+    extract: Extract
+    marks: list[tuple[int, int]]
+    defines: set[tuple[str, Any]]
+    lookups: set[tuple[str, Any]]
+
+
+def fhir_tasks(
+    paths: Sequence[str | Path], *, root: str | Path | None = None
+) -> tuple[Extract, list[Callable[[], FhirPart]]]:
+    """:func:`read_fhir` as one task per file for an executor; :func:`merge_fhir_parts` joins them.
+
+    Returns an empty extract and the tasks (the files as :func:`read_fhir` finds them).
+    """
+    return Extract.empty("fhir"), [functools.partial(read_fhir_file, p, root=root) for p in _collect(paths)]
+
+
+def read_fhir_file(path: str | Path, *, root: str | Path | None = None) -> FhirPart:
+    """Read and map one FHIR file as if it were the only input (a task of :func:`fhir_tasks`)."""
+    extract = Extract.empty("fhir")
+    records: list[_Record] = []
+    _load_input(Path(path), root, extract, records)
+    mapper = _Mapper(extract, records, track=True)
+    mapper.run()
+    assert mapper.defines is not None and mapper.lookups is not None
+    return FhirPart(extract, mapper.marks, mapper.defines, mapper.lookups)
+
+
+def merge_fhir_parts(head: Extract, parts: Sequence[FhirPart]) -> Extract | None:
+    """What :func:`read_fhir` returns for all the parts' files, or None when they are not independent.
+
+    Files read alone give the same rows, rejects and drops as read together when no file looks up
+    a reference key (a ``fullUrl``, a type and id, an identifier, an accepted Patient or Encounter)
+    that another file defines, and no Patient or Encounter is accepted in two files (keys defined
+    in several files but never looked up, such as the placeholder identifier on every Synthea
+    ExplanationOfBenefit, do not matter). Then the merge keeps :func:`read_fhir`'s order:
+    tables sorted by file and record, rejects and dropped records by phase (loading, resource
+    check, Patients, Encounters, the rest), within a phase in file order. Otherwise (e.g. an
+    NDJSON bulk export, whose ``Observation.ndjson`` references ``Patient.ndjson``) it returns None
+    and the files must be read together.
+    """
+    owners: dict[tuple[str, Any], list[int]] = {}
+    for i, part in enumerate(parts):
+        for key in part.defines:
+            owners.setdefault(key, []).append(i)
+            if key[0] in ("patient", "encounter") and len(owners[key]) > 1:
+                log.info("fhir: %s is accepted in two files: reading the files together", key)
+                return None
+    for i, part in enumerate(parts):
+        for key in part.lookups:
+            if any(j != i for j in owners.get(key, ())):
+                log.info(
+                    "fhir: a file looks up %s, which another file defines: reading the files together", key
+                )
+                return None
+    merged = Extract.concat([head, *(p.extract for p in parts)])
+    # rejects and drops are recorded one at a time (never as frames): reorder them phase by phase
+    for attr, k in (("_rejects", 0), ("_dropped", 1)):
+        bounds = [[0, *(m[k] for m in p.marks), len(getattr(p.extract, attr))] for p in parts]
+        setattr(
+            merged,
+            attr,
+            [
+                item
+                for phase in range(len(PHASES))
+                for p, b in zip(parts, bounds)
+                for item in getattr(p.extract, attr)[b[phase] : b[phase + 1]]
+            ],
+        )
+    merged.tables = {
+        t: merged.tables[t].sort(["source_file", "source_row"], maintain_order=True)
+        for t in RAW_COLUMNS
+        if t in merged.tables
+    }
+    return merged
 
 
 # --------------------------------------------------------------------------- files
@@ -478,7 +579,10 @@ def _str(value: Any) -> str | None:
 
 
 class _Mapper:
-    def __init__(self, extract: Extract, records: list[_Record]) -> None:
+    """Maps the loaded records. With ``track``, it also notes the reference keys the records define
+    and the ones their references look up (see :class:`FhirPart`)."""
+
+    def __init__(self, extract: Extract, records: list[_Record], *, track: bool = False) -> None:
         self.extract = extract
         self.records = records
         self.rows: dict[str, list[dict[str, Any]]] = {t: [] for t in RAW_COLUMNS}
@@ -487,10 +591,17 @@ class _Mapper:
         self.by_identifier: dict[tuple[str, str, str], dict] = {}
         self.patients: set[str] = set()
         self.encounters: set[str] = set()
+        self.marks: list[tuple[int, int]] = []
+        self.defines: set[tuple[str, Any]] | None = set() if track else None
+        self.lookups: set[tuple[str, Any]] | None = set() if track else None
 
     # -- driver --------------------------------------------------------------------------------
 
+    def _mark(self) -> None:
+        self.marks.append((len(self.extract._rejects), len(self.extract._dropped)))
+
     def run(self) -> None:
+        self._mark()
         valid: list[_Record] = []
         for rec in self.records:
             res = rec.resource
@@ -506,9 +617,24 @@ class _Mapper:
                 continue
             valid.append(rec)
             self._index(rec)
+        # Patients first, then Encounters, then the rest (a stable order within each)
+        phases: list[list[_Record]] = [[], [], []]
         order = {"Patient": 0, "Encounter": 1}
-        for rec in sorted(valid, key=lambda r: order.get(r.resource["resourceType"], 2)):
-            self._map(rec)
+        for rec in valid:
+            phases[order.get(rec.resource["resourceType"], 2)].append(rec)
+        for phase in phases:
+            self._mark()
+            for rec in phase:
+                self._map(rec)
+        if self.defines is not None:
+            for kind, index in (
+                ("url", self.by_url),
+                ("type_id", self.by_type_id),
+                ("identifier", self.by_identifier),
+            ):
+                self.defines.update((kind, key) for key in index)
+            self.defines.update(("patient", p) for p in self.patients)
+            self.defines.update(("encounter", e) for e in self.encounters)
         self.extract.tables = {
             t: conform_raw(t, pl.DataFrame(rows, schema=RAW_COLUMNS[t], orient="row")).sort(
                 ["source_file", "source_row"], maintain_order=True
@@ -586,7 +712,7 @@ class _Mapper:
             if isinstance(ident, dict) and isinstance(ident.get("value"), str):
                 system = ident.get("system") if isinstance(ident.get("system"), str) else ""
                 for t in types:
-                    hit = self.by_identifier.get((t, system, ident["value"]))
+                    hit = self._get("identifier", self.by_identifier, (t, system, ident["value"]))
                     if hit is not None:
                         return hit
             return None
@@ -595,7 +721,7 @@ class _Mapper:
                 if isinstance(c, dict) and c.get("id") == target[1:]:
                     return c
             return None
-        hit = self.by_url.get(target)
+        hit = self._get("url", self.by_url, target)
         if hit is not None:
             return hit if hit.get("resourceType") in types else None
         if "?" in target:
@@ -609,14 +735,25 @@ class _Mapper:
                     system, bar, val = value.rpartition("|")
                     if not bar:
                         system, val = "", value
-                    return self.by_identifier.get((rtype, system, val))
+                    return self._get("identifier", self.by_identifier, (rtype, system, val))
             return None
         parts = [p for p in target.split("/") if p]
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) >= 2 and parts[-2] in types:
-            return self.by_type_id.get((parts[-2], parts[-1]))
+            return self._get("type_id", self.by_type_id, (parts[-2], parts[-1]))
         return None
+
+    def _get(self, kind: str, index: dict, key: Any) -> dict | None:
+        if self.lookups is not None:
+            self.lookups.add((kind, key))
+        return index.get(key)
+
+    def _accepted(self, kind: str, accepted: set[str], rid: Any) -> bool:
+        """``rid in accepted`` (the accepted Patients or Encounters, ``kind``), noted as a lookup."""
+        if self.lookups is not None:
+            self.lookups.add((kind, rid))
+        return rid in accepted
 
     def _patient_of(self, rec: _Record, res: dict, element: str = "subject") -> str:
         ref = res.get(element)
@@ -625,7 +762,7 @@ class _Mapper:
                 "missing_subject", f"{rec.where}: {res['resourceType']}/{res.get('id')} has no {element}"
             )
         target = self._resolve(ref, ("Patient",), res)
-        if target is None or target.get("id") not in self.patients:
+        if target is None or not self._accepted("patient", self.patients, target.get("id")):
             raise _Reject(
                 "unknown_patient",
                 f"{rec.where}: {res['resourceType']}.{element} {_show(ref)} is not an accepted Patient "
@@ -641,7 +778,7 @@ class _Mapper:
         if not (ref.get("reference") or ref.get("identifier")):
             return None
         target = self._resolve(ref, ("Encounter",), res)
-        if target is None or target.get("id") not in self.encounters:
+        if target is None or not self._accepted("encounter", self.encounters, target.get("id")):
             raise _Reject(
                 "dangling_reference",
                 f"{rec.where}: {res['resourceType']}.{element} {_show(ref)} is not an accepted Encounter "
@@ -743,7 +880,7 @@ class _Mapper:
         pid = res.get("id")
         if not isinstance(pid, str) or not pid:
             raise _Reject("missing_id", f"{w}: Patient has no id (and no urn:uuid fullUrl)")
-        if pid in self.patients:
+        if self._accepted("patient", self.patients, pid):
             raise _Reject("duplicate_id", f"{w}: Patient/{pid} repeats an earlier Patient")
         birth = self._dt(res.get("birthDate"), w, "birthDate")
         death = self._dt(res.get("deceasedDateTime"), w, "deceasedDateTime")
@@ -859,7 +996,7 @@ class _Mapper:
         eid = res.get("id")
         if not isinstance(eid, str) or not eid:
             raise _Reject("missing_id", f"{w}: Encounter has no id (and no urn:uuid fullUrl)")
-        if eid in self.encounters:
+        if self._accepted("encounter", self.encounters, eid):
             raise _Reject("duplicate_id", f"{w}: Encounter/{eid} repeats an earlier Encounter")
         patient = self._patient_of(rec, res)
         period = _obj(res.get("period"), w, "period")

@@ -13,6 +13,8 @@ Decisions:
   with reason ``bad_json``: its data points cannot be counted.
 * ``fy``/``fp`` describe the filing, not the fact; they are kept as ``filing_fy``/``filing_fp`` for
   reference only. Fiscal periods are derived from the dates in :mod:`.facts`.
+* Every file is independent of the others (one company each): a parallel read
+  (:func:`companyfacts_tasks`) reads one file per task.
 * Rejects: ``bad_record`` (a data point that is not an object; or a taxonomy, concept, ``units``
   mapping or unit list of the wrong JSON type, which counts as one record since its data points
   cannot be counted), ``bad_value`` (``val`` missing or not
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from dataforge.records.model import Extract, display_name, read_bytes
 log = logging.getLogger(__name__)
 
 SOURCE = "companyfacts"
+PATTERNS = ("*.json", "*.json.gz", "*.json.zst")
 
 
 def read_companyfacts(paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None) -> Extract:
@@ -50,7 +54,7 @@ def read_companyfacts(paths: str | Path | Iterable[str | Path], *, root: str | P
     """
     extract = Extract.empty(SOURCE)
     rows: list[dict[str, Any]] = []
-    for path in expand_paths(paths, patterns=("*.json", "*.json.gz", "*.json.zst")):
+    for path in expand_paths(paths, patterns=PATTERNS):
         name = display_name(path, root)
         before = extract.rows_in
         _read_one(path, name, extract, rows)
@@ -60,6 +64,18 @@ def read_companyfacts(paths: str | Path | Iterable[str | Path], *, root: str | P
     extract.tables["raw_fact"] = raw_frame(rows)
     log.info("companyfacts: %d data points, %d usable", extract.rows_in, len(rows))
     return extract
+
+
+def companyfacts_tasks(
+    paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None
+) -> tuple[Extract, list[Callable[[], Extract]]]:
+    """:func:`read_companyfacts` as independent tasks, one per file, for an executor.
+
+    Returns an empty extract and the tasks; :meth:`Extract.concat` of the extract and the tasks'
+    results, in order, is what :func:`read_companyfacts` returns.
+    """
+    files = expand_paths(paths, patterns=PATTERNS)
+    return Extract.empty(SOURCE), [functools.partial(read_companyfacts, [f], root=root) for f in files]
 
 
 def _read_one(path: Path, name: str, extract: Extract, rows: list[dict[str, Any]]) -> None:

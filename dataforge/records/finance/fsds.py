@@ -29,6 +29,9 @@ Decisions:
   never mistaken for consolidated ones (consolidated = ``dimensions`` is null).
 * ``pre.txt`` gives ``statement`` (``BS``, ``IS``, ``CF``, ``EQ``, ``CI``...): the first presentation
   line (lowest report, line) of the tag in that submission.
+* Each data set (a quarter: one zip or folder) is read on its own, its four files joined
+  together; data sets are independent of each other, so a parallel read (:func:`fsds_tasks`)
+  reads one data set per task (a single quarter is one task).
 * Rejects: ``unknown_submission``, ``bad_date`` (ddate not a yyyymmdd date), ``bad_qtrs`` (not a
   whole number in 0..400),
   ``missing_unit``, ``bad_value``; plus the CSV-level ``ragged_row``/``bad_utf8``/``truncated``.
@@ -37,11 +40,12 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -111,6 +115,24 @@ def read_fsds(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
     extract.tables["raw_fact"] = pl.concat(frames) if frames else fit_raw(pl.DataFrame())
     log.info("fsds: %d num rows, %d usable", extract.rows_in, extract.tables["raw_fact"].height)
     return extract
+
+
+def fsds_tasks(
+    paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None
+) -> tuple[Extract, list[Callable[[], Extract]]]:
+    """:func:`read_fsds` as independent tasks, one per data set (zip or folder), for an executor.
+
+    Returns an empty extract and the tasks; :meth:`Extract.concat` of the extract and the tasks'
+    results, in order, is what :func:`read_fsds` returns.
+    """
+    sets: list[Path] = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(p)
+        if path.is_dir() and (path / "num.txt").is_file():
+            sets.append(path)
+        else:
+            sets.extend(expand_paths([path], patterns=("*.zip",)))
+    return Extract.empty(SOURCE), [functools.partial(read_fsds, [s], root=root) for s in sets]
 
 
 def _read_dataset(folder: Path, label: str, extract: Extract, *, joiner: str = "/") -> pl.DataFrame:

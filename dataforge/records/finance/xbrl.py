@@ -27,16 +27,19 @@ Decisions:
   or from the ``accession``/``filed`` arguments. Without them ``accession``/``filed`` are null and the
   counter ``xbrl_no_filing_metadata`` says so.
 * Linkbases (``_cal``, ``_def``, ``_lab``, ``_pre``) and the ``.xsd`` in a folder are listed as skipped.
+* Instance documents are independent of each other (contexts and units are per instance): a
+  parallel read (:func:`xbrl_tasks`) lists the folders in the driver and reads one instance per task.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,61 @@ def read_xbrl(
     """
     extract = Extract.empty(SOURCE)
     rows: list[dict[str, Any]] = []
+    for path, meta in _instances(paths, root, extract, accession=accession, filed=filed):
+        _read_into(path, meta, root, extract, rows)
+    extract.tables["raw_fact"] = raw_frame(rows)
+    log.info("xbrl: %d facts, %d usable numeric facts", extract.rows_in, len(rows))
+    return extract
+
+
+def xbrl_tasks(
+    paths: str | Path | Iterable[str | Path],
+    *,
+    root: str | Path | None = None,
+    accession: str | None = None,
+    filed: str | dt.date | None = None,
+) -> tuple[Extract, list[Callable[[], Extract]]]:
+    """:func:`read_xbrl` as independent tasks, one per instance document, for an executor.
+
+    Returns the extract of the listing (the sidecar metadata and skipped files in ``inputs``) and
+    the tasks; :meth:`Extract.concat` of the extract and the tasks' results, in order, is what
+    :func:`read_xbrl` returns.
+    """
+    head = Extract.empty(SOURCE)
+    found = _instances(paths, root, head, accession=accession, filed=filed)
+    return head, [functools.partial(read_xbrl_instance, path, meta, root=root) for path, meta in found]
+
+
+def read_xbrl_instance(path: Path, meta: dict[str, Any], *, root: str | Path | None = None) -> Extract:
+    """One instance document (with its filing metadata ``meta``) on its own: a task of :func:`xbrl_tasks`."""
+    extract = Extract.empty(SOURCE)
+    rows: list[dict[str, Any]] = []
+    _read_into(path, meta, root, extract, rows)
+    extract.tables["raw_fact"] = raw_frame(rows)
+    return extract
+
+
+def _read_into(
+    path: Path, meta: dict[str, Any], root: str | Path | None, extract: Extract, rows: list[dict[str, Any]]
+) -> None:
+    name = display_name(path, root)
+    before = extract.rows_in
+    _read_instance(path, name, meta, extract, rows)
+    extract.inputs.append(
+        {"path": name, "role": "records", "table": "xbrl", "rows": extract.rows_in - before}
+    )
+
+
+def _instances(
+    paths: str | Path | Iterable[str | Path],
+    root: str | Path | None,
+    extract: Extract,
+    *,
+    accession: str | None,
+    filed: str | dt.date | None,
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The instance documents of ``paths`` with their filing metadata; the sidecar metadata and
+    skipped files of folders go to ``extract.inputs``."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     instances: list[tuple[Path, dict[str, Any]]] = []
@@ -126,21 +184,15 @@ def read_xbrl(
         else:
             msg = f"{path}: no such file or folder"
             raise InputError(msg)
+    out = []
     for path, meta in instances:
         meta = dict(meta)
         if accession:
             meta.setdefault("accession_no", accession)
         if filed:
             meta.setdefault("filing_date", str(filed))
-        name = display_name(path, root)
-        before = extract.rows_in
-        _read_instance(path, name, meta, extract, rows)
-        extract.inputs.append(
-            {"path": name, "role": "records", "table": "xbrl", "rows": extract.rows_in - before}
-        )
-    extract.tables["raw_fact"] = raw_frame(rows)
-    log.info("xbrl: %d facts, %d usable numeric facts", extract.rows_in, len(rows))
-    return extract
+        out.append((path, meta))
+    return out
 
 
 def _sidecar(
