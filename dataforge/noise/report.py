@@ -24,6 +24,34 @@ class NoiseReport:
 
     Counts always add up: ``rows_in == rows_used + rejected`` and, with a fix,
     ``rows_used == kept + dropped`` (relabelled rows are kept).
+
+    Attributes:
+        output: the report folder.
+        rows_in, rows_used, rejected: input rows; rows analysed; rows rejected (bad label, text
+            or feature values, unreadable lines), with ``rejected_by_reason`` and up to a few
+            ``reject_samples`` (file, line, reason, error).
+        label_col: the label column. ``mode``: ``text``, ``tabular`` or ``pred_probs`` (given
+            probabilities, no model trained).
+        model, members, member_accuracy: the model preset, its member models and each member's
+            out-of-fold accuracy. ``folds``, ``seed``: the cross-validation.
+        filter_by, rank_by: cleanlab's ``find_label_issues`` filter and the quality score that
+            orders flagged rows.
+        classes, class_counts: class names (in label order) and rows per class.
+        num_flagged: rows flagged as label issues; ``num_issues_estimate``: cleanlab's estimate of
+            how many labels are wrong; ``health_score``: cleanlab's overall label health (0-1).
+        noise_matrix: estimated ``P(given label | true label)``, classes x classes.
+        per_class: per class, cleanlab's ``rank_classes_by_label_quality``: label issues, inverse
+            label issues, label noise, inverse label noise and label quality score.
+        overlapping: class pairs cleanlab finds confused, with their number of overlapping rows.
+        quality_histogram: ``edges`` (0-1), counts of ``all`` and of ``flagged`` rows per bin.
+        top_issues: the first 5,000 flagged rows by rank (the columns of ``issues.parquet``).
+        warnings: anything the user should know (tiny classes, few rows per fold, ...).
+        num_outliers: rows flagged as outliers when outlier scoring ran, else None.
+        rounds: one entry per re-scoring round (``--rounds``): rows flagged and member accuracy.
+        fix: with ``--fix drop|relabel``: what the fixed output holds and where (empty without).
+        timings: seconds per phase. ``files``: report.json, report.html and issues.parquet names.
+        inputs: the input files (path, format, compression, bytes).
+        dataforge_version, config: the version and options of the run.
     """
 
     output: str
