@@ -563,7 +563,11 @@ def run(
                     )  # fmt: skip
                 from dataforge.curriculum import build_curriculum
 
-                return build_curriculum(pipeline, output=output, overwrite=overwrite or force)
+                placement = {"executor": executor, "workers": workers, "ray_address": ray_address}
+                return build_curriculum(
+                    pipeline, output=output, overwrite=overwrite or force,
+                    **{k: v for k, v in placement.items() if v is not None},
+                )  # fmt: skip
     p = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     if task_bytes is not None:
         p.input = dataclasses.replace(p.input, task_bytes=task_bytes)

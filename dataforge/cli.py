@@ -989,26 +989,40 @@ def _minhash_line(global_info: dict[str, Any]) -> str:
     default=None,
     help="Rows per stage shard (overrides output.shard_rows; default 100000).",
 )
+@_executor_options(
+    "Where source shards are read, filtered, counted and taken (selection and writing run in this process).",
+    "Parallel shard readers (processes, or Ray CPUs).",
+)
 @pass_state
-def curriculum(state: _State, config: str, output: str | None, overwrite: bool,
-               shard_rows: int | None) -> None:  # fmt: skip
+def curriculum(state: _State, config: str, output: str | None, overwrite: bool, shard_rows: int | None,
+               executor: str, workers: int, ray_address: str | None) -> None:  # fmt: skip
     """Build stage-tagged training shards from the outputs of other dataforge commands.
 
     CONFIG is a curriculum YAML: stages (1 pretraining, 2 instruction pairs, 3 domain), each with
     sources (dataforge output folders), weights, a row or token budget and quality requirements
     (where, require_steps). Writes OUT/stage-<n>/part-*.arrow, manifest.json and report.json
-    (format: docs/curriculum.md).
+    (format: docs/curriculum.md). With --workers N or --executor ray, the source shards are read in
+    parallel (one task per shard); the output is the same bytes.
 
     \b
     Examples:
       dataforge curriculum pipelines/curriculum.yaml
       dataforge curriculum pipelines/curriculum.yaml -o out/cur --overwrite --shard-rows 10000
+      dataforge curriculum pipelines/curriculum.yaml -o out/cur --overwrite --workers 2
       dataforge inspect out/demo-curriculum
     """
     from dataforge.curriculum import build_curriculum
 
     with _errors(state):
-        report = build_curriculum(config, output=output, overwrite=overwrite, shard_rows=shard_rows)
+        report = build_curriculum(
+            config,
+            output=output,
+            overwrite=overwrite,
+            shard_rows=shard_rows,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+        )
         if not state.quiet:
             _print_curriculum(report)
 

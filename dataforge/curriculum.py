@@ -62,8 +62,32 @@ with the loader in ``dataforge.train``. Decisions made here:
 - **Memory (limitation).** Each source part is read with pyarrow (memory-mapped IPC, zstd blocks
   are decompressed into memory) and rows are selected with ``Table.take``; only the columns named
   by ``where`` and the training text are converted, batch by batch (polars for the filter, Python
-  strings for token counts). A part must therefore fit in memory once decompressed; streaming the
-  selection shard by shard is left for sources larger than RAM.
+  strings for token counts). In one process a part must therefore fit in memory once
+  decompressed; on an executor a task holds one source shard, and the driver one stage's output.
+- **Executors.** With one local worker everything runs in this process, stage by stage, as above.
+  With more workers or ``executor="ray"`` the reading runs as tasks whose unit is one source shard
+  (a manifest entry of the part), in two maps:
+
+  1. *scan* (one map for the whole curriculum): a task verifies its shard against the source
+     manifest, reads it, evaluates ``where`` and counts the tokens of the passing rows, for every
+     source that selects from that shard (sources with the same filter share the result); it
+     returns row indices and token counts, not rows. The driver puts each part's shards together
+     (indices offset by the rows of the shards before), which gives exactly the arrays one read of
+     the whole part gives, because ``where`` and token counts are per row. A ``where`` whose value
+     for a row may depend on other rows (an aggregate such as ``AVG(score)``, a window, a row
+     number; anything :func:`is_row_condition` does not know to be per row) is evaluated over the
+     whole part: the part's shards are then one task.
+  2. *take* (one map per stage): after the driver's selection, a task reads one source shard
+     again and returns its chosen rows as stage rows (renamed, tagged, conformed to the stage
+     schema), in stage order.
+
+  Everything that depends on several sources stays in the driver: budgets split over sources,
+  seeded permutations, repeats, the interleave, the ledger, shard boundaries and ``manifest.json``.
+  The driver writes each output shard from the pieces of the take tasks, in stage order, as
+  before (temporary names inside the run's ``.OUT.partial-*`` folder, renamed into place with the
+  manifest last), and shards are written from their rows alone, so the bytes do not depend on the
+  executor or the number of workers; ``report.json`` records which ran. The tokenizer is shipped
+  to the tasks, so it must pickle (as :class:`~dataforge.train.tokenizer.ByteTokenizer` does).
 
 Example:
     >>> from dataforge.curriculum import build_curriculum
@@ -72,12 +96,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
 import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -91,6 +119,7 @@ import pyarrow.parquet as pq
 import dataforge
 from dataforge.config import _check_keys, _resolve, read_yaml
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
+from dataforge.executors.base import Executor, make_executor
 from dataforge.html import write_report_or_log
 from dataforge.io.shards import (
     MANIFEST,
@@ -508,7 +537,7 @@ def _check_where(src: SourceSpec, where: str) -> None:
     assert src.schema is not None and src.where
     try:
         expr = pl.sql_expr(src.where)
-        cols = expr.meta.root_names()
+        cols = list(dict.fromkeys(expr.meta.root_names()))  # a column named twice is read once
     except pl.exceptions.PolarsError as exc:
         msg = f"{where}: where {src.where!r} is not a valid SQL expression: {_first_line(exc)}"
         raise ConfigError(msg) from None
@@ -609,53 +638,71 @@ def largest_remainder(total: int, weights: list[float]) -> list[int]:
 
 
 @dataclass
+class _Group:
+    """Shards of a source part read by one task (see "Executors" in the module docstring)."""
+
+    folder: str
+    shards: tuple[dict[str, Any], ...]  # manifest entries, in part order
+    first_row: int = 0  # the part's row index of the group's first row
+    rows: int = 0
+
+
+@dataclass
 class _Pool:
     """One source's rows for one stage and what was chosen from them."""
 
     src: SourceSpec
-    table: pa.Table
+    available: int  # rows of the part
     eligible: np.ndarray  # row indices passing `where`, ascending
     tokens: np.ndarray  # tokens of each eligible row (aligned with `eligible`)
+    table: pa.Table | None = None  # the whole part (read in this process), else None
+    groups: list[_Group] = field(default_factory=list)  # the part's read tasks (executor path)
     target_rows: int = 0
     target_tokens: int | None = None
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # into eligible
-
-    @property
-    def available(self) -> int:
-        return self.table.num_rows
 
     @property
     def unique(self) -> int:
         return int(np.unique(self.chosen).size)
 
 
+def _read_source_shard(folder: str, entry: dict[str, Any], name: str, *, verify: bool) -> pa.Table:
+    """Read one shard of source ``name``; first check its size and sha256 against the manifest's
+    ``entry`` when ``verify``."""
+    p = Path(folder) / entry["path"]
+    if verify:
+        if not p.is_file():
+            msg = f"source {name!r}: shard {p} is listed in its manifest but missing"
+            raise DataError(msg)
+        size = p.stat().st_size
+        if size != entry["bytes"]:
+            msg = f"source {name!r}: shard {p} has {size} bytes, its manifest says {entry['bytes']}"
+            raise DataError(msg)
+        digest = sha256_file(p)
+        if digest != entry["sha256"]:
+            msg = (
+                f"source {name!r}: shard {p} does not match its manifest (sha256 "
+                f"{digest[:12]}..., manifest says {entry['sha256'][:12]}...); rebuild the source"
+            )
+            raise DataError(msg)
+    return read_shard(p)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 def _read_part(src: SourceSpec, verified: set[tuple[str, str]]) -> pa.Table:
     """Verify the part's shards against the source manifest, then read them (memory-mapped)."""
     tables = []
     for entry in src.shards:
-        p = Path(src.path) / entry["path"]
         key = (str(Path(src.path).resolve()), entry["path"])
-        if key not in verified:
-            if not p.is_file():
-                msg = f"source {src.name!r}: shard {p} is listed in its manifest but missing"
-                raise DataError(msg)
-            size = p.stat().st_size
-            if size != entry["bytes"]:
-                msg = f"source {src.name!r}: shard {p} has {size} bytes, its manifest says {entry['bytes']}"
-                raise DataError(msg)
-            digest = sha256_file(p)
-            if digest != entry["sha256"]:
-                msg = (
-                    f"source {src.name!r}: shard {p} does not match its manifest (sha256 "
-                    f"{digest[:12]}..., manifest says {entry['sha256'][:12]}...); rebuild the source"
-                )
-                raise DataError(msg)
-            verified.add(key)
-        tables.append(read_shard(p))
+        tables.append(_read_source_shard(src.path, entry, src.name, verify=key not in verified))
+        verified.add(key)
     if not tables:
         assert src.schema is not None
         return src.schema.empty_table()
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return _concat(tables)
 
 
 def _eligible(table: pa.Table, src: SourceSpec) -> np.ndarray:
@@ -663,7 +710,7 @@ def _eligible(table: pa.Table, src: SourceSpec) -> np.ndarray:
     if not src.where:
         return np.arange(n, dtype=np.int64)
     expr = pl.sql_expr(src.where)
-    cols = expr.meta.root_names()
+    cols = list(dict.fromkeys(expr.meta.root_names()))
     frame = pl.from_arrow(table.select(cols)) if cols else pl.DataFrame({"_": np.zeros(n)})
     try:
         mask = frame.select(expr.fill_null(False)).to_series()  # type: ignore[union-attr]
@@ -745,17 +792,23 @@ def _no_budget_total(pools: list[_Pool]) -> int:
     return max(math.ceil(p.eligible.size * whole / Fraction(p.src.weight)) for p in with_rows)
 
 
-def _select_stage(
-    spec: CurriculumSpec, stage: StageSpec, tokenizer: Any, verified: set[tuple[str, str]]
-) -> tuple[list[_Pool], np.ndarray, np.ndarray, np.ndarray]:
-    """Choose the rows of one stage: (pools, source index, row index, tokens) in stage order."""
-    seed = spec.stage_seed(stage.stage)
+def _read_pools(stage: StageSpec, tokenizer: Any, verified: set[tuple[str, str]]) -> list[_Pool]:
+    """Read, filter and count the sources of one stage in this process."""
     pools = []
     for src in stage.sources:
         table = _read_part(src, verified)
         eligible = _eligible(table, src)
         tokens = _count_tokens(_text_view(table, src), eligible, tokenizer)
-        pools.append(_Pool(src, table, eligible, tokens))
+        pools.append(_Pool(src, table.num_rows, eligible, tokens, table=table))
+    return pools
+
+
+def _select_stage(
+    spec: CurriculumSpec, stage: StageSpec, pools: list[_Pool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Choose the rows of one stage from its pools: (source index, row index, tokens) in stage
+    order; sets each pool's targets and ``chosen``."""
+    seed = spec.stage_seed(stage.stage)
     weights = [p.src.weight for p in pools]
     budget = stage.budget or {}
     if "tokens" in budget:
@@ -784,7 +837,181 @@ def _select_stage(
     row_idx = np.concatenate([p.eligible[p.chosen] for p in pools])
     toks = np.concatenate([p.tokens[p.chosen] for p in pools])
     order = permutation(src_idx.size, _derive("interleave", seed))
-    return pools, src_idx[order], row_idx[order], toks[order]
+    return src_idx[order], row_idx[order], toks[order]
+
+
+# --------------------------------------------------------------------------- tasks (executor path)
+
+# Functions of a serialized Polars expression (``Kind.Name``) that compute a row's value from that
+# row alone; an aggregate, a window, ``len`` or any function not listed may use the other rows.
+_ROW_FUNCTIONS = frozenset(
+    {
+        "Abs", "Ceil", "Floor", "Sign", "Log", "Coalesce", "FillNull", "MaxHorizontal",
+        "MinHorizontal", "Pow.Sqrt", "Pow.Generic", "Sql.IsIn", "Sql.Round", "Sql.ToFloat",
+        "Sql.Binary.Rem", "Sql.Binary.Div", "Sql.Binary.Mul", "Boolean.Not", "Boolean.IsNull",
+        "Boolean.IsNotNull", "Boolean.IsNan", "Boolean.IsNotNan", "Boolean.IsFinite",
+        "Boolean.IsInfinite", "StringExpr.LenChars", "StringExpr.LenBytes", "StringExpr.Contains",
+        "StringExpr.StartsWith", "StringExpr.EndsWith", "StringExpr.Lowercase",
+        "StringExpr.Uppercase", "StringExpr.Slice", "StringExpr.StripChars",
+        "StringExpr.StripCharsStart", "StringExpr.StripCharsEnd", "StringExpr.Replace",
+        "StringExpr.Find", "StringExpr.Reverse", "StringExpr.ConcatHorizontal",
+    }
+)  # fmt: skip
+
+
+def is_row_condition(where: str | None) -> bool:
+    """Whether ``where`` gives each row a value computed from that row alone, so that it can be
+    evaluated shard by shard (True for no condition).
+
+    Conservative: True only for column references, literals, operators, casts, ``CASE`` and a known
+    list of functions (string length, ``LIKE``, ``LOWER``, ``IN``, ``IS NULL``, ``COALESCE``,
+    arithmetic...); an aggregate, a window, a row number or any other function gives False.
+
+    Example:
+        >>> is_row_condition("cluster_size = 1 AND LENGTH(text) > 200")
+        True
+        >>> is_row_condition("score > AVG(score)")
+        False
+    """
+    if not where:
+        return True
+    try:
+        return _row_node(json.loads(pl.sql_expr(where).meta.serialize(format="json")))
+    except (pl.exceptions.PolarsError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _row_node(node: Any, *, in_list: bool = False) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    ((kind, body),) = node.items()
+    if kind == "Column":
+        return isinstance(body, str)
+    if kind == "Literal":  # a Series literal is an IN list, or a column of its own length
+        return in_list or not (isinstance(body, dict) and "Series" in body)
+    if kind == "BinaryExpr":
+        return _row_node(body["left"]) and _row_node(body["right"])
+    if kind == "Cast":
+        return _row_node(body["expr"])
+    if kind == "Ternary":
+        return all(_row_node(body[k]) for k in ("predicate", "truthy", "falsy"))
+    if kind == "Function":
+        name = _function_name(body["function"])
+        return name in _ROW_FUNCTIONS and all(
+            _row_node(arg, in_list=name == "Sql.IsIn" and i > 0) for i, arg in enumerate(body["input"])
+        )
+    return False
+
+
+def _function_name(fn: Any) -> str:
+    """``{"StringExpr": {"Contains": {"literal": true}}}`` -> ``StringExpr.Contains``."""
+    parts = []
+    while isinstance(fn, dict) and len(fn) == 1:
+        ((key, inner),) = fn.items()
+        if not key[:1].isupper():
+            break
+        parts.append(key)
+        fn = inner
+    if isinstance(fn, str):
+        parts.append(fn)
+    return ".".join(parts)
+
+
+def _slim(src: SourceSpec) -> SourceSpec:
+    """The source without its manifest and shard list (what a task needs, small to pickle)."""
+    return replace(src, manifest={}, shards=[], schema=None)
+
+
+def _groups(src: SourceSpec) -> list[tuple[dict[str, Any], ...]]:
+    """The part's shards as read tasks: one shard each, or all together when ``where`` is not a
+    row condition (see :func:`is_row_condition`)."""
+    if is_row_condition(src.where):
+        return [(entry,) for entry in src.shards]
+    return [tuple(src.shards)] if src.shards else []
+
+
+@dataclass
+class _Scan:
+    """A scan task: shards read together, then filtered and counted for each of ``sources`` (one
+    entry per distinct ``where``, kind and text field among the sources that use the shards)."""
+
+    folder: str
+    shards: tuple[dict[str, Any], ...]
+    sources: list[SourceSpec] = field(default_factory=list)
+
+    def consumer(self, src: SourceSpec) -> int:
+        """The index of ``src``'s filter in ``sources`` (added when new)."""
+        sig = (src.where, src.kind, src.text_field)
+        for i, s in enumerate(self.sources):
+            if (s.where, s.kind, s.text_field) == sig:
+                return i
+        self.sources.append(_slim(src))
+        return len(self.sources) - 1
+
+
+def _scan(task: _Scan, *, tokenizer: Any) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """Verify and read the task's shards: their rows, and for each source the rows (of the shards
+    together) passing its ``where`` with their tokens."""
+    name = task.sources[0].name
+    table = _concat([_read_source_shard(task.folder, e, name, verify=True) for e in task.shards])
+    counted = []
+    for src in task.sources:
+        eligible = _eligible(table, src)
+        counted.append((eligible, _count_tokens(_text_view(table, src), eligible, tokenizer)))
+    return table.num_rows, counted
+
+
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+
+def _scan_pools(spec: CurriculumSpec, tokenizer: Any, ex: Executor) -> dict[int, list[_Pool]]:
+    """The pools of every stage from scan tasks on ``ex``, one map for the whole curriculum; a
+    part's groups are put together in part order, which gives the arrays of :func:`_read_pools`."""
+    index: dict[tuple[str, tuple[str, ...]], int] = {}
+    items: list[_Scan] = []
+    refs: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (stage, source) -> (task, consumer)
+    for stage in spec.stages:
+        for j, src in enumerate(stage.sources):
+            refs[stage.stage, j] = []
+            for shards in _groups(src):
+                key = (str(Path(src.path).resolve()), tuple(e["path"] for e in shards))
+                if key not in index:
+                    index[key] = len(items)
+                    items.append(_Scan(src.path, shards))
+                refs[stage.stage, j].append((index[key], items[index[key]].consumer(src)))
+    log.info("curriculum: %d scan task(s) on the %s executor", len(items), ex.name)
+    results = ex.map(functools.partial(_scan, tokenizer=tokenizer), items)
+    pools: dict[int, list[_Pool]] = {}
+    for stage in spec.stages:
+        pools[stage.stage] = []
+        for j, src in enumerate(stage.sources):
+            groups, eligible, tokens, first = [], [], [], 0
+            for t, c in refs[stage.stage, j]:
+                rows, counted = results[t]
+                groups.append(_Group(src.path, items[t].shards, first, rows))
+                eligible.append(counted[c][0] + first)
+                tokens.append(counted[c][1])
+                first += rows
+            pools[stage.stage].append(_Pool(src, first, _cat(eligible), _cat(tokens), groups=groups))
+    return pools
+
+
+@dataclass(frozen=True)
+class _Take:
+    """A take task: rows ``rows`` (in stage order, of the shards together) with their tokens."""
+
+    folder: str
+    shards: tuple[dict[str, Any], ...]
+    source: SourceSpec
+    rows: np.ndarray
+    tokens: np.ndarray
+
+
+def _take(task: _Take, *, stage: int, schema: pa.Schema) -> pa.Table:
+    """The task's rows as stage rows (the shards were verified by the scan)."""
+    table = _concat([read_shard(Path(task.folder) / e["path"]) for e in task.shards])
+    return _stage_piece(table, task.rows, task.tokens, task.source, stage, schema)
 
 
 # --------------------------------------------------------------------------- writing
@@ -795,7 +1022,7 @@ def _stage_piece(
     rows: np.ndarray,
     tokens: np.ndarray,
     src: SourceSpec,
-    stage: StageSpec,
+    stage: int,
     schema: pa.Schema,
 ) -> pa.Table:
     """Rows ``rows`` of a source part as stage rows: text column renamed, stage/source/tokens set."""
@@ -809,36 +1036,93 @@ def _stage_piece(
     else:
         sub = sub.drop_columns(drop)
     n = sub.num_rows
-    sub = sub.append_column("stage", pa.array(np.full(n, stage.stage, dtype=np.int32)))
+    sub = sub.append_column("stage", pa.array(np.full(n, stage, dtype=np.int32)))
     sub = sub.append_column("source", pa.repeat(pa.scalar(src.name, pa.large_string()), n))
     sub = sub.append_column("tokens", pa.array(tokens, type=pa.int64()))
     try:
         return conform(sub, schema)
     except DataError as exc:
-        msg = f"stage {stage.stage}, source {src.name!r} ({src.path} [{src.part}]): {exc}"
+        msg = f"stage {stage}, source {src.name!r} ({src.path} [{src.part}]): {exc}"
         raise DataError(msg) from None
 
 
-def _write_stage(
-    stage: StageSpec,
-    pools: list[_Pool],
-    src_idx: np.ndarray,
-    row_idx: np.ndarray,
-    toks: np.ndarray,
-    *,
-    tmp: Path,
-    shard_rows: int,
-) -> list[dict[str, Any]]:
+@dataclass
+class _Part:
+    """Rows of a stage from one source (or one read task of it): their stage positions, ascending,
+    and ``rows(lo, hi)``, the stage rows at ``positions[lo:hi]``."""
+
+    positions: np.ndarray
+    rows: Callable[[int, int], pa.Table]
+
+
+def _pool_rows(pool: _Pool, rows: np.ndarray, tokens: np.ndarray, stage: int, schema: pa.Schema,
+               lo: int, hi: int) -> pa.Table:  # fmt: skip
+    assert pool.table is not None
+    return _stage_piece(pool.table, rows[lo:hi], tokens[lo:hi], pool.src, stage, schema)
+
+
+def _local_parts(
+    stage: StageSpec, pools: list[_Pool], src_idx: np.ndarray, row_idx: np.ndarray, toks: np.ndarray
+) -> list[_Part]:
+    """One part per source, its rows taken from the part read in this process."""
     schema = stage.schema()
+    parts = []
+    for j, pool in enumerate(pools):
+        pos = np.flatnonzero(src_idx == j)
+        rows = functools.partial(_pool_rows, pool, row_idx[pos], toks[pos], stage.stage, schema)
+        parts.append(_Part(pos, rows))
+    return parts
+
+
+def _slice(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    return table.slice(lo, hi - lo)
+
+
+def _take_parts(
+    stage: StageSpec, pools: list[_Pool], src_idx: np.ndarray, row_idx: np.ndarray, toks: np.ndarray,
+    ex: Executor,
+) -> list[_Part]:  # fmt: skip
+    """One part per read task of each source, its rows taken by a take task on ``ex``."""
+    positions, items = [], []
+    for j, pool in enumerate(pools):
+        pos = np.flatnonzero(src_idx == j)
+        rows = row_idx[pos]
+        # the group of each row (the last one starting at or before it: groups may be empty), then
+        # the rows of each group, still in stage order
+        which = np.searchsorted([g.first_row for g in pool.groups], rows, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(pool.groups) + 1))
+        for k, g in enumerate(pool.groups):
+            mine = order[bounds[k] : bounds[k + 1]]
+            if mine.size:
+                positions.append(pos[mine])
+                items.append(
+                    _Take(g.folder, g.shards, _slim(pool.src), rows[mine] - g.first_row, toks[pos[mine]])
+                )
+    log.info("stage %d: %d take task(s) on the %s executor", stage.stage, len(items), ex.name)
+    pieces = ex.map(functools.partial(_take, stage=stage.stage, schema=stage.schema()), items)
+    return [_Part(p, functools.partial(_slice, t)) for p, t in zip(positions, pieces, strict=True)]
+
+
+def _write_stage(
+    stage: StageSpec, parts: list[_Part], toks: np.ndarray, *, tmp: Path, shard_rows: int
+) -> list[dict[str, Any]]:
+    """Write the stage's rows (``toks``: tokens in stage order) as shards of ``shard_rows`` rows,
+    each put together from the parts' rows in its range of stage positions."""
+    schema = stage.schema()
+    starts = np.arange(0, max(toks.size, 1), shard_rows)
+    cuts = [
+        (np.searchsorted(p.positions, starts), np.searchsorted(p.positions, starts + shard_rows))
+        for p in parts
+    ]
     shards = []
-    for i, start in enumerate(range(0, max(src_idx.size, 1), shard_rows)):
-        s, r, t = (a[start : start + shard_rows] for a in (src_idx, row_idx, toks))
+    for i, start in enumerate(starts.tolist()):
         pieces, positions = [], []
-        for j, pool in enumerate(pools):
-            pos = np.flatnonzero(s == j)
-            if pos.size:
-                pieces.append(_stage_piece(pool.table, r[pos], t[pos], pool.src, stage, schema))
-                positions.append(pos)
+        for part, (los, his) in zip(parts, cuts, strict=True):
+            lo, hi = int(los[i]), int(his[i])
+            if hi > lo:
+                pieces.append(part.rows(lo, hi))
+                positions.append(part.positions[lo:hi] - start)
         if pieces:
             combined = pa.concat_tables(pieces)
             table = combined.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
@@ -856,7 +1140,7 @@ def _write_stage(
                 "path": info.path,
                 "rows": info.rows,
                 "bytes": info.bytes,
-                "tokens": int(t.sum()),
+                "tokens": int(toks[start : start + shard_rows].sum()),
                 "sha256": info.sha256,
                 "first_row": start,
                 "schema": stage.schema_name,
@@ -1021,6 +1305,9 @@ def build_curriculum(
     overwrite: bool = False,
     shard_rows: int | None = None,
     tokenizer: Any = None,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> RunReport:
     """Build the stage shards, ``manifest.json`` and the run report of a curriculum.
 
@@ -1030,7 +1317,14 @@ def build_curriculum(
         overwrite: replace an existing dataforge output folder.
         shard_rows: rows per shard (default: the YAML's ``output.shard_rows``, else 100,000).
         tokenizer: counts tokens (``encode``, ``vocab_size``, ``eos_id``, ``pad_id``; an optional
-            vectorized ``count``); default :class:`~dataforge.train.tokenizer.ByteTokenizer`.
+            vectorized ``count``); default :class:`~dataforge.train.tokenizer.ByteTokenizer`. It
+            must pickle when the sources are read on an executor.
+        executor: where the source shards are read, filtered, counted and their chosen rows taken:
+            ``local`` or ``ray``; the selection and the writing run in this process. The output
+            bytes are the same whichever runs; ``report.json`` records which did.
+        workers: parallel workers (processes, or the CPUs of a Ray started for the run).
+        ray_address: the Ray cluster to join (``ray`` only; default ``$RAY_ADDRESS``, else a Ray
+            started for the run).
 
     Returns:
         The RunReport (also written to ``OUT/report.json``); ``report.reports["curriculum"]`` has
@@ -1050,18 +1344,35 @@ def build_curriculum(
     rows_per_shard = _int("shard_rows", shard_rows if shard_rows is not None else spec.shard_rows, minimum=1)
     tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
     _check_output(out, spec, overwrite=overwrite)
+    with contextlib.closing(make_executor(executor, workers=workers, address=ray_address)) as ex:
+        return _build(spec, out, rows_per_shard, tokenizer, ex)
+
+
+def _build(spec: CurriculumSpec, out: Path, rows_per_shard: int, tokenizer: Any, ex: Executor) -> RunReport:
+    """Build the curriculum into ``out``: in this process on one local worker, else reading on
+    ``ex`` (see "Executors" in the module docstring)."""
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     verified: set[tuple[str, str]] = set()
+    in_process = ex.name == "local" and ex.workers == 1
     with atomic_folder(out) as tmp:
+        scanned: dict[int, list[_Pool]] = {}
+        if not in_process:
+            scanned = _scan_pools(spec, tokenizer, ex)
+            timings["scan"] = time.perf_counter() - t0
         stages = []
         for stage in spec.stages:
             t = time.perf_counter()
-            pools, src_idx, row_idx, toks = _select_stage(spec, stage, tokenizer, verified)
+            pools = _read_pools(stage, tokenizer, verified) if in_process else scanned.pop(stage.stage)
+            src_idx, row_idx, toks = _select_stage(spec, stage, pools)
             timings[f"stage-{stage.stage}:select"] = time.perf_counter() - t
             t = time.perf_counter()
-            shards = _write_stage(stage, pools, src_idx, row_idx, toks, tmp=tmp, shard_rows=rows_per_shard)
+            if in_process:
+                parts = _local_parts(stage, pools, src_idx, row_idx, toks)
+            else:
+                parts = _take_parts(stage, pools, src_idx, row_idx, toks, ex)
+            shards = _write_stage(stage, parts, toks, tmp=tmp, shard_rows=rows_per_shard)
             timings[f"stage-{stage.stage}:write"] = time.perf_counter() - t
             entry = _stage_entry(spec, stage, pools, toks, src_idx, shards)
             stages.append(entry)
@@ -1073,7 +1384,7 @@ def build_curriculum(
                 entry["tokens"],
                 len(shards),
             )
-            del pools
+            del pools, parts
         ledger = _ledger(stages)
         config = spec.config(shard_rows=rows_per_shard)
         config_fp = fingerprint(config)
@@ -1126,6 +1437,8 @@ def build_curriculum(
                 for s in st["sources"]
             ],
             timings=timings,
+            executor=ex.name,
+            workers=ex.workers,
             started_at=started,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             peak_rss_mb=peak_rss_mb(),

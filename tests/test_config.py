@@ -61,7 +61,10 @@ def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
         (with_(output={"path": "o", "format": "csv"}), "unknown output format 'csv'; valid: arrow, parquet"),
         (with_(executor={"kind": "spark"}), "unknown executor 'spark'; valid: local, ray"),
         (with_(steps=[{"dedup.exact_": {}}]), "unknown step 'dedup.exact_'; valid: .*dedup.exact"),
-        (with_(steps=[{"dedup.exact": {"kep": "first"}}]), "unknown option 'kep'; valid: against, against_id_field, against_text_field, keep, normalize"),
+        (
+            with_(steps=[{"dedup.exact": {"kep": "first"}}]),
+            "unknown option 'kep'; valid: against, against_id_field, against_text_field, keep, normalize",
+        ),
         (with_(steps=[{"dedup.exact": {"keep": "random"}}]), "unknown keep 'random'; valid: first, last"),
         (with_(steps=[{"dedup.exact": {"keep": 3}}]), "option 'keep' must be str, got 3"),
         (with_(steps=[{"a": {}, "b": {}}]), "one-key mapping"),

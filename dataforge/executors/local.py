@@ -166,7 +166,7 @@ class LocalExecutor:
                         else:
                             finished.put((i, True, fut.result()))
                             submit_next()
-            except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
+            except BaseException as exc:
                 with lock:
                     state["stop"] = True
                 finished.put((-1, False, exc))

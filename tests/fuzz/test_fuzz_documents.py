@@ -73,7 +73,13 @@ def jsonl_line(draw: st.DrawFn) -> Line:
         return _dump({k: v for k, v in rec.items() if k != "text"}), ("reject", "missing_text")
     if kind == "id_wrong":
         # (infinities are not JSON: the "nan" kind expects bad_json for them)
-        bad = draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.lists(st.integers(), max_size=2)))
+        bad = draw(
+            st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.booleans(),
+                st.lists(st.integers(), max_size=2),
+            )
+        )
         return _dump({**rec, "id": bad}), ("reject", "wrong_type")
     if kind == "nan":
         lit = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
