@@ -6,7 +6,8 @@ handed out one at a time, in item order, to whichever process is free (this one 
 
 The function of a ``map`` (a stage's job: steps, schema and the plan of every task) is pickled once
 into a temporary file that each worker loads once, not with every task: a plan of 15,000 tasks
-(1 TB at 64 MiB) would otherwise be pickled 15,000 times.
+(1 TB at 64 MiB) would otherwise be pickled 15,000 times. The file is removed after the map; files
+left by a driver that was killed (named after its process id) are removed by the next map.
 """
 
 from __future__ import annotations
@@ -41,6 +42,37 @@ def _init_worker(threads: int) -> None:
 
 #: Functions that pickle to more than this go to the workers through a file, once.
 SHARED_FN_BYTES = 64 << 10
+
+_MAP_PREFIX = "dataforge-map-"  # temporary files: dataforge-map-<driver pid>-<random>.pkl
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_orphans() -> None:
+    """Remove the function files of drivers that died without cleaning up (SIGKILL, OOM killer):
+    files named after a process that no longer exists."""
+    folder = tempfile.gettempdir()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(_MAP_PREFIX) and name.endswith(".pkl")):
+            continue
+        pid = name[len(_MAP_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+                log.info("removed %s, left by process %s which no longer runs", name, pid)
+
 
 _SHARED: dict[str, Callable[[Any], Any]] = {}  # in a worker: the function of the current map
 
@@ -224,7 +256,8 @@ class LocalExecutor:
         if len(blob) <= SHARED_FN_BYTES:
             yield fn, ()
             return
-        fd, path = tempfile.mkstemp(prefix="dataforge-map-", suffix=".pkl")
+        _remove_orphans()
+        fd, path = tempfile.mkstemp(prefix=f"{_MAP_PREFIX}{os.getpid()}-", suffix=".pkl")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)

@@ -157,3 +157,33 @@ def test_an_error_in_a_pool_worker_reaches_the_caller():
         assert ex.map(square, [1, 2, 3]) == [1, 4, 9]  # the executor still works afterwards
     finally:
         ex.close()
+
+
+def test_function_files_of_killed_drivers_are_removed(tmp_path, monkeypatch):
+    """A SIGKILLed driver cannot remove its temporary function file; the next map that needs one
+    removes files of processes that no longer exist (and leaves live ones alone)."""
+    import functools
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    orphan = tmp_path / f"dataforge-map-{dead_pid}-abc.pkl"
+    live = tmp_path / f"dataforge-map-{os.getppid()}-def.pkl"  # our parent: alive
+    other = tmp_path / "dataforge-map-notapid.pkl"
+    for p in (orphan, live, other):
+        p.write_bytes(b"x")
+    fn = functools.partial(add_payload_len, CountedPayload(str(tmp_path / "loads.txt"), 200_000))
+    ex = make_executor("local", workers=2)
+    try:
+        assert [r for r, _ in ex.map(fn, [1, 2, 3])] == [200_001, 200_002, 200_003]
+    finally:
+        ex.close()
+    assert not orphan.exists()
+    assert live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob("dataforge-map-*")) == sorted([live.name, other.name])
