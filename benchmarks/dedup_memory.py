@@ -13,6 +13,7 @@ files of 100k 1,393 MB; 1M docs in one 2 GB file 4,848 MB. After inputs were spl
 most 64 MiB (issue 7): 1M docs in one 2 GB file 1,163 MB; as 10 files 1,157 MB. After shards were
 written one record batch at a time (2026-11-29): 100k docs 698 MB; 1M docs in one 2 GB file 1,129 MB
 (the peak is now in the MinHash finalize, which grows with the corpus).
+After the kernel changes of 2026-11-29: 100k docs 741 MB; 1M docs in one file 1,133 MB in 80.9 s.
 """
 
 from __future__ import annotations
