@@ -218,20 +218,28 @@ def _common_run_options(f: Any) -> Any:
     return f
 
 
-def _executor_options(where: str, workers: str) -> Any:
+def _executor_options(where: str, workers: str, *, from_file: bool = False) -> Any:
     """``--executor``, ``--workers`` and ``--ray-address`` of a command with its own defaults
-    (``local``, 1); ``where`` and ``workers`` are the first two options' help."""
+    (``local``, 1); ``where`` and ``workers`` are the first two options' help. With ``from_file``
+    the options default to None: the command's config file (its ``executor:`` section) decides."""
 
     def decorate(f: Any) -> Any:
+        note = " [default: the file's executor section, else local]" if from_file else ""
         options = [
             click.option(
                 "--executor",
                 type=click.Choice(("local", "ray")),
-                default="local",
-                show_default=True,
-                help=where,
+                default=None if from_file else "local",
+                show_default=not from_file,
+                help=where + note,
             ),
-            click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help=workers),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                default=None if from_file else 1,
+                show_default=not from_file,
+                help=workers + (" [default: the file's executor section, else 1]" if from_file else ""),
+            ),
             click.option("--ray-address", default=None, help="Join this Ray cluster (with --executor ray)."),
         ]
         for opt in reversed(options):
@@ -992,10 +1000,11 @@ def _minhash_line(global_info: dict[str, Any]) -> str:
 @_executor_options(
     "Where source shards are read, filtered, counted and taken (selection and writing run in this process).",
     "Parallel shard readers (processes, or Ray CPUs).",
+    from_file=True,
 )
 @pass_state
 def curriculum(state: _State, config: str, output: str | None, overwrite: bool, shard_rows: int | None,
-               executor: str, workers: int, ray_address: str | None) -> None:  # fmt: skip
+               executor: str | None, workers: int | None, ray_address: str | None) -> None:  # fmt: skip
     """Build stage-tagged training shards from the outputs of other dataforge commands.
 
     CONFIG is a curriculum YAML: stages (1 pretraining, 2 instruction pairs, 3 domain), each with

@@ -117,7 +117,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 import dataforge
-from dataforge.config import _check_keys, _resolve, read_yaml
+from dataforge.config import _EXEC_KEYS, ExecutorSpec, _check_keys, _resolve, read_yaml
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
 from dataforge.executors.base import Executor, make_executor
 from dataforge.html import write_report_or_log
@@ -150,7 +150,7 @@ BUDGET_KEYS = ("rows", "tokens")
 ADDED_COLUMNS = ("stage", "source", "tokens")
 TOKEN_BATCH_ROWS = 8192
 
-_TOP_KEYS = {"name", "description", "seed", "output", "stages"}
+_TOP_KEYS = {"name", "description", "seed", "output", "stages", "executor"}
 _OUTPUT_KEYS = {"path", "shard_rows"}
 _STAGE_KEYS = {"stage", "name", "description", "budget", "sources"}
 _SOURCE_KEYS = {
@@ -269,10 +269,11 @@ class CurriculumSpec:
     output: str | None = None
     shard_rows: int = DEFAULT_SHARD_ROWS
     description: str = ""
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     def config(self, *, shard_rows: int | None = None) -> dict[str, Any]:
         """What the manifest records as ``config``: the YAML as loaded, paths resolved, without the
-        output path (it does not change the shards)."""
+        output path and the executor (neither changes the shards)."""
         return {
             "name": self.name,
             "description": self.description,
@@ -313,6 +314,7 @@ def curriculum_from_dict(
         msg = "the curriculum needs 'stages': a non-empty list of stages (each with stage, sources)"
         raise ConfigError(msg)
     stages = [_stage(raw, i, base_dir) for i, raw in enumerate(raw_stages, start=1)]
+    executor = _executor_section(data.get("executor"))
     numbers = [s.stage for s in stages]
     for n in numbers:
         if numbers.count(n) > 1:
@@ -325,7 +327,19 @@ def curriculum_from_dict(
         output=output,
         shard_rows=shard_rows,
         stages=sorted(stages, key=lambda s: s.stage),
+        executor=executor,
     )
+
+
+def _executor_section(raw: Any) -> ExecutorSpec:
+    """The optional ``executor:`` section (``kind``, ``workers``, ``address``), as in pipeline files."""
+    if raw is None:
+        return ExecutorSpec()
+    if not isinstance(raw, dict):
+        msg = f"executor must be a mapping (kind, workers, address), got {raw!r}"
+        raise ConfigError(msg)
+    _check_keys("executor", raw, _EXEC_KEYS)
+    return ExecutorSpec(**raw)
 
 
 def _output(raw: Any, base_dir: Path | None) -> tuple[str | None, int]:
@@ -1305,8 +1319,8 @@ def build_curriculum(
     overwrite: bool = False,
     shard_rows: int | None = None,
     tokenizer: Any = None,
-    executor: str = "local",
-    workers: int = 1,
+    executor: str | None = None,
+    workers: int | None = None,
     ray_address: str | None = None,
 ) -> RunReport:
     """Build the stage shards, ``manifest.json`` and the run report of a curriculum.
@@ -1321,10 +1335,12 @@ def build_curriculum(
             must pickle when the sources are read on an executor.
         executor: where the source shards are read, filtered, counted and their chosen rows taken:
             ``local`` or ``ray``; the selection and the writing run in this process. The output
-            bytes are the same whichever runs; ``report.json`` records which did.
-        workers: parallel workers (processes, or the CPUs of a Ray started for the run).
-        ray_address: the Ray cluster to join (``ray`` only; default ``$RAY_ADDRESS``, else a Ray
-            started for the run).
+            bytes are the same whichever runs; ``report.json`` records which did. Default: the
+            curriculum's ``executor:`` section (``kind``, ``workers``, ``address``), else local.
+        workers: parallel workers (processes, or the CPUs of a Ray started for the run); default:
+            the ``executor:`` section's, else 1.
+        ray_address: the Ray cluster to join (``ray`` only; default: the section's ``address``,
+            else ``$RAY_ADDRESS``, else a Ray started for the run).
 
     Returns:
         The RunReport (also written to ``OUT/report.json``); ``report.reports["curriculum"]`` has
@@ -1344,7 +1360,10 @@ def build_curriculum(
     rows_per_shard = _int("shard_rows", shard_rows if shard_rows is not None else spec.shard_rows, minimum=1)
     tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
     _check_output(out, spec, overwrite=overwrite)
-    with contextlib.closing(make_executor(executor, workers=workers, address=ray_address)) as ex:
+    kind = executor or spec.executor.kind
+    address = ray_address if ray_address is not None else (spec.executor.address if kind == "ray" else None)
+    n_workers = workers if workers is not None else spec.executor.workers
+    with contextlib.closing(make_executor(kind, workers=n_workers, address=address)) as ex:
         return _build(spec, out, rows_per_shard, tokenizer, ex)
 
 

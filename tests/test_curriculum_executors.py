@@ -23,6 +23,7 @@ import yaml
 import dataforge
 from dataforge import curriculum as cur
 from dataforge.cli import cli
+from dataforge.config import ExecutorSpec
 from dataforge.errors import ConfigError, DataError
 from dataforge.io.shards import read_manifest, read_shard, write_json_atomic, write_shard
 
@@ -332,6 +333,45 @@ def test_run_pipeline_file_with_two_workers(sources, ref, tmp_path, cli_runner):
     assert res.exit_code == 0, res.output
     assert _report(tmp_path / "out") == ("local", 2)
     assert_same_output(tmp_path / "out", ref)
+
+
+def _with_executor(cfg: Path, section: object) -> Path:
+    data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    data["executor"] = section
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return cfg
+
+
+def test_executor_section_of_the_file_and_its_override(sources, ref, tmp_path, cli_runner):
+    """A curriculum file's ``executor:`` section is used when no option is given (cron runs the
+    file as is); command-line options override it; the manifest does not record it."""
+    cfg = _with_executor(config(sources, tmp_path), {"kind": "local", "workers": 2})
+    assert cur.load_curriculum(cfg).executor == ExecutorSpec(kind="local", workers=2)
+    res = cli_runner.invoke(cli, ["-q", "run", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert _report(tmp_path / "out") == ("local", 2)
+    assert_same_output(tmp_path / "out", ref)
+    res = cli_runner.invoke(cli, ["-q", "curriculum", str(cfg), "--workers", "1", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert _report(tmp_path / "out") == ("local", 1)
+    assert_same_output(tmp_path / "out", ref)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"kind": "dask"}, "unknown executor 'dask'; valid: local, ray"),
+        ({"workers": 0}, "workers must be a positive integer, got 0"),
+        ({"threads": 2}, "threads"),
+        ("ray", "executor must be a mapping"),
+    ],
+)
+def test_bad_executor_section(sources, tmp_path, cli_runner, section, message):
+    cfg = _with_executor(config(sources, tmp_path), section)
+    res = cli_runner.invoke(cli, ["curriculum", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_executor_options(sources, tmp_path, cli_runner):
