@@ -260,6 +260,14 @@ def _section(where: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def executor_spec(raw: Any) -> ExecutorSpec:
+    """The ``executor:`` section of a pipeline or curriculum file (``kind``, ``workers``,
+    ``address``; null = the local default)."""
+    section = _section("executor", raw)
+    _check_keys("executor", section, _EXEC_KEYS)
+    return ExecutorSpec(**section)
+
+
 def pipeline_from_dict(
     data: dict[str, Any], *, base_dir: Path | None = None, name: str = "pipeline"
 ) -> Pipeline:
@@ -284,8 +292,6 @@ def pipeline_from_dict(
         msg = "output.path is required"
         raise ConfigError(msg)
     raw_out["path"] = _resolve(str(raw_out["path"]), base_dir)
-    raw_exec = _section("executor", data.get("executor"))
-    _check_keys("executor", raw_exec, _EXEC_KEYS)
     extra = {k: data[k] for k in ("max_reject_rate", "batch_rows", "description") if k in data}
     try:
         return Pipeline(
@@ -293,7 +299,7 @@ def pipeline_from_dict(
             input=InputSpec(**raw_in),
             output=OutputSpec(**raw_out),
             steps=parse_steps(data["steps"], base_dir=base_dir),
-            executor=ExecutorSpec(**raw_exec),
+            executor=executor_spec(data.get("executor")),
             **extra,
         )
     except TypeError as exc:

@@ -117,7 +117,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 import dataforge
-from dataforge.config import _EXEC_KEYS, ExecutorSpec, _check_keys, _resolve, read_yaml
+from dataforge.config import ExecutorSpec, _check_keys, _resolve, executor_spec, read_yaml
 from dataforge.errors import ConfigError, DataError, InputError, OutputError, choices
 from dataforge.executors.base import Executor, make_executor
 from dataforge.html import write_report_or_log
@@ -314,7 +314,7 @@ def curriculum_from_dict(
         msg = "the curriculum needs 'stages': a non-empty list of stages (each with stage, sources)"
         raise ConfigError(msg)
     stages = [_stage(raw, i, base_dir) for i, raw in enumerate(raw_stages, start=1)]
-    executor = _executor_section(data.get("executor"))
+    executor = executor_spec(data.get("executor"))
     numbers = [s.stage for s in stages]
     for n in numbers:
         if numbers.count(n) > 1:
@@ -329,17 +329,6 @@ def curriculum_from_dict(
         stages=sorted(stages, key=lambda s: s.stage),
         executor=executor,
     )
-
-
-def _executor_section(raw: Any) -> ExecutorSpec:
-    """The optional ``executor:`` section (``kind``, ``workers``, ``address``), as in pipeline files."""
-    if raw is None:
-        return ExecutorSpec()
-    if not isinstance(raw, dict):
-        msg = f"executor must be a mapping (kind, workers, address), got {raw!r}"
-        raise ConfigError(msg)
-    _check_keys("executor", raw, _EXEC_KEYS)
-    return ExecutorSpec(**raw)
 
 
 def _output(raw: Any, base_dir: Path | None) -> tuple[str | None, int]:

@@ -35,7 +35,7 @@ import functools
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +112,6 @@ def _common_root(paths: list[str]) -> str | None:
         return None
 
 
-@contextlib.contextmanager
-def _executor(kind: str, workers: int, address: str | None) -> Iterator[Executor]:
-    ex = make_executor(kind, workers=workers, address=address)
-    try:
-        yield ex
-    finally:
-        ex.close()
-
-
 def _call(task: Callable[[], Any]) -> Any:
     """Run one read task (a ``functools.partial`` of a reader function) on an executor."""
     return task()
@@ -167,7 +158,7 @@ def extract_ehr(
         The extract, step counters and timings. Nothing is de-identified yet: use
         :func:`normalize_ehr` to write output.
     """
-    with _executor(executor, workers, ray_address) as ex:
+    with contextlib.closing(make_executor(executor, workers=workers, address=ray_address)) as ex:
         return _extract_ehr(inputs, source=source, now=now, ex=ex)
 
 
@@ -246,7 +237,7 @@ def normalize_ehr(
 
     kinds = _render_kinds(render)
     cfg = DeidConfig.from_env(deid, salt_env=salt_env)
-    with _executor(executor, workers, ray_address) as ex:
+    with contextlib.closing(make_executor(executor, workers=workers, address=ray_address)) as ex:
         extract, counters, timings = _extract_ehr(inputs, source=source, now=now, ex=ex)
     t0 = time.perf_counter()
     raw_patients = extract.tables.get("patient", pl.DataFrame(schema={"patient_id": pl.Utf8}))
@@ -368,7 +359,7 @@ def normalize_finance(
     paths = _paths(inputs)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with _executor(executor, workers, ray_address) as ex:
+    with contextlib.closing(make_executor(executor, workers=workers, address=ray_address)) as ex:
         extract = _read(source, read, paths, ex)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
