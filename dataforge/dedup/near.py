@@ -7,10 +7,16 @@ Phases (see :class:`dataforge.step.GlobalStep`):
    signatures and per-document attributes go to side files in the work folder.
 2. ``reference`` (one task per file of ``against``): the same for the reference set.
 3. ``candidates`` (one task per band partition): documents that share a band bucket become
-   candidate pairs. Only one partition's bands are in memory at a time.
-4. ``finalize`` (one task): verify candidate pairs (``exact`` Jaccard of the shingle sets, or the
-   ``estimate`` from signatures, or ``none``), drop documents near-duplicating the reference set,
-   cluster the rest with connected components, and choose the kept document of each cluster.
+   candidate pairs. Only one partition's bands are in memory at a time. Each partition's pairs are
+   written grouped by *verify partition* (a hash of the pair's first document).
+4. ``verify_pairs`` (one task per verify partition: one per ``VERIFY_DOCS`` documents, at most
+   ``MAX_VERIFY_PARTS``): the unique candidate pairs of the partition are checked (``exact``
+   Jaccard of the shingle sets, or the ``estimate`` from signatures, or ``none``). Only this
+   partition's documents' signatures and shingle sets are in memory, so verification runs in
+   parallel and its memory does not grow with the corpus.
+5. ``finalize`` (one task): drop documents near-duplicating the reference set, cluster the rest
+   with connected components over the verified pairs, and choose the kept document of each
+   cluster. It holds the verified pairs and their documents' attributes only.
 
 Every output row gets ``cluster_id`` (the global position of its cluster's first document by input
 order; its own position when alone), ``cluster_size``, and for removed rows ``dup_of`` (the kept or
@@ -24,8 +30,10 @@ Example (YAML)::
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,7 +45,7 @@ from dataforge.dedup import clusters as cl
 from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
 from dataforge.errors import ConfigError, OutputError, choices
-from dataforge.io.shards import atomic_path
+from dataforge.io.shards import atomic_path, write_json_atomic
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
@@ -60,6 +68,11 @@ DATE_FORMATS = (
     "%Y/%m/%d",
 )
 ALL_PAIRS_MAX = 12  # buckets up to this size give every pair; larger ones a star
+# Verify partitions: one per VERIFY_DOCS documents, at most MAX_VERIFY_PARTS. Each reads the
+# signatures and texts it needs from every task, so fewer, larger partitions cost less; these bound
+# the documents one partition holds (~25% of them are candidates in a corpus with ~10% duplicates).
+VERIFY_DOCS = 250_000
+MAX_VERIFY_PARTS = 256
 EDGE_SCHEMA = {"t1": pl.Int32, "o1": pl.Int64, "t2": pl.Int32, "o2": pl.Int64}
 
 
@@ -230,7 +243,7 @@ class MinHashDedup(GlobalStep):
         out: list[tuple[str, int]] = []
         if self.against:
             out.append(("reference", len(self._reference_files())))
-        out += [("candidates", self.partitions), ("finalize", 1)]
+        out += [("candidates", self.partitions), ("verify_pairs", verify_parts(ctx)), ("finalize", 1)]
         return out
 
     def _reference_files(self) -> list[Any]:
@@ -312,23 +325,33 @@ class MinHashDedup(GlobalStep):
             )
         table = table.sort(cols)
         edges = _bucket_edges(table)
-        with atomic_path(ctx.path(f"edges-p{part:03d}.arrow")) as tmp:
-            edges.write_ipc(tmp, compression="uncompressed")
-        return {"rows": table.height, "pairs": edges.height}
-
-    def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
-        """Verify candidate pairs, match the reference, cluster, and write the decisions."""
-        edges = pl.concat([pl.read_ipc(ctx.path(f"edges-p{p:03d}.arrow")) for p in range(self.partitions)])
-        offsets = np.concatenate([[0], np.cumsum(ctx.task_rows)]).astype(np.int64)
+        offsets = _task_offsets(ctx)
         k1 = _node_keys(edges["t1"].to_numpy(), edges["o1"].to_numpy(), offsets)
         k2 = _node_keys(edges["t2"].to_numpy(), edges["o2"].to_numpy(), offsets)
-        pairs = np.unique(np.stack([np.minimum(k1, k2), np.maximum(k1, k2)], axis=1), axis=0)
-        bands, rows = self.lsh()
-        info: dict[str, Any] = {
-            "lsh": s_curve(bands, rows, self.threshold),
-            "candidate_pairs": int(pairs.shape[0]),
-        }
-        nodes = _Nodes.collect(np.unique(pairs), ctx, offsets)
+        lo, hi = np.minimum(k1, k2), np.maximum(k1, k2)
+        n_parts = verify_parts(ctx)
+        vpart = _verify_part(lo, n_parts)
+        order = np.lexsort((hi, lo, vpart))
+        _save_npy(
+            ctx.path(f"edges-p{part:03d}.npy"),
+            np.searchsorted(vpart[order], np.arange(n_parts + 1), side="left").astype(np.int64),
+        )
+        _write_ipc(ctx.path(f"edges-p{part:03d}.arrow"), pl.DataFrame({"lo": lo[order], "hi": hi[order]}))
+        return {"rows": table.height, "pairs": edges.height}
+
+    def verify_pairs(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
+        """Check the candidate pairs of verify partition ``item`` and write the pairs that pass,
+        with their similarity (``verified-vNNNN.arrow``) and the partition's counts (``.json``)."""
+        pieces: list[np.ndarray] = []
+        for p in range(self.partitions):
+            bounds = np.load(ctx.path(f"edges-p{p:03d}.npy"))
+            start, stop = int(bounds[item]), int(bounds[item + 1])
+            if stop > start:
+                part = pl.read_ipc(ctx.path(f"edges-p{p:03d}.arrow")).slice(start, stop - start)
+                pieces.append(part.to_numpy().astype(np.int64, copy=False))
+        pairs = _unique_pairs(np.concatenate(pieces)) if pieces else np.empty((0, 2), np.int64)
+        info: dict[str, Any] = {"candidate_pairs": int(pairs.shape[0])}
+        nodes = _Nodes.collect(np.unique(pairs), ctx, _task_offsets(ctx), attrs=False)
         left = np.searchsorted(nodes.keys, pairs[:, 0])
         right = np.searchsorted(nodes.keys, pairs[:, 1])
         if self.verify == "exact":
@@ -338,13 +361,43 @@ class MinHashDedup(GlobalStep):
             plausible = agree > binom_ppf(1e-9, self.num_perm, self.threshold)
             info["rejected_by_signature"] = int((~plausible).sum())
             left, right = left[plausible], right[plausible]
-            nodes.load_sets(ctx, self, np.unique(np.concatenate([left, right])))
+            which = np.unique(np.concatenate([left, right]))
+            info["texts_hashed"] = int(which.shape[0])
+            nodes.load_sets(ctx, self, which)
         sim = nodes.similarity(left, right)
         if self.verify != "none":
             ok = sim >= self.threshold
             left, right, sim = left[ok], right[ok], sim[ok]
         info["verified_pairs"] = int(left.shape[0])
-        decisions, report_rows, pair_rows = _decide(left, right, sim, nodes, self)
+        _write_ipc(
+            ctx.path(f"verified-v{item:04d}.arrow"),
+            pl.DataFrame({"lo": nodes.keys[left], "hi": nodes.keys[right], "sim": sim}),
+        )
+        write_json_atomic(ctx.path(f"verified-v{item:04d}.json"), info)
+        return info
+
+    def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
+        """Match the reference, cluster the verified pairs, and write the decisions."""
+        n_parts = verify_parts(ctx)
+        counts = [json.loads(Path(ctx.path(f"verified-v{v:04d}.json")).read_text()) for v in range(n_parts)]
+        verified = pl.concat(
+            [pl.read_ipc(ctx.path(f"verified-v{v:04d}.arrow")) for v in range(n_parts)]
+        ).sort("lo", "hi")
+        bands, rows = self.lsh()
+        info: dict[str, Any] = {
+            "lsh": s_curve(bands, rows, self.threshold),
+            "candidate_pairs": sum(c["candidate_pairs"] for c in counts),
+        }
+        if self.verify == "exact":
+            info["rejected_by_signature"] = sum(c["rejected_by_signature"] for c in counts)
+        info["verified_pairs"] = verified.height
+        lo, hi = verified["lo"].to_numpy(), verified["hi"].to_numpy()
+        # attributes only: similarities come from the verified pairs (see pair_similarity)
+        nodes = _Nodes.collect(np.unique(np.concatenate([lo, hi])), ctx, _task_offsets(ctx), sig=False)
+        nodes.known = verified
+        left, right = np.searchsorted(nodes.keys, lo), np.searchsorted(nodes.keys, hi)
+        sim = verified["sim"].to_numpy()
+        decisions, report_rows, pair_rows = _decide(left, right, sim, nodes, self, ctx)
         info["clusters"] = int(decisions.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique())
         info["near_duplicates"] = int((decisions["reason"] == "near_duplicate").sum())
         info["reference_duplicates"] = int((decisions["reason"] == "reference_duplicate").sum())
@@ -454,6 +507,34 @@ def _bucket_edges(table: pl.DataFrame) -> pl.DataFrame:
     return edges.filter(~((pl.col("t1") < 0) & (pl.col("t2") < 0))).unique()
 
 
+def verify_parts(ctx: GlobalContext) -> int:
+    """Number of verify partitions: one per ``VERIFY_DOCS`` documents, at most
+    ``MAX_VERIFY_PARTS``. The output does not depend on it (each pair is verified once, wherever
+    it lands)."""
+    docs = int(sum(ctx.task_rows))
+    return max(1, min(-(-docs // VERIFY_DOCS), MAX_VERIFY_PARTS))
+
+
+def _verify_part(lo: np.ndarray, n_parts: int) -> np.ndarray:
+    """Verify partition of pairs by their first document's key (a multiplicative hash, so that
+    neighbouring documents spread over partitions)."""
+    mixed = lo.astype(np.int64, copy=False).view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(32)) % np.uint64(n_parts)).astype(np.int64)
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of an (n, 2) int64 array, sorted (a lexsort: faster than
+    ``np.unique(axis=0)``)."""
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    new = np.r_[True, (pairs[1:, 0] != pairs[:-1, 0]) | (pairs[1:, 1] != pairs[:-1, 1])]
+    return pairs[new]
+
+
+def _task_offsets(ctx: GlobalContext) -> np.ndarray:
+    """Global position of every task's first row, and the total."""
+    return np.concatenate([[0], np.cumsum(ctx.task_rows)]).astype(np.int64)
+
+
 _REF_SHIFT = 40  # reference keys pack (file, row) as -(file << 40 | row) - 1
 
 
@@ -495,37 +576,57 @@ class _Nodes:
     attrs: pl.DataFrame  # id, source, row, length, value (aligned with keys)
     sets: tuple[np.ndarray, np.ndarray] | None = None  # unique shingle hashes (exact mode) ...
     set_index: np.ndarray | None = None  # ... of node k at position set_index[k]
+    known: pl.DataFrame | None = None  # verified pairs: lo, hi (keys), sim
 
     @classmethod
-    def collect(cls, keys: np.ndarray, ctx: GlobalContext, offsets: np.ndarray) -> _Nodes:
+    def collect(
+        cls,
+        keys: np.ndarray,
+        ctx: GlobalContext,
+        offsets: np.ndarray,
+        *,
+        sig: bool = True,
+        attrs: bool = True,
+    ) -> _Nodes:
+        """The signatures (with ``sig``) and the attributes (with ``attrs``) of the documents
+        ``keys``. Each side-file folder is listed once, whatever the number of tasks."""
         tasks, ords = _split_keys(keys, offsets)
         n = keys.shape[0]
-        sig = None
+        sigs = np.empty((n, 0), dtype=np.uint32) if not sig else None
         frames: list[pl.DataFrame] = []
+        listings: dict[str, dict[str, tuple[list[str], np.ndarray]]] = {}
+
+        def files_of(folder: str, prefix: str, ext: str) -> tuple[list[str], np.ndarray]:
+            if folder not in listings:
+                listings[folder] = _listing(ctx.path(folder), ext)
+            return listings[folder].get(prefix, ([], np.empty(0, np.int64)))
+
         for t in np.unique(tasks):
             idx = np.flatnonzero(tasks == t)
             order = idx[np.argsort(ords[idx], kind="stable")]
-            folder, prefix = ("sig", f"t{int(t):05d}") if t >= 0 else ("ref/sig", f"r{int(-t - 1):05d}")
-            rows = _gather_sig(ctx.path(folder), prefix, ords[order])
-            if sig is None:
-                sig = np.empty((n, rows.shape[1]), dtype=np.uint32)
-            sig[order] = rows
-            folder = "attr" if t >= 0 else "ref/attr"
-            attr = _gather_attr(ctx.path(folder), prefix, ords[order])
+            prefix = f"t{int(t):05d}" if t >= 0 else f"r{int(-t - 1):05d}"
+            if sig:
+                rows = _gather_sig(files_of("sig" if t >= 0 else "ref/sig", prefix, "npy"), ords[order])
+                if sigs is None:
+                    sigs = np.empty((n, rows.shape[1]), dtype=np.uint32)
+                sigs[order] = rows
+            if not attrs:
+                continue
+            attr = _gather_attr(files_of("attr" if t >= 0 else "ref/attr", prefix, "arrow"), ords[order])
             frames.append(
                 attr.select(
                     "id", "source", "row", *[c for c in ("length", "value") if c in attr.columns]
                 ).with_columns(pl.Series("_node", order))
             )
-        attrs = (
+        table = (
             pl.concat(frames, how="diagonal_relaxed").sort("_node")
             if frames
             else pl.DataFrame(schema={"id": pl.Utf8, "source": pl.Utf8, "row": pl.Int64, "_node": pl.Int64})
         )
         for col, dtype in (("length", pl.Int64), ("value", pl.Float64)):
-            if col not in attrs.columns:
-                attrs = attrs.with_columns(pl.lit(None, dtype).alias(col))
-        return cls(keys, tasks, ords, sig if sig is not None else np.empty((0, 1), np.uint32), attrs)
+            if col not in table.columns:
+                table = table.with_columns(pl.lit(None, dtype).alias(col))
+        return cls(keys, tasks, ords, sigs if sigs is not None else np.empty((0, 1), np.uint32), table)
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Jaccard of node pairs: exact when the shingle sets are loaded, else estimated."""
@@ -535,10 +636,46 @@ class _Nodes:
             return _jaccard_pairs(self.sets[0], self.sets[1], self.set_index[i], self.set_index[j])
         return (self.sig[i] == self.sig[j]).mean(axis=1)
 
+    def pair_similarity(
+        self, i: np.ndarray, j: np.ndarray, ctx: GlobalContext, step: MinHashDedup
+    ) -> np.ndarray:
+        """Similarity of node pairs ``(i, j)`` as verification would give it: looked up in the
+        verified pairs (:attr:`known`) when the pair is one, else computed (``exact``: the shingle
+        sets of just those documents are read again). 1.0 where ``i == j``."""
+        out = np.ones(i.shape[0], dtype=np.float64)
+        diff = np.flatnonzero(i != j)
+        if diff.size == 0:
+            return out
+        a, b = self.keys[i[diff]], self.keys[j[diff]]
+        query = pl.DataFrame({"lo": np.minimum(a, b), "hi": np.maximum(a, b)})
+        if self.known is not None:
+            found = query.join(self.known, on=["lo", "hi"], how="left", maintain_order="left")["sim"]
+            sim = found.fill_null(np.nan).to_numpy().astype(np.float64)
+        else:
+            sim = np.full(diff.size, np.nan)
+        miss = np.flatnonzero(np.isnan(sim))
+        if miss.size:
+            mi, mj = i[diff[miss]], j[diff[miss]]
+            if step.verify == "exact":
+                self.load_sets(ctx, step, np.unique(np.concatenate([mi, mj])))
+                sim[miss] = self.similarity(mi, mj)
+            else:  # the estimate, from the signatures of just these documents
+                sub = _Nodes.collect(
+                    np.unique(self.keys[np.concatenate([mi, mj])]), ctx, _task_offsets(ctx), attrs=False
+                )
+                a_i = np.searchsorted(sub.keys, self.keys[mi])
+                a_j = np.searchsorted(sub.keys, self.keys[mj])
+                sim[miss] = sub.similarity(a_i, a_j)
+        out[diff] = sim
+        return out
+
     def load_sets(self, ctx: GlobalContext, step: MinHashDedup, which: np.ndarray) -> None:
         """Read the texts of nodes ``which`` again and keep their sorted unique shingle hashes.
 
-        Texts stay Arrow arrays (no Python strings); documents are hashed task by task.
+        Texts stay Arrow arrays (no Python strings). They are gathered task by task and hashed
+        ``_SET_CHUNK`` documents at a time, whatever tasks they come from: the texts and raw
+        shingle hashes held at once stay bounded, and a partition touching many tasks does not pay
+        the per-call cost of hashing once per task.
         """
         from dataforge.stages import read_ipc
 
@@ -546,27 +683,41 @@ class _Nodes:
         hashes: list[np.ndarray] = []
         counts: list[np.ndarray] = []
         order: list[np.ndarray] = []
+        pending: list[tuple[pa.Array, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            texts = pa.concat_arrays([a for a, _ in pending])
+            idx = np.concatenate([i for _, i in pending])
+            pending.clear()
+            hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
+            del texts
+            values, offs = _unique_sets(hv, n_sh)
+            del hv
+            hashes.append(values[: offs[-1]].copy())
+            counts.append(np.diff(offs))
+            order.append(idx)
+
+        held = 0
         for t in np.unique(tasks):
             all_idx = np.flatnonzero(tasks == t)
             all_idx = all_idx[np.argsort(ords[all_idx], kind="stable")]
             column = read_ipc(ctx.live_file(int(t))).column("text") if t >= 0 else None
-            # chunk by chunk, so the texts and raw shingle hashes held at once stay bounded
             for start in range(0, all_idx.shape[0], _SET_CHUNK):
                 idx = all_idx[start : start + _SET_CHUNK]
                 if column is not None:
-                    texts = column.take(pa.array(ords[idx]))
+                    texts = _take_sorted(column, ords[idx])
                 else:
-                    texts = _gather_attr(ctx.path("ref/attr"), f"r{int(-t - 1):05d}", ords[idx])[
-                        "text"
-                    ].to_arrow()
-                hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
-                del texts
-                values, offs = _unique_sets(hv, n_sh)
-                del hv
-                hashes.append(values[: offs[-1]].copy())
-                counts.append(np.diff(offs))
-                order.append(idx)
+                    ref = _listing(ctx.path("ref/attr"), "arrow")[f"r{int(-t - 1):05d}"]
+                    texts = _gather_attr(ref, ords[idx])["text"].to_arrow()
+                pending.append((texts.cast(pa.large_string()), idx))
+                held += idx.shape[0]
+                if held >= _SET_CHUNK:
+                    flush()
+                    held = 0
             del column
+        flush()
         if order:
             flat = np.concatenate(hashes)
             sizes = np.concatenate(counts)
@@ -578,14 +729,34 @@ class _Nodes:
         self.set_index[which[position]] = np.arange(position.shape[0])
 
 
-def _side_files(folder: str, prefix: str, ext: str) -> tuple[list[str], np.ndarray]:
-    files = sorted(glob.glob(f"{folder}/{prefix}-*.{ext}"))
-    starts = np.array([int(os.path.basename(f).split("-")[1].split(".")[0]) for f in files], dtype=np.int64)
-    return files, starts
+def _take_sorted(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """``column.take(rows)`` for ascending ``rows``, chunk by chunk: Arrow's take on a chunked
+    string column first concatenates every chunk (a copy of the whole task's text per call)."""
+    starts = np.concatenate([[0], np.cumsum([len(c) for c in column.chunks])]).astype(np.int64)
+    which = np.searchsorted(starts, rows, side="right") - 1
+    pieces = [column.chunk(int(k)).take(pa.array(rows[which == k] - starts[k])) for k in np.unique(which)]
+    return pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
 
 
-def _gather_sig(folder: str, prefix: str, ords: np.ndarray) -> np.ndarray:
-    files, starts = _side_files(folder, prefix, "npy")
+def _listing(folder: str, ext: str) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The side files ``PREFIX-START.ext`` of a folder by prefix (a task or reference file): their
+    paths and first positions, in order."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    suffix = f".{ext}"
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith(".") or not name.endswith(suffix) or name.count("-") != 1:
+            continue
+        prefix, start = name[: -len(suffix)].split("-")
+        groups.setdefault(prefix, []).append((int(start), f"{folder}/{name}"))
+    out = {}
+    for prefix, items in groups.items():
+        items.sort()
+        out[prefix] = ([f for _, f in items], np.array([s for s, _ in items], dtype=np.int64))
+    return out
+
+
+def _gather_sig(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> np.ndarray:
+    files, starts = side
     which = np.searchsorted(starts, ords, side="right") - 1
     out = []
     for k in np.unique(which):
@@ -594,8 +765,8 @@ def _gather_sig(folder: str, prefix: str, ords: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _gather_attr(folder: str, prefix: str, ords: np.ndarray) -> pl.DataFrame:
-    files, _ = _side_files(folder, prefix, "arrow")
+def _gather_attr(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> pl.DataFrame:
+    files, _ = side
     wanted = pl.Series("_ord", ords, pl.Int64)
     frames = [pl.read_ipc(f).filter(pl.col("_ord").is_in(wanted.implode())) for f in files]
     return pl.concat(frames).sort("_ord")
@@ -643,7 +814,12 @@ def _jaccard_pairs(values, offs, left, right):
 
 
 def _decide(
-    left: np.ndarray, right: np.ndarray, sim: np.ndarray, nodes: _Nodes, step: MinHashDedup
+    left: np.ndarray,
+    right: np.ndarray,
+    sim: np.ndarray,
+    nodes: _Nodes,
+    step: MinHashDedup,
+    ctx: GlobalContext,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Decision table, clusters report and pairs report from the verified pairs (node indices)."""
     ids = nodes.attrs["id"]
@@ -700,7 +876,7 @@ def _decide(
         member = np.searchsorted(nodes.keys, clu.nodes)
         keeper = np.searchsorted(nodes.keys, clu.keeper)
         kept = member == keeper
-        ksim = nodes.similarity(member, keeper)
+        ksim = nodes.pair_similarity(member, keeper, ctx, step)
         cluster_rows = (
             pl.DataFrame(
                 {

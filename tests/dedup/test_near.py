@@ -159,6 +159,70 @@ def test_chain_is_joined_by_transitivity(tmp_path):
     assert pairs["cluster_id"].to_list() == [0, 0]
 
 
+def test_chain_across_files_gives_the_same_decisions(tmp_path):
+    """A, B and C in three files (three tasks) and three verify partitions: the pairs are verified
+    where their first document's partition is, and C's similarity to its keeper A, which is no
+    verified pair, is still computed exactly from the texts in another task."""
+    import dataforge.dedup.near as near
+
+    a, b, c = words(0, 200), words(10, 210), words(20, 220)
+    files = []
+    for name, text in (("A", a), ("B", b), ("C", c)):
+        files.append(str(write_jsonl(tmp_path / f"{name}.jsonl", [{"id": name, "text": text}])))
+    out = tmp_path / "out"
+    opts = {"threshold": 0.85, "bands": 32, "rows": 4, "report_clusters": True}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(near, "VERIFY_DOCS", 1)  # one partition per document
+        report = run_dedup(files, output=out, task_bytes=1000, **opts)  # one task per file
+    check_ledger(out, report)
+    info = report.global_info["dedup.minhash"]
+    assert len(info["verify_pairs"]) == 3
+    assert sum(v["verified_pairs"] for v in info["verify_pairs"]) == info["finalize"]["verified_pairs"] == 2
+    assert read_dir(out, "data")["id"].to_list() == ["A"]
+    d = by_id(read_dir(out, "dropped"))
+    assert (d["B"]["dup_of"], d["C"]["dup_of"]) == ("A", "A")
+    assert d["B"]["similarity"] == pytest.approx(jaccard(a, b), abs=1e-6)
+    assert d["C"]["similarity"] == pytest.approx(jaccard(a, c), abs=1e-6)
+    one = tmp_path / "one-task"
+    run_dedup(files, output=one, **opts)  # small files grouped into one task; one partition
+    assert digests(one) == digests(out)
+
+
+def test_chain_with_estimates_across_files(tmp_path):
+    """verify=estimate, one task per file: C's similarity to its keeper A (no verified pair) is
+    the signature estimate, read from another task's side files by the finalize."""
+    from dataforge.dedup.minhash import MinHashParams, signatures
+
+    a, b, c = words(0, 200), words(10, 210), words(20, 220)
+    sig, _ = signatures(pl.Series([a, b, c]), MinHashParams())
+    est = {
+        k: float((sig[i] == sig[j]).mean())
+        for k, (i, j) in {"ab": (0, 1), "bc": (1, 2), "ac": (0, 2)}.items()
+    }
+    assert est["ab"] >= 0.85 and est["bc"] >= 0.85 and est["ac"] < 0.85  # A~B~C, A-C not verified
+    files = [
+        str(write_jsonl(tmp_path / f"{n}.jsonl", [{"id": n, "text": t}])) for n, t in zip("ABC", (a, b, c))
+    ]
+    out = tmp_path / "out"
+    report = run_dedup(
+        files,
+        output=out,
+        threshold=0.85,
+        bands=32,
+        rows=4,
+        verify="estimate",
+        task_bytes=1000,
+        report_clusters=True,
+    )
+    check_ledger(out, report)
+    pairs = read_dir(out, "cluster_pairs")
+    assert sorted(zip(pairs["id_a"], pairs["id_b"])) == [("A", "B"), ("B", "C")]
+    d = by_id(read_dir(out, "dropped"))
+    assert (d["B"]["dup_of"], d["C"]["dup_of"]) == ("A", "A")
+    assert d["B"]["similarity"] == pytest.approx(est["ab"], abs=1e-6)
+    assert d["C"]["similarity"] == pytest.approx(est["ac"], abs=1e-6)
+
+
 # --------------------------------------------------------------------------- empty and short documents
 
 
@@ -665,6 +729,46 @@ def test_workers_give_identical_bytes(news_head, tmp_path):
     offsets = {str(news_head / f"part{k}.jsonl"): 200 * k for k in range(4)}
     expected = [offsets[f] + r for f, r in zip(data["source_file"], data["source_row"])]
     assert data["cluster_id"].to_list() == expected
+
+
+@pytest.mark.parametrize("verify", ["exact", "none"])
+def test_verify_partitions_do_not_change_bytes(news_head, tmp_path, monkeypatch, verify):
+    """Candidate pairs are verified in partitions (one per ``VERIFY_DOCS`` documents). Each pair
+    is verified in exactly one of them, so 4, 3 or one partition give the same counts and bytes."""
+    import dataforge.dedup.near as near
+
+    runs = {}
+    for parts in (4, 3, 1):
+        monkeypatch.setattr(near, "VERIFY_DOCS", -(-800 // parts))  # 800 stories
+        out = tmp_path / f"v{parts}"
+        report = run_dedup([str(news_head)], output=out, report_clusters=True, verify=verify)
+        check_ledger(out, report)
+        runs[parts] = (out, report.global_info["dedup.minhash"])
+    (ref_out, ref_info), *others = runs.values()
+    assert len(ref_info["verify_pairs"]) == 4 and ref_info["finalize"]["verified_pairs"] > 10
+    for n, (out, info) in zip((3, 1), others):
+        per = info["verify_pairs"] if n > 1 else [info["verify_pairs"]]
+        assert len(per) == n
+        fin = info["finalize"]
+        assert sum(v["candidate_pairs"] for v in per) == fin["candidate_pairs"]
+        assert sum(v["verified_pairs"] for v in per) == fin["verified_pairs"]
+        for key in ("candidate_pairs", "verified_pairs", "clusters", "near_duplicates"):
+            assert fin[key] == ref_info["finalize"][key]
+        assert digests(out) == digests(ref_out)
+
+
+def test_verify_part_spreads_pairs_and_is_stable():
+    """The partition of a pair depends only on its first document's key and the partition count:
+    neighbouring documents spread over all partitions, and reference keys (negative) are valid."""
+    from dataforge.dedup.near import _verify_part
+
+    keys = np.arange(-50, 10_000, dtype=np.int64)
+    parts = _verify_part(keys, 7)
+    assert parts.min() == 0 and parts.max() == 6
+    counts = np.bincount(parts, minlength=7)
+    assert counts.min() > 0.8 * keys.size / 7  # balanced
+    assert np.array_equal(parts, _verify_part(keys.copy(), 7))
+    assert (_verify_part(keys, 1) == 0).all()
 
 
 def test_batch_size_does_not_change_decisions(news_head, tmp_path):

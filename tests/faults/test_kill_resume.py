@@ -45,6 +45,7 @@ DEDUP_POINTS = [
     pytest.param({"rename": "*/_work/*/s0/t*.done.json", "nth": 3}, id="signature-task-marker"),
     pytest.param({"rename": "*/_work/*/g0/ref/bands-*.arrow", "nth": 5}, id="minhash-reference", marks=SLOW),
     pytest.param({"rename": "*/_work/*/g0/candidates-*.done.json", "nth": 6}, id="minhash-candidates"),
+    pytest.param({"rename": "*/_work/*/g0/verified-v*.json"}, id="minhash-verify"),
     pytest.param({"rename": "*/_work/*/g0/clusters.arrow"}, id="minhash-finalize"),
     pytest.param({"rename": "*/_work/*/s1/t*.done.json", "nth": 2}, id="annotate-stage", marks=SLOW),
     pytest.param({"rename": "*/data/part-00002.arrow"}, id="assembly-data-shard"),
@@ -119,7 +120,7 @@ def test_clean_killed_then_rerun_is_identical(news_parts, clean_ref, tmp_path, w
 @pytest.mark.parametrize("where", DEDUP_POINTS)
 def test_dedup_killed_then_rerun_is_identical(news_parts, dedup_ref, tmp_path, where):
     """SIGKILL ``dedup --against`` in the signature stage, each MinHash phase (reference,
-    candidates, finalize), the annotate stage, assembly and before the manifest; the rerun gives
+    candidates, verify, finalize), the annotate stage, assembly and before the manifest; the rerun gives
     the reference bytes (shards, dropped, clusters, manifest) and no temp file."""
     out = tmp_path / "out"
     _kill_rerun_compare(dedup_args(news_parts, out), out, dedup_ref, tmp_path, where)
