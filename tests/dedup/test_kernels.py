@@ -186,6 +186,26 @@ def test_documented_normalization_example():
     ]
 
 
+def test_non_ascii_rows_at_every_alignment():
+    """The word-at-a-time kernel flags exactly the documents holding a byte >= 0x80, whatever the
+    documents' lengths and their start within 8-byte words (including empty documents)."""
+    rng = np.random.default_rng(0)
+    flagged = 0
+    for _ in range(400):
+        n = int(rng.integers(0, 40))
+        offsets = np.concatenate([[0], np.cumsum(rng.integers(0, 30, n))]).astype(np.int64)
+        shift = int(rng.integers(0, 9))
+        buf = rng.integers(0, 128, int(offsets[-1]) + shift + int(rng.integers(0, 9))).astype(np.uint8)
+        for _ in range(int(rng.integers(0, 5))):
+            if buf.size:
+                buf[rng.integers(0, buf.size)] = rng.integers(128, 256)
+        o = offsets + shift
+        expected = np.array([bool((buf[o[d] : o[d + 1]] >= 128).any()) for d in range(n)], dtype=bool)
+        assert np.array_equal(K.non_ascii_rows(buf, o), expected)
+        flagged += int(expected.sum())
+    assert flagged > 100  # the cases do contain non-ASCII documents
+
+
 def test_canonical_kernel_on_ascii_equals_reference():
     # the byte table alone (no Unicode pre-pass) is the whole normalization for ASCII rows
     data, offsets = pack([t.encode() for t in TRICKY_ASCII])
