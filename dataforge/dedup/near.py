@@ -562,7 +562,7 @@ def _split_keys(keys: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     return tasks, ords
 
 
-_SET_CHUNK = 20_000  # documents whose texts are re-read and hashed at once (exact verification)
+_SET_CHUNK = 5_000  # documents whose texts are re-read and hashed at once (exact verification)
 
 
 @dataclass
