@@ -20,7 +20,8 @@ median run. Methods:
 - ``e2e-*``: ``dataforge.dedup([jsonl], output=..., force=True, bands=16, rows=8)`` (read JSONL ->
   shingle -> sign -> LSH -> verify exact -> cluster -> write shards) on 1 worker, on 2 workers
   (over the corpus split into 8 files, since one file is one task; and over the single file to
-  show it), and on Ray (2 CPUs; ``ray.init`` timed separately).
+  show it), and on Ray (2 CPUs; ``ray.init`` timed separately). ``e2e-xxh3-1w-raw`` is the 1-worker
+  run writing uncompressed shards (``compression="none"``), to show what zstd output costs.
 - ``breakdown-*``: one ``dedup`` run on 1 worker with timers wrapped around its internal functions.
 - ``--scale``: peak RSS of ``dedup`` end to end and of the signature stage alone at ``--docs`` and
   at ``--scale-docs`` (1M) documents.
@@ -527,6 +528,7 @@ def m_e2e(args: argparse.Namespace, before_runs: Callable[[], None] | None = Non
     res["input_file_bytes"] = sum(os.path.getsize(p) for p in inputs)
     kw = {"bands": BANDS, "rows": ROWS, "hash": args.hash, "num_perm": NUM_PERM, "seed": SEED}
     kw.update(threshold=THRESHOLD, shingle=f"word:{NGRAM}", workers=args.workers, executor=args.executor)
+    kw["compression"] = args.compression
     if args.executor == "local" and args.workers == 1:  # warm the in-process numba kernels
         signatures(pl.Series(["warm up the kernels " * 4]), MinHashParams(hash=args.hash))
     ray = None
@@ -810,6 +812,7 @@ METHODS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], dict[st
     "dataforge-sha1": (m_dataforge_stages, {"hash": "sha1"}),
     "e2e-xxh3-1w": (m_e2e, {"hash": "xxh3"}),
     "e2e-sha1-1w": (m_e2e, {"hash": "sha1"}),
+    "e2e-xxh3-1w-raw": (m_e2e, {"hash": "xxh3", "compression": "none"}),
     "e2e-xxh3-2w": (m_e2e, {"hash": "xxh3", "workers": 2, "parts": True}),
     "e2e-xxh3-2w-1file": (m_e2e, {"hash": "xxh3", "workers": 2}),
     "e2e-xxh3-ray": (m_e2e, {"hash": "xxh3", "workers": 2, "parts": True, "executor": "ray"}),
@@ -819,7 +822,7 @@ METHODS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], dict[st
     "mem-sig": (m_mem_sig, {"hash": "xxh3"}),
 }
 DEFAULT_METHODS = [m for m in METHODS if not m.startswith("mem-")]
-WORKER_DEFAULTS = {"hash": "xxh3", "workers": 1, "parts": False, "executor": "local"}
+WORKER_DEFAULTS = {"hash": "xxh3", "workers": 1, "parts": False, "executor": "local", "compression": "zstd"}
 
 
 def worker_main(args: argparse.Namespace) -> None:
@@ -1056,13 +1059,21 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
     )
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     e2e_best = {}
-    for name in ("e2e-xxh3-1w", "e2e-sha1-1w", "e2e-xxh3-2w", "e2e-xxh3-2w-1file", "e2e-xxh3-ray"):
+    for name in (
+        "e2e-xxh3-1w",
+        "e2e-xxh3-1w-raw",
+        "e2e-sha1-1w",
+        "e2e-xxh3-2w",
+        "e2e-xxh3-2w-1file",
+        "e2e-xxh3-ray",
+    ):
         r = results.get(name)
         if not r or "error" in r:
             continue
         bm = _best_med(r, "e2e")
         n = r["docs"]
-        cores = 1 if name.endswith("1w") else 2
+        one_worker = "-1w" in name
+        cores = 1 if one_worker else 2
         e2e_best[name] = n / bm[0]
         info = r["info"]
         util = ""
@@ -1073,7 +1084,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
         w(
             f"| {name} | {r['inputs']} | {bm[0]:.2f} | {bm[1]:.2f} | {n / bm[0]:,.0f} | {n / bm[0] / cores:,.0f} | "
             f"{r['bytes'] / 1e6 / bm[0]:.1f} | {util or '–'} | {peak:,.0f} (+{peak - r['baseline_rss']:,.0f}) | "
-            f"{info.get('peak_phase', ['?'])[0] if name.endswith('1w') else '–'} | "
+            f"{info.get('peak_phase', ['?'])[0] if one_worker else '–'} | "
             f"{_f(info.get('candidates'))} | {_f(info.get('verified'))} | {_f(info.get('near_duplicates'))} | "
             f"{_f(info.get('recall_clusters'), '{:.3f}')} |"
         )
@@ -1087,7 +1098,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, meta: d
     w("Phases of the runs (best run of each; seconds):\n")
     names = [
         k
-        for k in ("e2e-xxh3-1w", "e2e-sha1-1w", "e2e-xxh3-2w", "e2e-xxh3-ray")
+        for k in ("e2e-xxh3-1w", "e2e-xxh3-1w-raw", "e2e-sha1-1w", "e2e-xxh3-2w", "e2e-xxh3-ray")
         if results.get(k, {}).get("runs")
     ]
     if names:
