@@ -243,7 +243,7 @@ class MinHashDedup(GlobalStep):
         out: list[tuple[str, int]] = []
         if self.against:
             out.append(("reference", len(self._reference_files())))
-        out += [("candidates", self.partitions), ("verify_pairs", verify_parts(ctx)), ("finalize", 1)]
+        out += [("candidates", self.partitions), ("verify_pairs", _plan_verify(ctx)), ("finalize", 1)]
         return out
 
     def _reference_files(self) -> list[Any]:
@@ -329,7 +329,7 @@ class MinHashDedup(GlobalStep):
         k1 = _node_keys(edges["t1"].to_numpy(), edges["o1"].to_numpy(), offsets)
         k2 = _node_keys(edges["t2"].to_numpy(), edges["o2"].to_numpy(), offsets)
         lo, hi = np.minimum(k1, k2), np.maximum(k1, k2)
-        n_parts = verify_parts(ctx)
+        n_parts = _verify_count(ctx)
         vpart = _verify_part(lo, n_parts)
         order = np.lexsort((hi, lo, vpart))
         _save_npy(
@@ -378,7 +378,7 @@ class MinHashDedup(GlobalStep):
 
     def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Match the reference, cluster the verified pairs, and write the decisions."""
-        n_parts = verify_parts(ctx)
+        n_parts = _verify_count(ctx)
         counts = [json.loads(Path(ctx.path(f"verified-v{v:04d}.json")).read_text()) for v in range(n_parts)]
         verified = pl.concat(
             [pl.read_ipc(ctx.path(f"verified-v{v:04d}.arrow")) for v in range(n_parts)]
@@ -513,6 +513,20 @@ def verify_parts(ctx: GlobalContext) -> int:
     it lands)."""
     docs = int(sum(ctx.task_rows))
     return max(1, min(-(-docs // VERIFY_DOCS), MAX_VERIFY_PARTS))
+
+
+def _plan_verify(ctx: GlobalContext) -> int:
+    """Fix the number of verify partitions for this run (in the driver, before the phases) in
+    ``verify_parts.json``, which every phase reads: all processes agree, and a resumed run keeps
+    the count its finished phases used."""
+    path = Path(ctx.path("verify_parts.json"))
+    if not path.exists():
+        write_json_atomic(path, {"parts": verify_parts(ctx)})
+    return _verify_count(ctx)
+
+
+def _verify_count(ctx: GlobalContext) -> int:
+    return int(json.loads(Path(ctx.path("verify_parts.json")).read_text())["parts"])
 
 
 def _verify_part(lo: np.ndarray, n_parts: int) -> np.ndarray:

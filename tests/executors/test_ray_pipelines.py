@@ -75,8 +75,13 @@ def test_reference_finds_near_duplicates(local_reference):
     assert (out / "clusters" / "part-00000.arrow").exists()
 
 
-def test_local_ray_is_byte_identical(inputs, local_reference, tmp_path):
+def test_local_ray_is_byte_identical(inputs, local_reference, tmp_path, monkeypatch):
+    """Also with the MinHash pairs verified in 3 partitions on the Ray workers (the reference
+    verifies them in one): the count is fixed by the driver, the bytes do not depend on it."""
     pytest.importorskip("ray")
+    import dataforge.dedup.near as near
+
+    monkeypatch.setattr(near, "VERIFY_DOCS", 500)
     ref, ref_report = local_reference
     out = tmp_path / "ray"
     ex = RayExecutor(workers=2)
@@ -86,13 +91,18 @@ def test_local_ray_is_byte_identical(inputs, local_reference, tmp_path):
         ex.close()
     assert report.executor == "ray"
     assert report.kept == ref_report.kept
+    assert len(report.global_info["dedup.minhash"]["verify_pairs"]) >= 3
+    assert not isinstance(ref_report.global_info["dedup.minhash"]["verify_pairs"], list)  # one
     assert digests(out) == digests(ref)
 
 
-def test_two_node_cluster_is_byte_identical(inputs, local_reference, tmp_path):
+def test_two_node_cluster_is_byte_identical(inputs, local_reference, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    import dataforge.dedup.near as near
+
+    monkeypatch.setattr(near, "VERIFY_DOCS", 700)  # 2 verify partitions spread over the two nodes
     ref, _ = local_reference
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -105,6 +115,7 @@ def test_two_node_cluster_is_byte_identical(inputs, local_reference, tmp_path):
         report = run_pipeline(pipeline(inputs, out), executor=ex)
         ex.close()
         assert report.executor == "ray"
+        assert len(report.global_info["dedup.minhash"]["verify_pairs"]) >= 2
         assert digests(out) == digests(ref)
     finally:
         ray.shutdown()
