@@ -463,10 +463,12 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
 
 
 def _write_ipc(path: str, frame: pl.DataFrame) -> None:
+    """A work file; strings as plain large strings (not views), so that readers can memory-map it
+    and take single rows with pyarrow."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_path(path) as tmp:
-            frame.write_ipc(tmp, compression="uncompressed")
+            frame.write_ipc(tmp, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
     except OSError as exc:
         msg = f"cannot write work file {path}: {exc.strerror or exc}"
         raise OutputError(msg) from None
@@ -780,10 +782,17 @@ def _gather_sig(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> np.ndar
 
 
 def _gather_attr(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> pl.DataFrame:
-    files, _ = side
-    wanted = pl.Series("_ord", ords, pl.Int64)
-    frames = [pl.read_ipc(f).filter(pl.col("_ord").is_in(wanted.implode())) for f in files]
-    return pl.concat(frames).sort("_ord")
+    """Rows ``ords`` (ascending) of a task's attribute files: row ``i`` of a file starting at
+    position ``s`` holds ``_ord == s + i``, so only the wanted rows are taken (from memory-mapped
+    files), not whole files filtered."""
+    from dataforge.stages import read_ipc
+
+    files, starts = side
+    which = np.searchsorted(starts, ords, side="right") - 1
+    parts = [read_ipc(files[k]).take(pa.array(ords[which == k] - starts[k])) for k in np.unique(which)]
+    if not parts:
+        parts = [read_ipc(files[0]).slice(0, 0)]
+    return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 
 def _unique_sets(hv: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -929,10 +938,9 @@ def _decide(
             .drop("_kept", "_keeper_id", "_sim")
         )
         frames.append(cluster_rows)
-        cid_of = dict(zip(clu.nodes.tolist(), clu.cluster_id.tolist()))
         pair_report = pl.DataFrame(
             {
-                "cluster_id": [cid_of[int(k)] for k in nodes.keys[li]],
+                "cluster_id": clu.cluster_id[np.searchsorted(clu.nodes, nodes.keys[li])],
                 "id_a": ids.gather(li),
                 "id_b": ids.gather(ri),
                 "similarity": esim.astype(np.float32),
