@@ -938,6 +938,7 @@ def _decide(
             .drop("_kept", "_keeper_id", "_sim")
         )
         frames.append(cluster_rows)
+    if li.size and step.report_clusters:
         pair_report = pl.DataFrame(
             {
                 "cluster_id": clu.cluster_id[np.searchsorted(clu.nodes, nodes.keys[li])],
@@ -958,6 +959,8 @@ def _decide(
         pl.col("dup_of").cast(pl.Utf8),
         pl.col("similarity").cast(pl.Float32),
     )
+    if not step.report_clusters:  # the report tables are built only when they are published
+        return decisions, pl.DataFrame(), pl.DataFrame()
     report = rows.select(
         pl.col("cluster_id").cast(pl.Int64),
         pl.col("cluster_size").cast(pl.Int32),
