@@ -527,6 +527,21 @@ def test_against_drops_reference_duplicates(against_run):
     assert report.dropped_by_reason["dedup.minhash:reference_duplicate"] == len(expected)
 
 
+def test_against_with_several_verify_partitions_gives_the_same_bytes(against_run, tmp_path, monkeypatch):
+    """Reference pairs (negative keys) are verified in whichever partition their reference lands
+    in; with 5 partitions the decisions and bytes equal the one-partition run."""
+    import dataforge.dedup.near as near
+
+    monkeypatch.setattr(near, "VERIFY_DOCS", 10)  # 44 documents: 5 partitions
+    out = tmp_path / "out"
+    corpus = against_run["out"].parent / "corpus.jsonl"
+    report = run_dedup([str(corpus)], output=out, against=[str(against_run["ref_path"])])
+    check_ledger(out, report)
+    assert len(report.global_info["dedup.minhash"]["verify_pairs"]) == 5
+    assert report.global_info["dedup.minhash"]["finalize"]["reference_duplicates"] >= 3
+    assert digests(out) == digests(against_run["out"])
+
+
 def test_against_leaves_the_reference_alone(against_run):
     ref_path = against_run["ref_path"]
     assert hashlib.sha256(ref_path.read_bytes()).hexdigest() == against_run["ref_digest"]
