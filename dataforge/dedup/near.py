@@ -32,6 +32,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -716,6 +717,7 @@ class _Nodes:
             order.append(idx)
 
         held = 0
+        ref_files = _listing(ctx.path("ref/attr"), "arrow") if (tasks < 0).any() else {}
         for t in np.unique(tasks):
             all_idx = np.flatnonzero(tasks == t)
             all_idx = all_idx[np.argsort(ords[all_idx], kind="stable")]
@@ -725,8 +727,7 @@ class _Nodes:
                 if column is not None:
                     texts = _take_sorted(column, ords[idx])
                 else:
-                    ref = _listing(ctx.path("ref/attr"), "arrow")[f"r{int(-t - 1):05d}"]
-                    texts = _gather_attr(ref, ords[idx])["text"].to_arrow()
+                    texts = _gather_attr(ref_files[f"r{int(-t - 1):05d}"], ords[idx])["text"].to_arrow()
                 pending.append((texts.cast(pa.large_string()), idx))
                 held += idx.shape[0]
                 if held >= _SET_CHUNK:
@@ -745,12 +746,19 @@ class _Nodes:
         self.set_index[which[position]] = np.arange(position.shape[0])
 
 
+def _by_piece(starts: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """For ascending positions ``rows`` over consecutive pieces (chunks, side files) that begin at
+    ``starts``: each piece holding some of them, with the positions within that piece."""
+    which = np.searchsorted(starts, rows, side="right") - 1
+    for k in np.unique(which):
+        yield int(k), rows[which == k] - starts[k]
+
+
 def _take_sorted(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     """``column.take(rows)`` for ascending ``rows``, chunk by chunk: Arrow's take on a chunked
     string column first concatenates every chunk (a copy of the whole task's text per call)."""
     starts = np.concatenate([[0], np.cumsum([len(c) for c in column.chunks])]).astype(np.int64)
-    which = np.searchsorted(starts, rows, side="right") - 1
-    pieces = [column.chunk(int(k)).take(pa.array(rows[which == k] - starts[k])) for k in np.unique(which)]
+    pieces = [column.chunk(k).take(pa.array(local)) for k, local in _by_piece(starts, rows)]
     return pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
 
 
@@ -773,12 +781,9 @@ def _listing(folder: str, ext: str) -> dict[str, tuple[list[str], np.ndarray]]:
 
 def _gather_sig(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> np.ndarray:
     files, starts = side
-    which = np.searchsorted(starts, ords, side="right") - 1
-    out = []
-    for k in np.unique(which):
-        arr = np.load(files[k], mmap_mode="r")
-        out.append(np.asarray(arr[ords[which == k] - starts[k]]))
-    return np.concatenate(out)
+    return np.concatenate(
+        [np.asarray(np.load(files[k], mmap_mode="r")[local]) for k, local in _by_piece(starts, ords)]
+    )
 
 
 def _gather_attr(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> pl.DataFrame:
@@ -788,10 +793,7 @@ def _gather_attr(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> pl.Dat
     from dataforge.stages import read_ipc
 
     files, starts = side
-    which = np.searchsorted(starts, ords, side="right") - 1
-    parts = [read_ipc(files[k]).take(pa.array(ords[which == k] - starts[k])) for k in np.unique(which)]
-    if not parts:
-        parts = [read_ipc(files[0]).slice(0, 0)]
+    parts = [read_ipc(files[k]).take(pa.array(local)) for k, local in _by_piece(starts, ords)]
     return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 
