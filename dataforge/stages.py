@@ -30,7 +30,7 @@ from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import tmp_name, write_json_atomic, write_shard
 from dataforge.schemas import conform, extend, load_schema
-from dataforge.step import GlobalContext, GlobalStep, Step, StepOutput
+from dataforge.step import DECISIONS_SORTED, GlobalContext, GlobalStep, Step, StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +312,35 @@ def _apply(
 def _decisions_for(job: StageJob, task: int) -> pl.DataFrame | None:
     if job.prelude_ctx is None:
         return None
-    path = job.prelude_ctx.decisions_path()
-    return pl.scan_ipc(path).filter(pl.col("_task") == task).collect().sort("_ord")
+    return task_decisions(job.prelude_ctx.decisions_path(), task)
+
+
+def task_decisions(path: str, task: int) -> pl.DataFrame:
+    """The rows of task ``task`` in a decision table, by ``_ord``.
+
+    A table written by :meth:`GlobalContext.write_decisions` is sorted: only the record batches
+    that can hold the task are looked at, and within them a binary search finds its rows, so a
+    task's cost does not grow with the whole table. Other tables are filtered whole.
+    """
+    with pa.memory_map(str(path)) as src:
+        reader = ipc.open_file(src)
+        if (reader.schema.metadata or {}).get(DECISIONS_SORTED) != b"_task,_ord":
+            table = reader.read_all()
+            return pl.DataFrame(pl.from_arrow(table)).filter(pl.col("_task") == task).sort("_ord")
+        pieces = []
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if batch.num_rows == 0:
+                continue
+            col = batch.column("_task").to_numpy()
+            if col[-1] < task:
+                continue
+            if col[0] > task:
+                break
+            lo, hi = np.searchsorted(col, task, side="left"), np.searchsorted(col, task, side="right")
+            pieces.append(batch.slice(lo, hi - lo))
+        table = pa.Table.from_batches(pieces, schema=reader.schema) if pieces else reader.schema.empty_table()
+    return pl.DataFrame(pl.from_arrow(table))
 
 
 def _empty_frame(schema: pa.Schema) -> pl.DataFrame:

@@ -24,14 +24,19 @@ Global steps (``scope = "global"``, e.g. ``dedup.exact``) work in three phases, 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from dataforge.errors import ConfigError
+
+#: Schema metadata of a decision table written by :meth:`GlobalContext.write_decisions`.
+DECISIONS_SORTED = b"dataforge.decisions.sorted"
+_ORD_SPAN = 1 << 40  # (_task, _ord) as one ascending integer: positions stay below 2^40
 
 
 @dataclass
@@ -154,8 +159,46 @@ class GlobalContext:
         return f"{self.work}/{name}"
 
     def decisions_path(self) -> str:
-        """Where the last phase must write the decision table."""
+        """Where the last phase must write the decision table (see :meth:`write_decisions`)."""
         return self.path("decisions.arrow")
+
+    def write_decisions(self, frames: Iterable[pl.DataFrame]) -> int:
+        """Write the decision table from ``frames`` (pieces of it, in order), atomically.
+
+        The rows must be ascending by ``(_task, _ord)`` across all pieces: the file is marked as
+        sorted, so that each task of the next stage reads only its own rows (a binary search over
+        a memory-mapped file) instead of filtering the whole table. Returns the number of rows.
+        """
+        from dataforge.io.shards import atomic_path
+
+        rows = 0
+        last = -1
+        writer = schema = None
+        with atomic_path(self.decisions_path()) as tmp:
+            try:
+                for frame in frames:
+                    if frame.height == 0 and writer is not None:
+                        continue
+                    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+                    key = (
+                        frame["_task"].cast(pl.Int64) * _ORD_SPAN + frame["_ord"].cast(pl.Int64)
+                    ).to_numpy()
+                    if key.size and (key[0] <= last or (np.diff(key) <= 0).any()):
+                        msg = "decision rows must be unique and ascending by (_task, _ord)"
+                        raise ValueError(msg)
+                    last = int(key[-1]) if key.size else last
+                    if writer is None:
+                        schema = table.schema.with_metadata({DECISIONS_SORTED: b"_task,_ord"})
+                        writer = pa.ipc.new_file(str(tmp), schema)
+                    writer.write_table(table.cast(schema))
+                    rows += frame.height
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:
+                msg = "write_decisions needs at least one frame (an empty one gives the schema)"
+                raise ValueError(msg)
+        return rows
 
     def task_offset(self, task: int) -> int:
         """Global position of task ``task``'s first row (rows of earlier tasks)."""
@@ -174,7 +217,8 @@ class GlobalStep(Step):
     2. ``phases(ctx)`` lists ``(method name, items)``; the runner calls ``method(ctx, item)`` for
        every item, phase after phase, as resumable executor tasks. The last phase writes the
        decision table to ``ctx.decisions_path()``: ``_task``, ``_ord``, ``reason``, ``detail`` and
-       the step's declared columns, for every row it has something to say about.
+       the step's declared columns, for every row it has something to say about, with
+       :meth:`GlobalContext.write_decisions` (ascending by ``_task``, ``_ord``).
     3. ``annotate(frame, decisions, ctx)`` on every batch again applies the decisions (``_ord``
        relative to the batch).
     """

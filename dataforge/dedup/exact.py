@@ -26,7 +26,6 @@ import pyarrow as pa
 import xxhash
 
 from dataforge.errors import ConfigError, choices
-from dataforge.io.shards import atomic_path
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput
 
@@ -130,8 +129,7 @@ class ExactDedup(GlobalStep):
         n_ref = 0
         if self.against:
             decisions, n_ref = self._with_reference(pl.scan_ipc(ctx.key_files()), decisions)
-        with atomic_path(ctx.decisions_path()) as tmp:
-            decisions.write_ipc(tmp, compression="uncompressed")
+        ctx.write_decisions([decisions])
         out: dict[str, Any] = {
             "rows": decisions.height,
             "dropped": int(decisions["reason"].is_not_null().sum()),

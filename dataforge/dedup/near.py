@@ -16,7 +16,9 @@ Phases (see :class:`dataforge.step.GlobalStep`):
    parallel and its memory does not grow with the corpus.
 5. ``finalize`` (one task): drop documents near-duplicating the reference set, cluster the rest
    with connected components over the verified pairs, and choose the kept document of each
-   cluster. It holds the verified pairs and their documents' attributes only.
+   cluster. It holds the verified pairs and their documents' numeric attributes only, decides
+   with integers, and writes the decisions ``DECISION_CHUNK`` rows at a time, looking up just
+   those rows' keeper ids (sorted by task and row, so each next-stage task reads only its own).
 
 Every output row gets ``cluster_id`` (the global position of its cluster's first document by input
 order; its own position when alone), ``cluster_size``, and for removed rows ``dup_of`` (the kept or
@@ -74,6 +76,11 @@ ALL_PAIRS_MAX = 12  # buckets up to this size give every pair; larger ones a sta
 # the documents one partition holds (~25% of them are candidates in a corpus with ~10% duplicates).
 VERIFY_DOCS = 250_000
 MAX_VERIFY_PARTS = 256
+ATTR_TYPES = {"id": pl.Utf8, "source": pl.Utf8, "length": pl.Int64, "value": pl.Float64}
+# Decision rows are written (and their ids and sources looked up) this many at a time.
+DECISION_CHUNK = 200_000
+# Decision codes while deciding (strings are added when written, see _resolve)
+_KEPT, _NEAR, _REF = 0, 1, 2
 EDGE_SCHEMA = {"t1": pl.Int32, "o1": pl.Int64, "t2": pl.Int32, "o2": pl.Int64}
 
 
@@ -352,7 +359,7 @@ class MinHashDedup(GlobalStep):
                 pieces.append(part.to_numpy().astype(np.int64, copy=False))
         pairs = _unique_pairs(np.concatenate(pieces)) if pieces else np.empty((0, 2), np.int64)
         info: dict[str, Any] = {"candidate_pairs": int(pairs.shape[0])}
-        nodes = _Nodes.collect(np.unique(pairs), ctx, _task_offsets(ctx), attrs=False)
+        nodes = _Nodes.collect(np.unique(pairs), ctx, _task_offsets(ctx), attrs=())
         left = np.searchsorted(nodes.keys, pairs[:, 0])
         right = np.searchsorted(nodes.keys, pairs[:, 1])
         if self.verify == "exact":
@@ -393,18 +400,30 @@ class MinHashDedup(GlobalStep):
             info["rejected_by_signature"] = sum(c["rejected_by_signature"] for c in counts)
         info["verified_pairs"] = verified.height
         lo, hi = verified["lo"].to_numpy(), verified["hi"].to_numpy()
-        # attributes only: similarities come from the verified pairs (see pair_similarity)
+        # numeric attributes only: similarities come from the verified pairs (see pair_similarity),
+        # ids and sources are read while the decisions are written
         nodes = _Nodes.collect(np.unique(np.concatenate([lo, hi])), ctx, _task_offsets(ctx), sig=False)
         nodes.known = verified
         left, right = np.searchsorted(nodes.keys, lo), np.searchsorted(nodes.keys, hi)
-        sim = verified["sim"].to_numpy()
-        decisions, report_rows, pair_rows = _decide(left, right, sim, nodes, self, ctx)
-        info["clusters"] = int(decisions.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique())
-        info["near_duplicates"] = int((decisions["reason"] == "near_duplicate").sum())
-        info["reference_duplicates"] = int((decisions["reason"] == "reference_duplicate").sum())
-        with atomic_path(ctx.decisions_path()) as tmp:
-            decisions.write_ipc(tmp, compression="uncompressed")
+        plan, pairs = _decide(left, right, verified["sim"].to_numpy(), nodes, self, ctx)
+        del verified, left, right, lo, hi
+        nodes.known = None
+        info["clusters"] = int(plan.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique())
+        info["near_duplicates"] = int((plan["code"] == _NEAR).sum())
+        info["reference_duplicates"] = int((plan["code"] == _REF).sum())
+        written: list[pl.DataFrame] = []
+
+        def pieces() -> Iterator[pl.DataFrame]:
+            for start in range(0, max(plan.height, 1), DECISION_CHUNK):
+                piece = _resolve(plan.slice(start, DECISION_CHUNK), nodes, ctx, self)
+                if self.report_clusters:
+                    written.append(piece)
+                yield piece
+
+        ctx.write_decisions(pieces())
         if self.report_clusters:
+            decisions = pl.concat(written) if written else pl.DataFrame()
+            report_rows, pair_rows = _report(decisions, plan, pairs, nodes, ctx)
             _write_ipc(ctx.path("clusters.arrow"), report_rows)
             _write_ipc(ctx.path("cluster_pairs.arrow"), pair_rows)
         return info
@@ -603,10 +622,12 @@ class _Nodes:
         offsets: np.ndarray,
         *,
         sig: bool = True,
-        attrs: bool = True,
+        attrs: tuple[str, ...] = ("length", "value"),
     ) -> _Nodes:
-        """The signatures (with ``sig``) and the attributes (with ``attrs``) of the documents
-        ``keys``. Each side-file folder is listed once, whatever the number of tasks."""
+        """The signatures (with ``sig``) and the attribute columns ``attrs`` of the documents
+        ``keys``. Each side-file folder is listed once, whatever the number of tasks. Only the
+        numeric attributes are read by default: strings (ids, sources) are looked up when written
+        (:func:`_resolve`), so that the decisions in memory hold no strings."""
         tasks, ords = _split_keys(keys, offsets)
         n = keys.shape[0]
         sigs = np.empty((n, 0), dtype=np.uint32) if not sig else None
@@ -629,20 +650,17 @@ class _Nodes:
                 sigs[order] = rows
             if not attrs:
                 continue
-            attr = _gather_attr(files_of("attr" if t >= 0 else "ref/attr", prefix, "arrow"), ords[order])
-            frames.append(
-                attr.select(
-                    "id", "source", "row", *[c for c in ("length", "value") if c in attr.columns]
-                ).with_columns(pl.Series("_node", order))
-            )
+            side = files_of("attr" if t >= 0 else "ref/attr", prefix, "arrow")
+            frames.append(_gather_attr(side, ords[order], attrs).with_columns(pl.Series("_node", order)))
         table = (
-            pl.concat(frames, how="diagonal_relaxed").sort("_node")
+            pl.concat(frames, how="diagonal_relaxed").sort("_node").drop("_node")
             if frames
-            else pl.DataFrame(schema={"id": pl.Utf8, "source": pl.Utf8, "row": pl.Int64, "_node": pl.Int64})
+            else pl.DataFrame(schema={c: ATTR_TYPES[c] for c in attrs})
         )
-        for col, dtype in (("length", pl.Int64), ("value", pl.Float64)):
-            if col not in table.columns:
-                table = table.with_columns(pl.lit(None, dtype).alias(col))
+        # reference documents have no length or keep value
+        table = table.with_columns(
+            pl.lit(None, ATTR_TYPES[c]).alias(c) for c in attrs if c not in table.columns
+        ).select(attrs)
         return cls(keys, tasks, ords, sigs if sigs is not None else np.empty((0, 1), np.uint32), table)
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -674,16 +692,31 @@ class _Nodes:
         if miss.size:
             mi, mj = i[diff[miss]], j[diff[miss]]
             if step.verify == "exact":
-                self.load_sets(ctx, step, np.unique(np.concatenate([mi, mj])))
-                sim[miss] = self.similarity(mi, mj)
+                sim[miss] = self._exact_in_chunks(mi, mj, ctx, step)
             else:  # the estimate, from the signatures of just these documents
                 sub = _Nodes.collect(
-                    np.unique(self.keys[np.concatenate([mi, mj])]), ctx, _task_offsets(ctx), attrs=False
+                    np.unique(self.keys[np.concatenate([mi, mj])]), ctx, _task_offsets(ctx), attrs=()
                 )
                 a_i = np.searchsorted(sub.keys, self.keys[mi])
                 a_j = np.searchsorted(sub.keys, self.keys[mj])
                 sim[miss] = sub.similarity(a_i, a_j)
         out[diff] = sim
+        return out
+
+    def _exact_in_chunks(
+        self, i: np.ndarray, j: np.ndarray, ctx: GlobalContext, step: MinHashDedup
+    ) -> np.ndarray:
+        """Exact Jaccard of node pairs ``(i, j)``, ``_SET_CHUNK // 2`` pairs at a time (by ``j``, the
+        keeper, so a keeper's text is mostly hashed once): the shingle sets held at once stay
+        bounded however many chains the corpus has."""
+        out = np.empty(i.shape[0], dtype=np.float64)
+        order = np.lexsort((i, j))
+        step_pairs = max(1, _SET_CHUNK // 2)
+        for start in range(0, order.shape[0], step_pairs):
+            sel = order[start : start + step_pairs]
+            self.load_sets(ctx, step, np.unique(np.concatenate([i[sel], j[sel]])))
+            out[sel] = self.similarity(i[sel], j[sel])
+        self.sets = self.set_index = None
         return out
 
     def load_sets(self, ctx: GlobalContext, step: MinHashDedup, which: np.ndarray) -> None:
@@ -727,7 +760,8 @@ class _Nodes:
                 if column is not None:
                     texts = _take_sorted(column, ords[idx])
                 else:
-                    texts = _gather_attr(ref_files[f"r{int(-t - 1):05d}"], ords[idx])["text"].to_arrow()
+                    side = ref_files[f"r{int(-t - 1):05d}"]
+                    texts = _gather_attr(side, ords[idx], ("text",))["text"].to_arrow()
                 pending.append((texts.cast(pa.large_string()), idx))
                 held += idx.shape[0]
                 if held >= _SET_CHUNK:
@@ -786,14 +820,21 @@ def _gather_sig(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> np.ndar
     )
 
 
-def _gather_attr(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> pl.DataFrame:
-    """Rows ``ords`` (ascending) of a task's attribute files: row ``i`` of a file starting at
-    position ``s`` holds ``_ord == s + i``, so only the wanted rows are taken (from memory-mapped
+def _gather_attr(
+    side: tuple[list[str], np.ndarray], ords: np.ndarray, columns: tuple[str, ...]
+) -> pl.DataFrame:
+    """Rows ``ords`` (ascending) of a task's attribute files, with ``_ord`` and those of
+    ``columns`` the files have: row ``i`` of a file starting at position ``s`` holds
+    ``_ord == s + i``, so only the wanted rows of the wanted columns are read (from memory-mapped
     files), not whole files filtered."""
     from dataforge.stages import read_ipc
 
     files, starts = side
-    parts = [read_ipc(files[k]).take(pa.array(local)) for k, local in _by_piece(starts, ords)]
+    parts = []
+    for k, local in _by_piece(starts, ords):
+        table = read_ipc(files[k])
+        table = table.select(["_ord", *[c for c in columns if c in table.column_names]])
+        parts.append(table.take(pa.array(local)))
     return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 
@@ -845,9 +886,15 @@ def _decide(
     nodes: _Nodes,
     step: MinHashDedup,
     ctx: GlobalContext,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Decision table, clusters report and pairs report from the verified pairs (node indices)."""
-    ids = nodes.attrs["id"]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The decisions as numbers, from the verified pairs (node indices).
+
+    Returns ``plan`` (one row per node with something to say, by node: ``node``, ``code`` (kept in
+    a cluster, near duplicate, reference duplicate), ``cluster_id``, ``cluster_size``, ``other``
+    (the keeper's or the reference's node), ``similarity``) and the clustered pairs (``left``,
+    ``right``, ``similarity``, ``cluster_id``) for the report. No strings: ids and sources are looked
+    up when the plan is written (:func:`_resolve`).
+    """
     is_ref = nodes.keys < 0
     # 1. corpus documents near-duplicating a reference document (references sort first, so a
     #    reference is always on the left); the most similar reference wins, then the first one
@@ -862,32 +909,23 @@ def _decide(
         .sort("node")
     )
     matched = best["node"].to_numpy()
-    ref_rows = pl.DataFrame(
-        {
-            "node": matched,
-            "reason": pl.Series(["reference_duplicate"] * len(matched), dtype=pl.Utf8),
-            "cluster_id": nodes.keys[matched],
-            "cluster_size": np.ones(len(matched), dtype=np.int32),
-            "dup_of": ids.gather(best["ref"].to_numpy()),
-            "similarity": best["sim"].cast(pl.Float32),
-            "_with": ids.gather(best["ref"].to_numpy()),
-            "_source": nodes.attrs["source"].gather(best["ref"].to_numpy()),
-        }
-    ).with_columns(
-        pl.format(
-            "jaccard {} >= {} with reference {} ({})",
-            pl.col("similarity").round(3),
-            pl.lit(step.threshold),
-            "_with",
-            "_source",
-        ).alias("detail")
-    )
+    frames = [
+        pl.DataFrame(
+            {
+                "node": matched,
+                "code": np.full(matched.shape[0], _REF, dtype=np.int8),
+                "cluster_id": nodes.keys[matched],
+                "cluster_size": np.ones(matched.shape[0], dtype=np.int32),
+                "other": best["ref"],
+                "similarity": best["sim"].cast(pl.Float32),
+            }
+        )
+    ]
     # 2. clusters among the remaining corpus documents
     keep = ~ref_edge & ~np.isin(left, matched) & ~np.isin(right, matched)
     li, ri, esim = left[keep], right[keep], sim[keep]
-    frames = [ref_rows.drop("_with", "_source")]
-    pair_report = pl.DataFrame(
-        schema={"cluster_id": pl.Int64, "id_a": pl.Utf8, "id_b": pl.Utf8, "similarity": pl.Float32}
+    pairs = pl.DataFrame(
+        schema={"left": pl.Int64, "right": pl.Int64, "similarity": pl.Float32, "cluster_id": pl.Int64}
     )
     if li.size:
         involved = np.unique(np.concatenate([li, ri]))
@@ -902,75 +940,112 @@ def _decide(
         keeper = np.searchsorted(nodes.keys, clu.keeper)
         kept = member == keeper
         ksim = nodes.pair_similarity(member, keeper, ctx, step)
-        cluster_rows = (
+        frames.append(
             pl.DataFrame(
                 {
                     "node": member,
-                    "_kept": kept,
+                    "code": np.where(kept, _KEPT, _NEAR).astype(np.int8),
                     "cluster_id": clu.cluster_id,
                     "cluster_size": clu.cluster_size,
-                    "_keeper_id": ids.gather(keeper),
-                    "_sim": ksim,
+                    "other": pl.Series(keeper).scatter(np.flatnonzero(kept), None),
+                    "similarity": pl.Series(ksim.astype(np.float32)).scatter(np.flatnonzero(kept), None),
                 }
             )
-            .with_columns(
-                pl.when(pl.col("_kept")).then(None).otherwise(pl.lit("near_duplicate")).alias("reason"),
-                pl.when(pl.col("_kept")).then(None).otherwise(pl.col("_keeper_id")).alias("dup_of"),
-                pl.when(pl.col("_kept"))
-                .then(None)
-                .otherwise(pl.col("_sim"))
-                .cast(pl.Float32)
-                .alias("similarity"),
-            )
-            .with_columns(
-                pl.when(pl.col("_kept"))
-                .then(None)
-                .otherwise(
-                    pl.format(
-                        "jaccard {} with {} (cluster {}: {} documents, keep={})",
-                        pl.col("similarity").round(3),
-                        "dup_of",
-                        "cluster_id",
-                        "cluster_size",
-                        pl.lit(step.keep),
-                    )
-                )
-                .alias("detail")
-            )
-            .drop("_kept", "_keeper_id", "_sim")
         )
-        frames.append(cluster_rows)
-    if li.size and step.report_clusters:
-        pair_report = pl.DataFrame(
-            {
-                "cluster_id": clu.cluster_id[np.searchsorted(clu.nodes, nodes.keys[li])],
-                "id_a": ids.gather(li),
-                "id_b": ids.gather(ri),
-                "similarity": esim.astype(np.float32),
-            }
-        )
-    rows = pl.concat(frames, how="diagonal_relaxed").sort("node")
-    node = rows["node"].to_numpy()
-    decisions = rows.select(
+        if step.report_clusters:
+            pairs = pl.DataFrame(
+                {
+                    "left": li,
+                    "right": ri,
+                    "similarity": esim.astype(np.float32),
+                    "cluster_id": clu.cluster_id[np.searchsorted(clu.nodes, nodes.keys[li])],
+                }
+            )
+    plan = pl.concat(
+        [
+            f.cast({"node": pl.Int64, "cluster_id": pl.Int64, "cluster_size": pl.Int32, "other": pl.Int64})
+            for f in frames
+        ]
+    ).sort("node")
+    return plan, pairs
+
+
+def _strings(nodes: _Nodes, which: np.ndarray, ctx: GlobalContext) -> pl.DataFrame:
+    """``id`` and ``source`` of the nodes ``which`` (ascending node indices, repeats allowed)."""
+    unique, inverse = np.unique(which, return_inverse=True)
+    sub = _Nodes.collect(nodes.keys[unique], ctx, _task_offsets(ctx), sig=False, attrs=("id", "source"))
+    return sub.attrs[inverse] if which.shape[0] else sub.attrs
+
+
+def _resolve(plan: pl.DataFrame, nodes: _Nodes, ctx: GlobalContext, step: MinHashDedup) -> pl.DataFrame:
+    """Decision rows (the declared schema) for a slice of the plan: the ids and sources of the
+    keepers and references are read from the attribute files for just these rows."""
+    other = plan["other"]
+    has = other.is_not_null().to_numpy()
+    names = _strings(nodes, other.to_numpy()[has].astype(np.int64), ctx)
+    with_id = pl.Series([None] * plan.height, dtype=pl.Utf8).scatter(np.flatnonzero(has), names["id"])
+    with_src = pl.Series([None] * plan.height, dtype=pl.Utf8).scatter(np.flatnonzero(has), names["source"])
+    node = plan["node"].to_numpy()
+    code = pl.col("code")
+    sim3 = pl.col("similarity").round(3)
+    return plan.with_columns(with_id.alias("_with"), with_src.alias("_source")).select(
         pl.Series("_task", nodes.tasks[node], pl.Int32),
         pl.Series("_ord", nodes.ords[node], pl.Int64),
-        "reason",
-        "detail",
-        pl.col("cluster_id").cast(pl.Int64),
-        pl.col("cluster_size").cast(pl.Int32),
-        pl.col("dup_of").cast(pl.Utf8),
-        pl.col("similarity").cast(pl.Float32),
+        pl.when(code == _REF)
+        .then(pl.lit("reference_duplicate"))
+        .when(code == _NEAR)
+        .then(pl.lit("near_duplicate"))
+        .alias("reason"),
+        pl.when(code == _REF)
+        .then(
+            pl.format(
+                "jaccard {} >= {} with reference {} ({})", sim3, pl.lit(step.threshold), "_with", "_source"
+            )
+        )
+        .when(code == _NEAR)
+        .then(
+            pl.format(
+                "jaccard {} with {} (cluster {}: {} documents, keep={})",
+                sim3,
+                "_with",
+                "cluster_id",
+                "cluster_size",
+                pl.lit(step.keep),
+            )
+        )
+        .alias("detail"),
+        "cluster_id",
+        "cluster_size",
+        pl.col("_with").alias("dup_of"),
+        "similarity",
     )
-    if not step.report_clusters:  # the report tables are built only when they are published
-        return decisions, pl.DataFrame(), pl.DataFrame()
-    report = rows.select(
-        pl.col("cluster_id").cast(pl.Int64),
-        pl.col("cluster_size").cast(pl.Int32),
-        ids.gather(node).alias("id"),
-        nodes.attrs["source"].gather(node).alias("source_file"),
+
+
+def _report(
+    decisions: pl.DataFrame, plan: pl.DataFrame, pairs: pl.DataFrame, nodes: _Nodes, ctx: GlobalContext
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The ``clusters`` and ``cluster_pairs`` report tables (``--report-clusters``)."""
+    names = _strings(nodes, plan["node"].to_numpy(), ctx)
+    report = decisions.select(
+        "cluster_id",
+        "cluster_size",
+        names["id"].alias("id"),
+        names["source"].alias("source_file"),
         pl.col("reason").is_null().alias("kept"),
-        pl.col("dup_of").cast(pl.Utf8),
-        pl.col("similarity").cast(pl.Float32),
+        "dup_of",
+        "similarity",
         "reason",
     ).sort(["cluster_id", "kept", "id"], descending=[False, True, False])
-    return decisions, report, pair_report.sort("cluster_id", "id_a", "id_b")
+    left, right = pairs["left"].to_numpy(), pairs["right"].to_numpy()
+    ends = np.unique(np.concatenate([left, right]))
+    ids = _strings(nodes, ends, ctx)["id"]
+    pair_report = pl.DataFrame(
+        {
+            "cluster_id": pairs["cluster_id"],
+            "id_a": ids.gather(np.searchsorted(ends, left)),
+            "id_b": ids.gather(np.searchsorted(ends, right)),
+            "similarity": pairs["similarity"],
+        },
+        schema={"cluster_id": pl.Int64, "id_a": pl.Utf8, "id_b": pl.Utf8, "similarity": pl.Float32},
+    )
+    return report, pair_report.sort("cluster_id", "id_a", "id_b")

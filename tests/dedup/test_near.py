@@ -773,6 +773,31 @@ def test_verify_partitions_do_not_change_bytes(news_head, tmp_path, monkeypatch,
         assert digests(out) == digests(ref_out)
 
 
+def test_decisions_written_in_pieces_give_the_same_bytes(news_head, tmp_path, monkeypatch):
+    """``finalize`` resolves ids and writes the decisions ``DECISION_CHUNK`` rows at a time; the
+    next stage finds each task's rows by binary search over the record batches. Pieces of 7 rows
+    (so that tasks' rows straddle batches) give the bytes of one piece."""
+    import dataforge.dedup.near as near
+
+    ref = tmp_path / "whole"
+    ref_report = run_dedup([str(news_head)], output=ref, report_clusters=True, keep="longest")
+    monkeypatch.setattr(near, "DECISION_CHUNK", 7)
+    pieces = []
+    resolve = near._resolve
+    monkeypatch.setattr(near, "_resolve", lambda plan, *a: pieces.append(plan.height) or resolve(plan, *a))
+    out = tmp_path / "pieces"
+    report = run_dedup([str(news_head)], output=out, report_clusters=True, keep="longest")
+    check_ledger(out, report)
+    fin = report.global_info["dedup.minhash"]["finalize"]
+    ref_fin = ref_report.global_info["dedup.minhash"]["finalize"]
+    assert fin["near_duplicates"] > 7 and fin.pop("seconds") > 0 and ref_fin.pop("seconds") > 0
+    assert fin == ref_fin
+    assert len(pieces) > 3 and max(pieces) == 7
+    dropped = read_dir(out, "dropped")
+    assert (dropped["drop_reason"] == "near_duplicate").sum() == fin["near_duplicates"]
+    assert digests(out) == digests(ref)
+
+
 def test_verify_part_spreads_pairs_and_is_stable():
     """The partition of a pair depends only on its first document's key and the partition count:
     neighbouring documents spread over all partitions, and reference keys (negative) are valid."""
