@@ -282,11 +282,12 @@ def fill_disk(folder: Path) -> Path:
     """Write a ballast file in ``folder`` until the file system is full (ENOSPC); returns it."""
     ballast = folder / "ballast.bin"
     block = b"\0" * (1 << 16)
-    with open(ballast, "wb") as fh:
+    # unbuffered: a buffered file would try to flush its rest again on close and raise ENOSPC
+    # there, depending on how the free space divides by the block size
+    with open(ballast, "wb", buffering=0) as fh:
         try:
             while True:
-                fh.write(block)
-                fh.flush()
+                fh.write(block)  # a short write returns a count; the next one raises ENOSPC
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
     # tmpfs keeps a few pages per file: fill those too with small writes
