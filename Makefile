@@ -38,11 +38,13 @@ demo: $(STAMP)
 	$(VENV)/bin/dataforge curriculum pipelines/curriculum.yaml --overwrite
 	$(VENV)/bin/dataforge validate out/demo-curriculum --train-steps 200 --report out/demo-validation.html
 
-# Two runs: the tests that start no Ray on 2 xdist workers (a file's tests stay on one worker, so
-# module fixtures are built once), then the Ray tests one at a time (two Ray clusters at once on a
-# 2-core machine would only compete).
+# The MinHash kernels are compiled (and cached) once first: otherwise every test process started
+# before the cache exists compiles them again (~1 min each). Then two runs: the tests that start no
+# Ray on 2 xdist workers (a file's tests stay on one worker, so module fixtures are built once),
+# then the Ray tests one at a time (two Ray clusters at once on 2 cores would only compete).
 test: $(STAMP)
 	$(VENV)/bin/ruff check dataforge tests benchmarks
+	$(PY) -c "from dataforge.dedup.near import compile_kernels; compile_kernels()"
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not ray and not datatrove"
 	$(PY) -m pytest -q -m "ray and not datatrove"
 

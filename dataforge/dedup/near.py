@@ -464,6 +464,50 @@ class MinHashDedup(GlobalStep):
 # --------------------------------------------------------------------------- helpers
 
 
+def compile_kernels() -> list[str]:
+    """Compile (and cache next to the code) every compiled kernel a MinHash run uses, for both hash
+    modes and shingle kinds, and return their names.
+
+    The kernels compile on first use, which takes about a minute on a 2-core machine and is
+    repeated by every process that starts before the cache is written. Call this once after
+    installing (a container build, a cluster node's setup, before parallel tests) so that runs
+    start at full speed::
+
+        python -c "from dataforge.dedup.near import compile_kernels; compile_kernels()"
+    """
+    from dataforge.dedup import _kernels as K
+    from dataforge.dedup import lsh
+
+    texts = pl.Series(["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b"])
+    for hash_mode in HASHES:
+        for shingle in ("word:5", "char:5"):
+            sig, n_sh = signatures(texts, MinHashParams(hash=hash_mode, shingle=shingle, num_perm=16))
+    table = _band_table(sig, n_sh, np.arange(sig.shape[0], dtype=np.int64), (4, 4), 2)
+    table = table.with_columns(pl.lit(0, pl.Int32).alias("_task")).sort("band", "hash", "_task", "_ord")
+    _bucket_edges(
+        pl.concat([table, table.with_columns(pl.lit(1, pl.Int32).alias("_task"))]).sort("band", "hash")
+    )
+    hv, counts = shingle_hashes(texts, MinHashParams())
+    values, offs = _unique_sets(hv, counts)
+    idx = np.zeros(1, dtype=np.int64)
+    _jaccard_pairs(values, offs, idx, idx)
+    kernels = {
+        "non_ascii_rows": K.non_ascii_rows,
+        "canonical": K.canonical,
+        "word_shingle_hashes": K.word_shingle_hashes,
+        "char_shingle_hashes": K.char_shingle_hashes,
+        "minhash_signatures": K.minhash_signatures,
+        "band_hashes": lsh.band_hashes,
+        "bucket_pairs": lsh.bucket_pairs,
+        "jaccard_pairs": _jaccard_pairs,
+    }
+    missing = [name for name, fn in kernels.items() if not fn.signatures]
+    if missing:  # a kernel this function should have reached
+        msg = f"kernels not compiled: {missing}"
+        raise RuntimeError(msg)
+    return sorted(kernels)
+
+
 def _parse_dates(raw: pl.Series, fmt: str) -> pl.Series:
     """Parse with one strptime format (null where it does not fit); zoned times become naive UTC."""
     parsed = raw.str.to_datetime(format=fmt, strict=False, time_unit="us")

@@ -798,6 +798,38 @@ def test_decisions_written_in_pieces_give_the_same_bytes(news_head, tmp_path, mo
     assert digests(out) == digests(ref)
 
 
+def test_compile_kernels_covers_what_runs_use(news_head, tmp_path):
+    """After ``compile_kernels`` a run compiles nothing more: every kernel it calls, with the
+    argument types it uses, was compiled (and cached) by the warm-up."""
+    from dataforge.dedup import _kernels as K
+    from dataforge.dedup import lsh
+    from dataforge.dedup.near import _jaccard_pairs, compile_kernels
+
+    names = compile_kernels()
+    assert names == sorted(names) and len(names) == 8
+    kernels = [
+        K.non_ascii_rows,
+        K.canonical,
+        K.word_shingle_hashes,
+        K.char_shingle_hashes,
+        K.minhash_signatures,
+        lsh.band_hashes,
+        lsh.bucket_pairs,
+        _jaccard_pairs,
+    ]
+    before = [list(k.signatures) for k in kernels]
+    assert all(before)
+    for i, opts in enumerate(
+        ({}, {"hash": "sha1", "shingle": "char:24", "against": [str(news_head / "part3.jsonl")]})
+    ):
+        run_dedup(
+            [str(news_head / "part0.jsonl"), str(news_head / "part1.jsonl")],
+            output=tmp_path / f"o{i}",
+            **opts,
+        )
+    assert [list(k.signatures) for k in kernels] == before
+
+
 def test_verify_part_spreads_pairs_and_is_stable():
     """The partition of a pair depends only on its first document's key and the partition count:
     neighbouring documents spread over all partitions, and reference keys (negative) are valid."""
