@@ -30,7 +30,7 @@ from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import tmp_name, write_json_atomic, write_shard
 from dataforge.schemas import conform, extend, load_schema
-from dataforge.step import DECISIONS_SORTED, GlobalContext, GlobalStep, Step, StepOutput
+from dataforge.step import DECISIONS_SORTED, SORTED_MARK, GlobalContext, GlobalStep, Step, StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def task_decisions(path: str, task: int) -> pl.DataFrame:
     """
     with pa.memory_map(str(path)) as src:
         reader = ipc.open_file(src)
-        if (reader.schema.metadata or {}).get(DECISIONS_SORTED) != b"_task,_ord":
+        if (reader.schema.metadata or {}).get(DECISIONS_SORTED) != SORTED_MARK[DECISIONS_SORTED]:
             table = reader.read_all()
             return pl.DataFrame(pl.from_arrow(table)).filter(pl.col("_task") == task).sort("_ord")
         pieces = []

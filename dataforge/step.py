@@ -33,9 +33,11 @@ import polars as pl
 import pyarrow as pa
 
 from dataforge.errors import ConfigError
+from dataforge.io.shards import atomic_path
 
 #: Schema metadata of a decision table written by :meth:`GlobalContext.write_decisions`.
 DECISIONS_SORTED = b"dataforge.decisions.sorted"
+SORTED_MARK = {DECISIONS_SORTED: b"_task,_ord"}
 _ORD_SPAN = 1 << 40  # (_task, _ord) as one ascending integer: positions stay below 2^40
 
 
@@ -169,8 +171,6 @@ class GlobalContext:
         sorted, so that each task of the next stage reads only its own rows (a binary search over
         a memory-mapped file) instead of filtering the whole table. Returns the number of rows.
         """
-        from dataforge.io.shards import atomic_path
-
         rows = 0
         last = -1
         writer = schema = None
@@ -188,7 +188,7 @@ class GlobalContext:
                         raise ValueError(msg)
                     last = int(key[-1]) if key.size else last
                     if writer is None:
-                        schema = table.schema.with_metadata({DECISIONS_SORTED: b"_task,_ord"})
+                        schema = table.schema.with_metadata(SORTED_MARK)
                         writer = pa.ipc.new_file(str(tmp), schema)
                     writer.write_table(table.cast(schema))
                     rows += frame.height

@@ -483,10 +483,8 @@ def compile_kernels() -> list[str]:
         for shingle in ("word:5", "char:5"):
             sig, n_sh = signatures(texts, MinHashParams(hash=hash_mode, shingle=shingle, num_perm=16))
     table = _band_table(sig, n_sh, np.arange(sig.shape[0], dtype=np.int64), (4, 4), 2)
-    table = table.with_columns(pl.lit(0, pl.Int32).alias("_task")).sort("band", "hash", "_task", "_ord")
-    _bucket_edges(
-        pl.concat([table, table.with_columns(pl.lit(1, pl.Int32).alias("_task"))]).sort("band", "hash")
-    )
+    twice = pl.concat([table.with_columns(pl.lit(t, pl.Int32).alias("_task")) for t in (0, 1)])
+    _bucket_edges(twice.sort("band", "hash"))  # every bucket has two members: pairs are made
     hv, counts = shingle_hashes(texts, MinHashParams())
     values, offs = _unique_sets(hv, counts)
     idx = np.zeros(1, dtype=np.int64)
