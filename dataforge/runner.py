@@ -392,6 +392,7 @@ def _run_stages(
                 stage_dir=str(work / f"s{seg.index}"),
                 n_tasks=len(tasks),
                 partitions=gstep.partitions,
+                workers=ex.workers,
             )
             Path(barrier_ctx.work).mkdir(parents=True, exist_ok=True)
         job = StageJob(

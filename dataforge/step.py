@@ -134,6 +134,8 @@ class GlobalContext:
         ord_offset: in ``keys`` and ``annotate``, the position of the batch's first row among the
             task's live rows (at the keys stage).
         task_rows: in phases and ``annotate``, live rows per task when the keys were taken.
+        workers: how many tasks the executor runs at once (a hint for splitting phases into
+            partitions; a step's output must not depend on it).
     """
 
     work: str
@@ -143,6 +145,7 @@ class GlobalContext:
     task: int = -1
     ord_offset: int = 0
     task_rows: tuple[int, ...] = ()
+    workers: int = 1
 
     def key_file(self, task: int, part: int = 0) -> str:
         """The key file of task ``task`` for key partition ``part``."""

@@ -9,7 +9,8 @@ Phases (see :class:`dataforge.step.GlobalStep`):
 3. ``candidates`` (one task per band partition): documents that share a band bucket become
    candidate pairs. Only one partition's bands are in memory at a time. Each partition's pairs are
    written grouped by *verify partition* (a hash of the pair's first document).
-4. ``verify_pairs`` (one task per verify partition: one per ``VERIFY_DOCS`` documents, at most
+4. ``verify_pairs`` (one task per verify partition: one per ``VERIFY_DOCS`` documents, rounded
+   up to a multiple of the workers when partitions stay >= ``MIN_VERIFY_DOCS``, at most
    ``MAX_VERIFY_PARTS``): the unique candidate pairs of the partition are checked (``exact``
    Jaccard of the shingle sets, or the ``estimate`` from signatures, or ``none``). Only this
    partition's documents' signatures and shingle sets are in memory, so verification runs in
@@ -74,7 +75,10 @@ ALL_PAIRS_MAX = 12  # buckets up to this size give every pair; larger ones a sta
 # Verify partitions: one per VERIFY_DOCS documents, at most MAX_VERIFY_PARTS. Each reads the
 # signatures and texts it needs from every task, so fewer, larger partitions cost less; these bound
 # the documents one partition holds (~25% of them are candidates in a corpus with ~10% duplicates).
+# With several workers the count is rounded up to a multiple of the worker count, as long as each
+# partition still covers MIN_VERIFY_DOCS documents (below that, one task is cheaper than several).
 VERIFY_DOCS = 250_000
+MIN_VERIFY_DOCS = 20_000
 MAX_VERIFY_PARTS = 256
 ATTR_TYPES = {"id": pl.Utf8, "source": pl.Utf8, "length": pl.Int64, "value": pl.Float64}
 # Decision rows are written (and their ids and sources looked up) this many at a time.
@@ -572,11 +576,15 @@ def _bucket_edges(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def verify_parts(ctx: GlobalContext) -> int:
-    """Number of verify partitions: one per ``VERIFY_DOCS`` documents, at most
+    """Number of verify partitions: one per ``VERIFY_DOCS`` documents, rounded up to a multiple of
+    ``ctx.workers`` while each partition keeps at least ``MIN_VERIFY_DOCS`` documents, at most
     ``MAX_VERIFY_PARTS``. The output does not depend on it (each pair is verified once, wherever
     it lands)."""
     docs = int(sum(ctx.task_rows))
-    return max(1, min(-(-docs // VERIFY_DOCS), MAX_VERIFY_PARTS))
+    parts = -(-docs // VERIFY_DOCS)
+    workers = max(1, ctx.workers)
+    rounded = min(-(-parts // workers) * workers, docs // MIN_VERIFY_DOCS)
+    return max(1, min(max(parts, rounded), MAX_VERIFY_PARTS))
 
 
 def _plan_verify(ctx: GlobalContext) -> int:

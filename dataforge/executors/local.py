@@ -114,6 +114,7 @@ class LocalExecutor:
     def __init__(self, *, workers: int = 1) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._failed = False  # a map raised: pool tasks may still run
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -238,6 +239,7 @@ class LocalExecutor:
             while count < n:
                 drain(block=True)
         except BaseException:
+            self._failed = True
             with lock:
                 state["stop"] = True
                 pending = list(in_flight)
@@ -267,6 +269,11 @@ class LocalExecutor:
                 os.unlink(path)
 
     def close(self) -> None:
+        """Release the pool. After maps that finished, its workers are idle: they are told to
+        exit and not waited for (a worker's interpreter takes ~0.4 s to shut down, which the run
+        spends writing its reports instead; the interpreter joins them at exit). After a map that
+        failed, tasks may still be running, so this waits for them."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=self._failed, cancel_futures=True)
             self._pool = None
+            self._failed = False

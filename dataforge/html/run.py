@@ -59,7 +59,9 @@ def _frames(
     """Each listed shard in order, with those of ``columns`` it has (missing files are skipped).
 
     With ``where`` (an expression over column ``key``) only matching rows come back, and the wide
-    columns (text) are read only for shards and rows that match: the key column is read first.
+    columns (text) are read only for shards and rows that match: the key column is read first. From
+    Arrow shards they come one record batch at a time, and only the batches holding a match are
+    read (and decompressed) in full, so a caller that stops early reads little.
     """
     for e in entries:
         p = out / e["path"]
@@ -76,11 +78,34 @@ def _frames(
             continue
         if key not in names:
             return
+        if p.suffix != ".parquet":
+            yield from _matching_batches(p, names, cols, key, where)
+            continue
         idx = lf.select(key).with_row_index("__i").filter(where).select("__i").collect()["__i"]
         if idx.is_empty():
             continue
         rows = lf.select(cols).with_row_index("__i").filter(pl.col("__i").is_in(idx.to_list())).collect()
         yield rows.drop("__i")
+
+
+def _matching_batches(
+    path: Path, names: list[str], cols: list[str], key: str, where: pl.Expr
+) -> Iterator[pl.DataFrame]:
+    """The rows of an Arrow IPC shard where ``where`` holds, batch by batch: column ``key`` of each
+    record batch is read first, ``cols`` only of the batches with a match."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    def reader(src: pa.MemoryMappedFile, fields: list[str]) -> ipc.RecordBatchFileReader:
+        wanted = sorted({names.index(f) for f in fields})
+        return ipc.open_file(src, options=ipc.IpcReadOptions(included_fields=wanted))
+
+    with pa.memory_map(str(path)) as src:
+        keys, full = reader(src, [key]), reader(src, cols)
+        for i in range(keys.num_record_batches):
+            mask = pl.DataFrame(pl.from_arrow(keys.get_batch(i))).select(where.alias("m"))["m"]
+            if mask.any():
+                yield pl.DataFrame(pl.from_arrow(full.get_batch(i))).filter(mask).select(cols)
 
 
 def _schema_of(out: Path, entries: list[dict[str, Any]]) -> list[str]:

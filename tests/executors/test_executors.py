@@ -187,3 +187,50 @@ def test_function_files_of_killed_drivers_are_removed(tmp_path, monkeypatch):
     assert not orphan.exists()
     assert live.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.glob("dataforge-map-*")) == sorted([live.name, other.name])
+
+
+def write_late_in_pool(driver_pid: int, folder: str, x: int) -> int:
+    """In the driver: fail at once. In the pool worker: sleep, then leave a file behind."""
+    import os
+    import pathlib
+    import time
+
+    if os.getpid() == driver_pid:
+        msg = f"driver task {x} failed"
+        raise InputError(msg)
+    time.sleep(1.0)
+    pathlib.Path(folder, f"done-{x}").write_text("x")
+    return x
+
+
+def test_close_after_a_failed_map_waits_for_tasks_still_running(tmp_path):
+    """After an error, a pool task may still be running: close() waits for it, so nothing writes
+    into the run's folders once the caller has the error."""
+    import functools
+    import os
+
+    ex = make_executor("local", workers=2)
+    try:
+        with pytest.raises(InputError, match="driver task 1 failed"):
+            ex.map(functools.partial(write_late_in_pool, os.getpid(), str(tmp_path)), [0, 1])
+    finally:
+        ex.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["done-0"]  # the pool's task 0 had finished
+
+
+def test_close_after_successful_maps_lets_the_workers_exit():
+    """close() does not wait for idle workers to shut down, but they do exit."""
+    import multiprocessing as mp
+    import os
+
+    ex = make_executor("local", workers=2)
+    try:
+        pids = {pid for _, pid in ex.map(slow_square, list(range(20)))}
+    finally:
+        ex.close()
+    workers = [p for p in mp.active_children() if p.pid in pids - {os.getpid()}]
+    assert len(workers) == 1  # the pool's one process ran tasks
+    for p in workers:
+        p.join(timeout=60)
+    assert all(p.exitcode == 0 for p in workers)
+    assert not [p for p in mp.active_children() if p.pid in pids]

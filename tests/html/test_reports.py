@@ -267,3 +267,36 @@ def test_100k_inputs_list_the_busiest_with_a_pointer_to_report_json(demo_outputs
     assert "in/000997.json" not in table  # 0 rows
     assert "every input is in <a href='report.json'>report.json</a>" in page
     assert len(page.encode()) < 2_000_000
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_report_rows_matching_a_key_equal_a_filter_of_the_shards(tmp_path, monkeypatch, fmt):
+    """The report reads sample rows by key (cluster representatives, PII samples): from Arrow
+    shards one matching record batch at a time. The rows must equal a plain filter of the shards,
+    in order, across shards and batches; a shard without the key column ends the search."""
+    from dataforge.html.run import _frames
+    from dataforge.io import shards
+
+    monkeypatch.setattr(shards, "RECORD_BATCH_ROWS", 7)  # many batches per shard
+    full = pl.DataFrame(
+        {
+            "id": [f"d{i}" for i in range(100)],
+            "text": [f"text {i} " * (i % 5) for i in range(100)],
+            "cluster_id": [None if i % 3 == 0 else i // 4 for i in range(100)],
+        },
+        schema={"id": pl.Utf8, "text": pl.Utf8, "cluster_id": pl.Int64},
+    )
+    entries = []
+    for k, (lo, hi) in enumerate([(0, 45), (45, 45), (45, 100)]):
+        name = f"data/part-{k:05d}.{fmt}"
+        shards.write_shard(full[lo:hi].to_arrow(), tmp_path / name, format=fmt)
+        entries.append({"path": name})
+    wanted = [1, 2, 11, 13, 24, 999]
+    where = pl.col("cluster_id").is_in(wanted)
+    got = list(_frames(tmp_path, entries, ["text", "cluster_id", "missing"], key="cluster_id", where=where))
+    expected = full.filter(where).select("text", "cluster_id")
+    assert expected.height > 10
+    assert pl.concat(got).equals(expected)
+    if fmt == "arrow":
+        assert len(got) > 3 and all(f.height <= 7 for f in got)  # batch by batch, only matching ones
+    assert list(_frames(tmp_path, entries, ["id"], key="nope", where=pl.col("nope") > 0)) == []
