@@ -43,6 +43,7 @@ def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
                 "against": [],
                 "against_text_field": "text",
                 "against_id_field": "id",
+                "hash_partitions": 16,
             }
         }
     ]
@@ -63,7 +64,7 @@ def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
         (with_(steps=[{"dedup.exact_": {}}]), "unknown step 'dedup.exact_'; valid: .*dedup.exact"),
         (
             with_(steps=[{"dedup.exact": {"kep": "first"}}]),
-            "unknown option 'kep'; valid: against, against_id_field, against_text_field, keep, normalize",
+            "unknown option 'kep'; valid: against, against_id_field, against_text_field, hash_partitions, keep, normalize",
         ),
         (with_(steps=[{"dedup.exact": {"keep": "random"}}]), "unknown keep 'random'; valid: first, last"),
         (with_(steps=[{"dedup.exact": {"keep": 3}}]), "option 'keep' must be str, got 3"),

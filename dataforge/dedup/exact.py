@@ -11,6 +11,13 @@ normalized content equals a reference document are dropped too, with reason
 ``exact_duplicate_of_reference`` and ``dup_of`` the reference id; the reference is not modified.
 This is what incremental runs use to keep a release free of duplicates across increments.
 
+Phases (see :class:`dataforge.step.GlobalStep`): the key table (hash, id, position) is split by
+hash into ``hash_partitions`` partitions (``reference``, one task per reference file, splits the
+reference set's hashes the same way); ``decide`` runs once per partition (in parallel; equal
+contents always share a partition, so each group is decided whole), holding only that
+partition's keys; ``finalize`` merges the partitions' decisions, which are sorted by task and row,
+a few tasks at a time into the run's decision table. No process holds every key of the corpus.
+
 Example (YAML)::
 
     - dedup.exact: {normalize: lower, keep: first}
@@ -18,7 +25,10 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
@@ -26,11 +36,15 @@ import pyarrow as pa
 import xxhash
 
 from dataforge.errors import ConfigError, choices
+from dataforge.io.shards import atomic_path, write_json_atomic
 from dataforge.registry import register
-from dataforge.step import GlobalContext, GlobalStep, StepOutput
+from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
 NORMALIZE = ("none", "whitespace", "lower")
 KEEP = ("first", "last")
+DEFAULT_PARTITIONS = 16
+# finalize merges the partitions' decisions this many rows (at least) at a time
+MERGE_ROWS = 200_000
 
 
 def _normalized(text: pl.Expr, mode: str) -> pl.Expr:
@@ -66,6 +80,8 @@ class ExactDedup(GlobalStep):
         against: files, folders or globs of a reference set; rows equal to a reference document
             are dropped (``exact_duplicate_of_reference``).
         against_text_field, against_id_field: fields of the reference files.
+        hash_partitions: partitions of the key table (1-1024, default 16): ``decide`` holds one
+            partition's keys at a time. The output does not depend on it.
     """
 
     summary: ClassVar[str] = "Drop exact duplicates of normalized content across all shards."
@@ -76,6 +92,7 @@ class ExactDedup(GlobalStep):
     against: tuple[str, ...] = ()
     against_text_field: str = "text"
     against_id_field: str = "id"
+    hash_partitions: int = DEFAULT_PARTITIONS
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZE:
@@ -87,6 +104,14 @@ class ExactDedup(GlobalStep):
         if isinstance(self.against, str):
             self.against = (self.against,)
         self.against = tuple(self.against)
+        if isinstance(self.hash_partitions, bool) or not isinstance(self.hash_partitions, int):
+            msg = f"dedup.exact: option 'hash_partitions' must be an integer, got {self.hash_partitions!r}"
+            raise ConfigError(msg)
+        check_range(self.name, "hash_partitions", self.hash_partitions, 1, 1024)
+
+    @property
+    def partitions(self) -> int:
+        return self.hash_partitions
 
     def output_columns(self) -> dict[str, pa.DataType]:
         return {"content_hash": pa.large_string(), "exact_dups": pa.int32(), "dup_of": pa.large_string()}
@@ -95,56 +120,89 @@ class ExactDedup(GlobalStep):
         return {"hi": pa.uint64(), "lo": pa.uint64(), "id": pa.large_string()}
 
     def keys(self, frame: pl.DataFrame, ctx: GlobalContext) -> pl.DataFrame:
-        return content_hashes(frame, self.normalize).select("hi", "lo").with_columns(frame["id"])
+        keys = content_hashes(frame, self.normalize).select("hi", "lo").with_columns(frame["id"])
+        return keys.with_columns(_partition(pl.col("hi"), self.partitions))
 
     def phases(self, ctx: GlobalContext) -> list[tuple[str, int]]:
-        return [("decide", 1)]
+        ref = [("reference", len(self._reference_files()[1]))] if self.against else []
+        return [*ref, ("decide", self.partitions), ("finalize", 1)]
 
-    def _reference_hashes(self) -> pl.DataFrame:
-        """(hi, lo, ref_id) of every reference document (first id per distinct content)."""
+    def _reference_files(self) -> tuple[Any, list[Any]]:
         from dataforge.io.inputs import InputSpec, discover
-        from dataforge.io.readers import check_file, read_batches
 
         spec = InputSpec(
             paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
         )
-        parts = []
-        for f in discover(spec):
-            check_file(f, spec)
-            for batch in read_batches(f, spec):
-                if batch.docs.height:
-                    parts.append(
-                        content_hashes(batch.docs, self.normalize)
-                        .select("hi", "lo")
-                        .with_columns(batch.docs["id"].alias("ref_id"))
-                    )
+        return spec, discover(spec)
+
+    def reference(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
+        """Hash reference file ``item`` and write its (hi, lo, ref_id) rows split by partition
+        (``ref/fNNNNN-pNNN.arrow``), in file order: ``decide`` reads only its partition's."""
+        from dataforge.io.readers import check_file, read_batches
+
+        spec, files = self._reference_files()
+        f = files[item]
+        check_file(f, spec)
+        parts = [
+            content_hashes(batch.docs, self.normalize)
+            .select("hi", "lo")
+            .with_columns(batch.docs["id"].alias("ref_id"))
+            for batch in read_batches(f, spec)
+            if batch.docs.height
+        ]
         schema = {"hi": pl.UInt64, "lo": pl.UInt64, "ref_id": pl.Utf8}
-        if not parts:
-            return pl.DataFrame(schema=schema)
-        return pl.concat(parts).unique(["hi", "lo"], keep="first", maintain_order=True)
+        frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+        part = frame.select(_partition(pl.col("hi"), self.partitions)).to_series()
+        Path(ctx.path("ref")).mkdir(parents=True, exist_ok=True)
+        for p in range(self.partitions):
+            _write_frame(ctx.path(f"ref/f{item:05d}-p{p:03d}.arrow"), frame.filter(part == p))
+        return {"documents": frame.height}
+
+    def _reference_hashes(self, ctx: GlobalContext, part: int) -> pl.LazyFrame:
+        """(hi, lo, ref_id) of the reference documents of partition ``part`` (the first id per
+        distinct content, in reference file order)."""
+        _, files = self._reference_files()
+        paths = [ctx.path(f"ref/f{i:05d}-p{part:03d}.arrow") for i in range(len(files))]
+        return pl.scan_ipc(paths).unique(["hi", "lo"], keep="first", maintain_order=True)
 
     def decide(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
-        """Find every group of equal hashes across all tasks (and the reference); write the decisions."""
-        decisions = self._decisions(pl.scan_ipc(ctx.key_files()))
+        """Decide every group of equal hashes in partition ``item`` (and its reference hashes);
+        write the partition's decisions, sorted by task and row, to ``decided-pNNN.arrow``."""
+        keys = pl.scan_ipc(ctx.key_files(item))
+        decisions = self._decisions(keys)
         n_ref = 0
         if self.against:
-            decisions, n_ref = self._with_reference(pl.scan_ipc(ctx.key_files()), decisions)
-        ctx.write_decisions([decisions])
+            decisions, n_ref = self._with_reference(keys, decisions, ctx, item)
+        _write_frame(ctx.path(f"decided-p{item:03d}.arrow"), decisions)
         out: dict[str, Any] = {
             "rows": decisions.height,
             "dropped": int(decisions["reason"].is_not_null().sum()),
         }
         if self.against:
             out["reference_duplicates"] = n_ref
+        write_json_atomic(ctx.path(f"decided-p{item:03d}.json"), out)
         return out
 
-    def _with_reference(self, keys: pl.LazyFrame, decisions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        """Overlay drops of rows equal to a reference document onto the in-run decisions."""
+    def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
+        """Merge the partitions' sorted decisions into the run's decision table."""
+        files = [ctx.path(f"decided-p{p:03d}.arrow") for p in range(self.partitions)]
+        rows = ctx.write_decisions(_merge_sorted(files))
+        parts = [json.loads(Path(f"{f[: -len('.arrow')]}.json").read_text()) for f in files]
+        out: dict[str, Any] = {"rows": rows, "dropped": sum(p["dropped"] for p in parts)}
+        if self.against:
+            out["reference_duplicates"] = sum(p["reference_duplicates"] for p in parts)
+        return out
+
+    def _with_reference(
+        self, keys: pl.LazyFrame, decisions: pl.DataFrame, ctx: GlobalContext, part: int
+    ) -> tuple[pl.DataFrame, int]:
+        """Overlay drops of rows equal to a reference document (of partition ``part``) onto the
+        in-run decisions."""
         if not keys.collect_schema().names():
             return decisions, 0
-        ref = self._reference_hashes()
+        ref = self._reference_hashes(ctx, part)
         hits = (
-            keys.join(ref.lazy(), on=["hi", "lo"], how="inner")
+            keys.join(ref, on=["hi", "lo"], how="inner")
             .with_columns(pl.len().over("hi", "lo").cast(pl.Int32).alias("exact_dups"))
             .select(
                 "_task",
@@ -215,3 +273,73 @@ class ExactDedup(GlobalStep):
             joined["dup_of"].alias("dup_of"),
         )
         return StepOutput(out, reason=joined["reason"], detail=joined["detail"])
+
+
+def _partition(hi: pl.Expr, partitions: int) -> pl.Expr:
+    """The key partition of a content hash (its high half modulo the partition count)."""
+    return (hi % partitions).cast(pl.Int16).alias("_part")
+
+
+def _write_frame(path: str, frame: pl.DataFrame) -> None:
+    """``frame`` to an Arrow IPC file, atomically, rows in order."""
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    with atomic_path(path) as tmp, pa.ipc.new_file(str(tmp), table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=65_536):
+            writer.write_batch(batch)
+
+
+def _merge_sorted(files: list[str]) -> Iterator[pl.DataFrame]:
+    """The rows of ``files`` (each sorted by ``_task``, ``_ord``; no row in two files) merged in
+    that order, about ``MERGE_ROWS`` at a time: record batches are read in order from every file,
+    and everything up to the smallest last ``_task`` read from a file that still has batches is
+    sorted and given out. Memory holds about one batch per file plus one piece."""
+    readers = []
+    sources = []
+    for f in files:
+        src = pa.memory_map(f)
+        sources.append(src)
+        readers.append(pa.ipc.open_file(src))
+    try:
+        schema = readers[0].schema if readers else None
+        next_batch = [0] * len(readers)
+        held: list[pa.RecordBatch] = []
+        last_task = [-1] * len(readers)  # largest _task read so far from each file
+        yielded = False
+        while True:
+            open_files = [i for i, r in enumerate(readers) if next_batch[i] < r.num_record_batches]
+            if not open_files:
+                break
+            # read from the file that is furthest behind, until MERGE_ROWS rows are held
+            i = min(open_files, key=lambda k: (last_task[k], k))
+            batch = readers[i].get_batch(next_batch[i]).cast(schema)
+            next_batch[i] += 1
+            if batch.num_rows:
+                held.append(batch)
+                last_task[i] = int(batch.column("_task")[-1].as_py())
+            if sum(b.num_rows for b in held) < MERGE_ROWS:
+                continue
+            # every task below the smallest last task of a file with batches left is complete
+            still = [k for k in range(len(readers)) if next_batch[k] < readers[k].num_record_batches]
+            bound = min((last_task[k] for k in still), default=None)
+            frame, held = _split_below(held, schema, bound)
+            if frame.height:
+                yielded = True
+                yield frame
+        if held or not yielded:
+            table = pa.Table.from_batches(held, schema=schema) if schema is not None else pa.table({})
+            yield pl.DataFrame(pl.from_arrow(table)).sort("_task", "_ord")
+    finally:
+        for src in sources:
+            src.close()
+
+
+def _split_below(
+    held: list[pa.RecordBatch], schema: pa.Schema, bound: int | None
+) -> tuple[pl.DataFrame, list[pa.RecordBatch]]:
+    """Rows of ``held`` with ``_task < bound`` (all when ``bound`` is None), sorted, and the rest."""
+    frame = pl.DataFrame(pl.from_arrow(pa.Table.from_batches(held, schema=schema)))
+    if bound is None:
+        return frame.sort("_task", "_ord"), []
+    done = frame.filter(pl.col("_task") < bound).sort("_task", "_ord")
+    rest = frame.filter(pl.col("_task") >= bound)
+    return done, rest.to_arrow(compat_level=pl.CompatLevel.oldest()).to_batches()
