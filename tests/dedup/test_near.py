@@ -970,3 +970,27 @@ def test_exact_verification_in_small_chunks_gives_the_same_bytes(news_run, tmp_p
     ref_out, ref_report = news_run
     assert report.global_info["dedup.minhash"]["finalize"]["verified_pairs"] > 7
     assert digests(out) == digests(ref_out)
+
+
+@pytest.mark.parametrize(
+    ("docs", "workers", "parts"),
+    [
+        (10, 1, 1),
+        (10, 4, 1),  # too few documents to split
+        (30_000, 2, 1),  # a second partition would hold < MIN_VERIFY_DOCS
+        (100_000, 1, 1),
+        (100_000, 2, 2),
+        (100_000, 8, 5),  # as many as keep >= 20k documents each
+        (1_000_000, 1, 4),  # one per 250k
+        (1_000_000, 3, 6),  # rounded up to a multiple of the workers
+        (10**9, 7, 256),  # at most MAX_VERIFY_PARTS
+    ],
+)
+def test_verify_partitions_follow_documents_and_workers(docs, workers, parts):
+    import dataforge.dedup.near as near
+    from dataforge.step import GlobalContext
+
+    ctx = GlobalContext(
+        work="w", stage_dir="s", n_tasks=2, task_rows=(docs // 2, docs - docs // 2), workers=workers
+    )
+    assert near.verify_parts(ctx) == parts
