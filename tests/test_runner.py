@@ -14,6 +14,7 @@ import pytest
 
 import dataforge
 from dataforge.config import ExecutorSpec, OutputSpec, Pipeline
+from dataforge.dedup.exact import DEFAULT_PARTITIONS
 from dataforge.errors import InputError, OutputError
 from dataforge.executors.local import LocalExecutor
 from dataforge.io.inputs import InputSpec
@@ -280,7 +281,12 @@ class CrashingExecutor(LocalExecutor):
         return results
 
 
-@pytest.mark.parametrize("budget", [2, 5, 7, 9, 13])
+# 5 stage-0 tasks; dedup.exact's 16 `decide` tasks (one per hash partition) and its `finalize`;
+# 5 stage-1 tasks; then assembly (no markers: cheap, rewritten)
+MARKED_TASKS = 5 + DEFAULT_PARTITIONS + 1 + 5
+
+
+@pytest.mark.parametrize("budget", [2, 5, 13, 5 + DEFAULT_PARTITIONS + 1, MARKED_TASKS - 2, MARKED_TASKS + 2])
 def test_resume_after_crash_gives_identical_bytes(multi_input, reference_run, tmp_path, budget):
     ref, _ = reference_run
     out = tmp_path / "crash"
@@ -289,8 +295,7 @@ def test_resume_after_crash_gives_identical_bytes(multi_input, reference_run, tm
     assert not (out / "manifest.json").exists()  # nothing looks complete
     work = next((out / "_work").iterdir())
     markers_before = sorted(p.name for p in work.rglob("*.done.json"))
-    # 5 stage-0 tasks, the global decision, 5 stage-1 tasks; then assembly (no markers: cheap, rewritten)
-    assert len(markers_before) == min(budget, 11)
+    assert len(markers_before) == min(budget, MARKED_TASKS)
     run_pipeline(demo_pipeline(multi_input, out))
     assert digests(out) == digests(ref)
     assert not (out / "_work").exists()
