@@ -43,6 +43,7 @@ from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 NORMALIZE = ("none", "whitespace", "lower")
 KEEP = ("first", "last")
 DEFAULT_PARTITIONS = 16
+MAX_PARTITIONS = 256  # finalize holds one open file per partition (a soft limit of 1,024 is common)
 # finalize merges the partitions' decisions this many rows (at least) at a time
 MERGE_ROWS = 200_000
 
@@ -80,8 +81,9 @@ class ExactDedup(GlobalStep):
         against: files, folders or globs of a reference set; rows equal to a reference document
             are dropped (``exact_duplicate_of_reference``).
         against_text_field, against_id_field: fields of the reference files.
-        hash_partitions: partitions of the key table (1-1024, default 16): ``decide`` holds one
-            partition's keys at a time. The output does not depend on it.
+        hash_partitions: partitions of the key table (1-256, default 16): ``decide`` holds one
+            partition's keys at a time. The output does not depend on it. (``finalize`` keeps
+            every partition's file open while it merges them, hence the bound.)
     """
 
     summary: ClassVar[str] = "Drop exact duplicates of normalized content across all shards."
@@ -107,7 +109,7 @@ class ExactDedup(GlobalStep):
         if isinstance(self.hash_partitions, bool) or not isinstance(self.hash_partitions, int):
             msg = f"dedup.exact: option 'hash_partitions' must be an integer, got {self.hash_partitions!r}"
             raise ConfigError(msg)
-        check_range(self.name, "hash_partitions", self.hash_partitions, 1, 1024)
+        check_range(self.name, "hash_partitions", self.hash_partitions, 1, MAX_PARTITIONS)
 
     @property
     def partitions(self) -> int:
