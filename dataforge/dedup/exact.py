@@ -305,7 +305,9 @@ def _merge_sorted(files: list[str]) -> Iterator[pl.DataFrame]:
         schema = readers[0].schema if readers else None
         next_batch = [0] * len(readers)
         held: list[pa.RecordBatch] = []
+        n_held = 0
         last_task = [-1] * len(readers)  # largest _task read so far from each file
+        last_bound: int | None = -1
         yielded = False
         while True:
             open_files = [i for i, r in enumerate(readers) if next_batch[i] < r.num_record_batches]
@@ -317,13 +319,18 @@ def _merge_sorted(files: list[str]) -> Iterator[pl.DataFrame]:
             next_batch[i] += 1
             if batch.num_rows:
                 held.append(batch)
+                n_held += batch.num_rows
                 last_task[i] = int(batch.column("_task")[-1].as_py())
-            if sum(b.num_rows for b in held) < MERGE_ROWS:
+            if n_held < MERGE_ROWS:
                 continue
             # every task below the smallest last task of a file with batches left is complete
             still = [k for k in range(len(readers)) if next_batch[k] < readers[k].num_record_batches]
             bound = min((last_task[k] for k in still), default=None)
+            if bound is not None and bound == last_bound:
+                continue  # nothing new is complete: read on
+            last_bound = bound
             frame, held = _split_below(held, schema, bound)
+            n_held = sum(b.num_rows for b in held)
             if frame.height:
                 yielded = True
                 yield frame
