@@ -39,7 +39,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dataforge validate out/demo-curriculum --train-steps 200 --report out/demo-validation.html
 
 # The MinHash kernels are compiled (and cached) once first: otherwise every test process started
-# before the cache exists compiles them again (~1 min each). Then two runs on 2 xdist workers (a
+# before the cache exists compiles them again (~40 s each). Then two runs on 2 xdist workers (a
 # file's tests stay on one worker, so module fixtures are built once): the tests that start no Ray,
 # then the Ray tests (two files' Ray clusters at a time: 2 min 35 s instead of 3 min 37 s one at a
 # time, measured 2026-11-29; they mostly wait on Ray's start-up, not on the CPU).

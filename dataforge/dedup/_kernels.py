@@ -581,17 +581,15 @@ def char_shingle_hashes(buf, offsets, n, mode):
         if chars == 0:
             ci = cj
             continue
-        if chars < n:
-            out[o] = _hash_span(buf, lo, hi - lo, mode, w)
+        # a document shorter than n characters is one shingle: itself. One call site of the
+        # (inlined) hash keeps the compiled kernel half the size, and its compile time too.
+        count = chars - n + 1 if chars >= n else 1
+        for k in range(count):
+            start = cps[ci + k] if chars >= n else lo
+            end = hi if k + n >= chars else cps[ci + k + n]
+            out[o] = _hash_span(buf, start, end - start, mode, w)
             o += 1
-            n_sh[d] = 1
-        else:
-            for k in range(chars - n + 1):
-                start = cps[ci + k]
-                end = hi if k + n == chars else cps[ci + k + n]
-                out[o] = _hash_span(buf, start, end - start, mode, w)
-                o += 1
-            n_sh[d] = chars - n + 1
+        n_sh[d] = count
         ci = cj
     return out[:o], n_sh
 

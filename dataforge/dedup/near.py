@@ -472,7 +472,7 @@ def compile_kernels() -> list[str]:
     """Compile (and cache next to the code) every compiled kernel a MinHash run uses, for both hash
     modes and shingle kinds, and return their names.
 
-    The kernels compile on first use, which takes about a minute on a 2-core machine and is
+    The kernels compile on first use, which takes ~40 s on a 2-core machine and is
     repeated by every process that starts before the cache is written. Call this once after
     installing (a container build, a cluster node's setup, before parallel tests) so that runs
     start at full speed::
