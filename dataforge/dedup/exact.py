@@ -36,7 +36,7 @@ import pyarrow as pa
 import xxhash
 
 from dataforge.errors import ConfigError, choices
-from dataforge.io.shards import atomic_path, write_json_atomic
+from dataforge.io.shards import write_ipc_atomic, write_json_atomic
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
@@ -163,7 +163,7 @@ class ExactDedup(GlobalStep):
         part = frame.select(_partition(pl.col("hi"), self.partitions)).to_series()
         Path(ctx.path("ref")).mkdir(parents=True, exist_ok=True)
         for p in range(self.partitions):
-            _write_frame(ctx.path(f"ref/f{item:05d}-p{p:03d}.arrow"), frame.filter(part == p))
+            _write_ipc(ctx.path(f"ref/f{item:05d}-p{p:03d}.arrow"), frame.filter(part == p))
         return {"documents": frame.height}
 
     def _reference_hashes(self, ctx: GlobalContext, part: int) -> pl.LazyFrame:
@@ -181,7 +181,7 @@ class ExactDedup(GlobalStep):
         n_ref = 0
         if self.against:
             decisions, n_ref = self._with_reference(keys, decisions, ctx, item)
-        _write_frame(ctx.path(f"decided-p{item:03d}.arrow"), decisions)
+        _write_ipc(ctx.path(f"decided-p{item:03d}.arrow"), decisions)
         out: dict[str, Any] = {
             "rows": decisions.height,
             "dropped": int(decisions["reason"].is_not_null().sum()),
@@ -283,17 +283,14 @@ class ExactDedup(GlobalStep):
         return StepOutput(out, reason=joined["reason"], detail=joined["detail"])
 
 
+def _write_ipc(path: str, frame: pl.DataFrame) -> None:
+    """A work file in record batches of at most 65,536 rows: the merge holds one batch per file."""
+    write_ipc_atomic(path, frame, record_batch_size=65_536)
+
+
 def _partition(hi: pl.Expr, partitions: int) -> pl.Expr:
     """The key partition of a content hash (its high half modulo the partition count)."""
     return (hi % partitions).cast(pl.Int16).alias("_part")
-
-
-def _write_frame(path: str, frame: pl.DataFrame) -> None:
-    """``frame`` to an Arrow IPC file, atomically, rows in order."""
-    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
-    with atomic_path(path) as tmp, pa.ipc.new_file(str(tmp), table.schema) as writer:
-        for batch in table.to_batches(max_chunksize=65_536):
-            writer.write_batch(batch)
 
 
 def _merge_sorted(files: list[str]) -> Iterator[pl.DataFrame]:

@@ -50,6 +50,7 @@ from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_pa
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
 from dataforge.errors import ConfigError, OutputError, choices
 from dataforge.io.shards import atomic_path, write_json_atomic
+from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
@@ -525,18 +526,6 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
             np.save(fh, arr)
     except (OSError, ValueError) as exc:  # numpy reports a short write as ValueError
         msg = f"cannot write work file {path}: {getattr(exc, 'strerror', None) or exc}"
-        raise OutputError(msg) from None
-
-
-def _write_ipc(path: str, frame: pl.DataFrame) -> None:
-    """A work file; strings as plain large strings (not views), so that readers can memory-map it
-    and take single rows with pyarrow."""
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_path(path) as tmp:
-            frame.write_ipc(tmp, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
-    except OSError as exc:
-        msg = f"cannot write work file {path}: {exc.strerror or exc}"
         raise OutputError(msg) from None
 
 

@@ -202,6 +202,26 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise OutputError(msg) from None
 
 
+def write_ipc_atomic(path: str | Path, frame: Any, *, record_batch_size: int | None = None) -> None:
+    """Write a Polars DataFrame to an uncompressed Arrow IPC work file atomically (its folder
+    created), strings as plain large strings (not views), so that readers can memory-map it and
+    take single rows with pyarrow. ``record_batch_size`` bounds the rows per record batch."""
+    import polars as pl
+
+    try:
+        os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+        with atomic_path(path) as tmp:
+            frame.write_ipc(
+                tmp,
+                compression="uncompressed",
+                compat_level=pl.CompatLevel.oldest(),
+                record_batch_size=record_batch_size,
+            )
+    except OSError as exc:
+        msg = f"cannot write work file {path}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as stable, indented JSON (sorted keys) atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
