@@ -388,9 +388,65 @@ def non_ascii_rows(buf, offsets):
 
 
 @njit(cache=True)
-def canonical(buf, offsets, table):
+def only_separator_chars(buf, offsets, rows, table):
+    """For each document ``rows[r]``: True when every non-ASCII code point it holds is flagged in
+    ``table`` (a uint8 flag per code point below U+10000), i.e. is a separator whatever its context.
+
+    Such a document is normalized by treating every byte >= 0x80 as a separator (see
+    :func:`canonical`) instead of going through Unicode normalization. Text is valid UTF-8 (Arrow strings are).
+    """
+    out = np.zeros(rows.shape[0], dtype=np.bool_)
+    limit = table.shape[0]
+    for r in range(rows.shape[0]):
+        d = rows[r]
+        i = offsets[d]
+        hi = offsets[d + 1]
+        ok = True
+        while i < hi:
+            c = buf[i]
+            if c < 0x80:
+                i += 1
+                continue
+            if c >= 0xF0:  # four bytes: a code point above U+FFFF
+                ok = False
+                break
+            if c >= 0xE0:
+                cp = ((c & 0x0F) << 12) | ((buf[i + 1] & 0x3F) << 6) | (buf[i + 2] & 0x3F)
+                i += 3
+            else:
+                cp = ((c & 0x1F) << 6) | (buf[i + 1] & 0x3F)
+                i += 2
+            if cp >= limit or table[cp] == 0:
+                ok = False
+                break
+        out[r] = ok
+    return out
+
+
+@njit(inline="always")
+def _canonical_doc(src, lo, hi, tab, out, w):
+    doc_start = w
+    prev = np.uint8(32)  # as if a separator preceded the document
+    for i in range(lo, hi):
+        c = tab[src[i]]
+        repeat = (c == prev) & ((c == 32) | (c == 255))
+        out[w] = np.uint8(48) if c == 255 else c  # digit runs become "0"
+        w += not repeat
+        prev = c
+    if w > doc_start and out[w - 1] == 32:
+        w -= 1
+    return w
+
+
+@njit(cache=True)
+def canonical(buf, offsets, table, blank, blank_table, fixed_rows, fixed_buf, fixed_offsets):
     """Map every byte through ``table`` (32 = separator, 255 = digit), collapse each run of
     separators to one space and each run of digits to one ``0``, and trim each document.
+
+    - Documents flagged in ``blank`` (a bool per document, or empty for none) are mapped through
+      ``blank_table`` instead (the same with every byte >= 0x80 a separator).
+    - Document ``fixed_rows[k]`` (ascending) is read from document ``k`` of ``fixed_buf`` /
+      ``fixed_offsets`` instead of ``buf`` (its text after Unicode normalization).
 
     With a table that maps only ASCII whitespace to 32, this just collapses whitespace, so that
     words are always separated by exactly one space. Returns the new bytes and offsets.
@@ -399,21 +455,19 @@ def canonical(buf, offsets, table):
     separator or digit run (about 2x faster than branching on this data).
     """
     n_docs = offsets.shape[0] - 1
-    out = np.empty(buf.shape[0], dtype=np.uint8)
+    out = np.empty(buf.shape[0] + fixed_buf.shape[0], dtype=np.uint8)
     out_offsets = np.empty(n_docs + 1, dtype=np.int64)
     w = 0
     out_offsets[0] = 0
+    any_blank = blank.shape[0] > 0
+    k = 0
     for d in range(n_docs):
-        doc_start = w
-        prev = np.uint8(32)  # as if a separator preceded the document
-        for i in range(offsets[d], offsets[d + 1]):
-            c = table[buf[i]]
-            repeat = (c == prev) & ((c == 32) | (c == 255))
-            out[w] = np.uint8(48) if c == 255 else c  # digit runs become "0"
-            w += not repeat
-            prev = c
-        if w > doc_start and out[w - 1] == 32:
-            w -= 1
+        if k < fixed_rows.shape[0] and fixed_rows[k] == d:
+            w = _canonical_doc(fixed_buf, fixed_offsets[k], fixed_offsets[k + 1], table, out, w)
+            k += 1
+        else:
+            tab = blank_table if any_blank and blank[d] else table
+            w = _canonical_doc(buf, offsets[d], offsets[d + 1], tab, out, w)
         out_offsets[d + 1] = w
     return out[:w], out_offsets
 

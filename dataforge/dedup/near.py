@@ -483,7 +483,9 @@ def compile_kernels() -> list[str]:
     from dataforge.dedup import _kernels as K
     from dataforge.dedup import lsh
 
-    texts = pl.Series(["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b"])
+    texts = pl.Series(
+        ["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b", "“quoted” — text"]
+    )
     for hash_mode in HASHES:
         for shingle in ("word:5", "char:5"):
             sig, n_sh = signatures(texts, MinHashParams(hash=hash_mode, shingle=shingle, num_perm=16))
@@ -496,6 +498,7 @@ def compile_kernels() -> list[str]:
     _jaccard_pairs(values, offs, idx, idx)
     kernels = {
         "non_ascii_rows": K.non_ascii_rows,
+        "only_separator_chars": K.only_separator_chars,
         "canonical": K.canonical,
         "word_shingle_hashes": K.word_shingle_hashes,
         "char_shingle_hashes": K.char_shingle_hashes,

@@ -209,14 +209,14 @@ def test_non_ascii_rows_at_every_alignment():
 def test_canonical_kernel_on_ascii_equals_reference():
     # the byte table alone (no Unicode pre-pass) is the whole normalization for ASCII rows
     data, offsets = pack([t.encode() for t in TRICKY_ASCII])
-    out, out_offsets = K.canonical(data, offsets, mh._TABLE)
+    out, out_offsets = mh.canonical_bytes(data, offsets, mh._TABLE)
     assert unpack(out, out_offsets) == [mh.normalize_text(t) for t in TRICKY_ASCII]
 
 
 def test_canonical_whitespace_table_only_collapses_whitespace():
     texts = TRICKY_ASCII + TRICKY_UNICODE
     data, offsets = pack([t.encode() for t in texts])
-    out, out_offsets = K.canonical(data, offsets, mh._WS_TABLE)
+    out, out_offsets = mh.canonical_bytes(data, offsets, mh._WS_TABLE)
     expected = [re.sub(r"[ \t\n\r\x0b\x0c]+", " ", t).strip(" ") for t in texts]
     assert unpack(out, out_offsets) == expected
 
@@ -231,6 +231,62 @@ def test_normalize_texts_equals_normalize_text_on_all_sample_texts(real_texts):
 def test_normalize_texts_handles_nulls_as_empty():
     got = mh.normalize_texts(pl.Series(["A b", None, "Ünïcode"], dtype=pl.Utf8))
     assert got.to_list() == ["a b", "", "unicode"]
+
+
+def test_separator_table_holds_only_context_free_separators():
+    """Every flagged character is a separator next to letters, digits, other flagged characters
+    and the ends of a document; and the common ones are flagged."""
+    table = mh.separator_table()
+    flagged = [chr(cp) for cp in np.flatnonzero(table)]
+    assert set("\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u3000\uff01") <= set(flagged)
+    assert "\u2122" not in flagged  # ™ is "tm" after NFKD: a letter pair, not a separator
+    assert "\u00e9" not in flagged and "\u0301" not in flagged
+    for c in flagged:
+        for text in (f"a{c}b", f"{c}x{c}", f"1{c}2", f"x{c}{flagged[0]}{c}y", f"A{c}\u00a8B"):
+            assert mh.normalize_text(text) == mh.normalize_text(text.replace(c, " ")), (hex(ord(c)), text)
+
+
+def test_only_separator_chars_kernel():
+    texts = ["plain", "“quoted” — yes…", "café", "a\u00a0b", "🙂 ok", "x™", "Ünïcode “q”", "—"]
+    data, offsets = pack([t.encode() for t in texts])
+    rows = np.arange(len(texts), dtype=np.int64)
+    got = K.only_separator_chars(data, offsets, rows, mh.separator_table())
+    assert got.tolist() == [True, True, False, True, False, False, False, True]
+    odd = np.array([1, 2, 7], dtype=np.int64)
+    assert K.only_separator_chars(data, offsets, odd, mh.separator_table()).tolist() == [True, False, True]
+
+
+def test_normalize_texts_mixes_byte_path_blanked_and_unicode_documents():
+    """Batches interleaving ASCII documents, documents whose only non-ASCII characters are
+    separators (blanked on the byte path) and documents with non-ASCII letters (Unicode path,
+    read from the normalized copy) give the reference normalization, in order."""
+    rng = np.random.default_rng(7)
+    seps = [chr(cp) for cp in np.flatnonzero(mh.separator_table())]
+    letters = list("éÉüßæœñçøåÆŒ日本語Ωкиї") + ["e\u0301", "™", "ﬁ", "²", "İ", "🙂"]
+    ascii_parts = ["word", "Two", "3", "45", " ", "  ", ",", ".", "\t", "x-y", "A"]
+    for _ in range(30):
+        texts = []
+        for _ in range(int(rng.integers(1, 40))):
+            kind = int(rng.integers(0, 3))
+            pool = ascii_parts + (seps if kind >= 1 else []) + (letters if kind == 2 else [])
+            n = int(rng.integers(0, 25))
+            texts.append("".join(pool[int(rng.integers(0, len(pool)))] for _ in range(n)))
+        got = mh.normalize_texts(pl.Series(texts, dtype=pl.Utf8)).to_list()
+        assert got == [mh.normalize_text(t) for t in texts]
+
+
+def test_normalize_texts_on_curly_quoted_prose(real_texts):
+    """Real prose with typographic punctuation (the common non-ASCII case) equals the reference
+    when its quotes are blanked on the byte path."""
+    curly = [
+        t.replace("'", "\u2019").replace(' "', " \u201c").replace('" ', "\u201d ").replace("--", "\u2014")
+        for t in real_texts[:300]
+    ]
+    data, offsets = pack([t.encode() for t in curly])
+    simple = K.only_separator_chars(data, offsets, np.arange(len(curly), dtype=np.int64), mh.separator_table())
+    assert simple.sum() > 100  # most of them take the byte path
+    got = mh.normalize_texts(pl.Series(curly)).to_list()
+    assert got == [mh.normalize_text(t) for t in curly]
 
 
 @pytest.mark.parametrize("text", ["Acme™ widgets", "25 ℃ today", "№ 5 tram", "ℌilbert space"])
