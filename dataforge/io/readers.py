@@ -278,7 +278,9 @@ def _iter_line_chunks(stream: IO[bytes]) -> Iterator[tuple[list[bytes], str | No
             return
         if not data:
             break
-        parts = (rest + data).split(b"\n")
+        parts = data.split(b"\n")  # not (rest + data): that would copy the whole chunk once more
+        if rest:
+            parts[0] = rest + parts[0]
         rest = parts.pop()
         yield parts, None, b""
     if rest:

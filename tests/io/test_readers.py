@@ -334,3 +334,23 @@ def test_big_integer_id_is_kept_exactly(make_jsonl):
     docs, rejects = read_all(path)
     assert rejects.height == 0
     assert docs["id"].to_list() == ["123456789012345678901234567890", "7"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64])
+def test_lines_straddling_read_chunks_are_rebuilt(tmp_path, monkeypatch, chunk):
+    """The reader reads fixed-size chunks and splits them at newlines: with chunks shorter than a
+    line (a line spread over many chunks, chunks with no newline at all), every record and every
+    reject comes out whole and once, as with one big chunk."""
+    import dataforge.io.readers as readers
+
+    sample = Path(__file__).resolve().parent.parent.parent / "sample_data"
+    raw = (sample / "defects" / "planted.jsonl").read_bytes()[:20_000]
+    raw = raw[: raw.rindex(b"\n") + 1] + b'{"id": "tail", "text": "no final newline"}'
+    path = tmp_path / "chunks.jsonl"
+    path.write_bytes(raw)
+    whole_docs, whole_rej = read_all(path)
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
+    docs, rejects = read_all(path)
+    assert docs.equals(whole_docs)
+    assert rejects.equals(whole_rej)
+    assert docs["id"][-1] == "tail" and docs.height + rejects.height == raw.count(b"\n") + 1
