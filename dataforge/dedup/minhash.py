@@ -196,13 +196,15 @@ def separator_table() -> np.ndarray:
     table = np.zeros(0x10000, dtype=np.uint8)
     for cp in range(0x80, 0x10000):
         c = chr(cp)
-        if c in _UNICODE_TABLE or unicodedata.category(c)[0] in "PSZ":
-            if normalize_text(f"a{c}b") == "a b":
-                table[cp] = 1
+        candidate = cp in _UNICODE_TABLE or unicodedata.category(c)[0] in "PSZ"
+        if candidate and normalize_text(f"a{c}b") == "a b":
+            table[cp] = 1
     return table
 
 
-def canonical_bytes(data: np.ndarray, offsets: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def canonical_bytes(
+    data: np.ndarray, offsets: np.ndarray, table: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~dataforge.dedup._kernels.canonical` with one byte table for every document."""
     return K.canonical(data, offsets, table, _NONE_BOOL, table, _NONE_INT, _NONE_U8, _ZERO)
 

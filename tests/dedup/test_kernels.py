@@ -262,7 +262,7 @@ def test_normalize_texts_mixes_byte_path_blanked_and_unicode_documents():
     read from the normalized copy) give the reference normalization, in order."""
     rng = np.random.default_rng(7)
     seps = [chr(cp) for cp in np.flatnonzero(mh.separator_table())]
-    letters = list("éÉüßæœñçøåÆŒ日本語Ωкиї") + ["e\u0301", "™", "ﬁ", "²", "İ", "🙂"]
+    letters = [*"éÉüßæœñçøåÆŒ日本語Ωкиї", "e\u0301", "™", "ﬁ", "²", "İ", "🙂"]
     ascii_parts = ["word", "Two", "3", "45", " ", "  ", ",", ".", "\t", "x-y", "A"]
     for _ in range(30):
         texts = []
@@ -283,7 +283,9 @@ def test_normalize_texts_on_curly_quoted_prose(real_texts):
         for t in real_texts[:300]
     ]
     data, offsets = pack([t.encode() for t in curly])
-    simple = K.only_separator_chars(data, offsets, np.arange(len(curly), dtype=np.int64), mh.separator_table())
+    simple = K.only_separator_chars(
+        data, offsets, np.arange(len(curly), dtype=np.int64), mh.separator_table()
+    )
     assert simple.sum() > 100  # most of them take the byte path
     got = mh.normalize_texts(pl.Series(curly)).to_list()
     assert got == [mh.normalize_text(t) for t in curly]
