@@ -387,40 +387,75 @@ def non_ascii_rows(buf, offsets):
     return out
 
 
-@njit(cache=True)
-def only_separator_chars(buf, offsets, rows, table):
-    """For each document ``rows[r]``: True when every non-ASCII code point it holds is flagged in
-    ``table`` (a uint8 flag per code point below U+10000), i.e. is a separator whatever its context.
+# Kinds of a code point in the tables of dataforge.dedup.minhash.CodePoints
+CP_UNKNOWN = 0  # not looked at yet
+CP_HARD = 1  # needs Unicode normalization in context (Polars)
+CP_SEPARATOR = 2  # becomes a separator, whatever surrounds it
+CP_REPLACE = 3  # becomes its replacement bytes (possibly none), whatever surrounds it
 
-    Such a document is normalized by treating every byte >= 0x80 as a separator (see
-    :func:`canonical`) instead of going through Unicode normalization. Text is valid UTF-8 (Arrow strings are).
-    """
+
+@njit(inline="always")
+def _decode(src, i, b0):
+    """Code point and length of the UTF-8 sequence at ``src[i]`` (first byte ``b0`` >= 0x80;
+    valid UTF-8). Four-byte sequences give -1 (outside the tables)."""
+    if b0 >= 0xF0:
+        return -1, 4
+    if b0 >= 0xE0:
+        return ((b0 & 0x0F) << 12) | ((src[i + 1] & 0x3F) << 6) | (src[i + 2] & 0x3F), 3
+    return ((b0 & 0x1F) << 6) | (src[i + 1] & 0x3F), 2
+
+
+@njit(cache=True)
+def cp_pages(buf, offsets, rows):
+    """Which 256-code-point pages of the Basic Multilingual Plane the documents ``rows`` use."""
+    pages = np.zeros(256, dtype=np.bool_)
+    for r in range(rows.shape[0]):
+        d = rows[r]
+        i = offsets[d]
+        hi = offsets[d + 1]
+        while i < hi:
+            b0 = buf[i]
+            if b0 < 0x80:
+                i += 1
+                continue
+            cp, n = _decode(buf, i, b0)
+            if cp >= 0:
+                pages[cp >> 8] = True
+            i += n
+    return pages
+
+
+@njit(cache=True)
+def transcodable(buf, offsets, rows, kind, rlen):
+    """For each document ``rows[r]``: True when every non-ASCII code point it holds has a
+    context-free normalization (``kind`` separator or replacement; the pages it uses were looked
+    at, see :func:`cp_pages`). Such documents are normalized here, byte by byte (see
+    :func:`canonical`), instead of by Polars' Unicode functions. Also returns how many bytes
+    those documents can grow by (replacements longer than their code point, e.g. Hangul
+    syllables spelled in jamo)."""
     out = np.zeros(rows.shape[0], dtype=np.bool_)
-    limit = table.shape[0]
+    growth = 0  # bytes the accepted documents may grow by (replacements longer than their code point)
     for r in range(rows.shape[0]):
         d = rows[r]
         i = offsets[d]
         hi = offsets[d + 1]
         ok = True
+        grow = 0
         while i < hi:
-            c = buf[i]
-            if c < 0x80:
+            b0 = buf[i]
+            if b0 < 0x80:
                 i += 1
                 continue
-            if c >= 0xF0:  # four bytes: a code point above U+FFFF
+            cp, n = _decode(buf, i, b0)
+            if cp < 0 or kind[cp] < CP_SEPARATOR:
                 ok = False
                 break
-            if c >= 0xE0:
-                cp = ((c & 0x0F) << 12) | ((buf[i + 1] & 0x3F) << 6) | (buf[i + 2] & 0x3F)
-                i += 3
-            else:
-                cp = ((c & 0x1F) << 6) | (buf[i + 1] & 0x3F)
-                i += 2
-            if cp >= limit or table[cp] == 0:
-                ok = False
-                break
+            grow += max(0, np.int64(rlen[cp]) - n)
+            i += n
         out[r] = ok
-    return out
+        if ok:
+            growth += grow
+    return out, growth
 
 
 @njit(inline="always")
@@ -438,36 +473,75 @@ def _canonical_doc(src, lo, hi, tab, out, w):
     return w
 
 
+@njit(inline="always")
+def _transcode_doc(src, lo, hi, tab, kind, repl, rlen, out, w):
+    """:func:`_canonical_doc` for a document with non-ASCII code points of known normalization:
+    separators join the separator runs, others are replaced by their normalized bytes."""
+    doc_start = w
+    prev = np.uint8(32)
+    i = lo
+    while i < hi:
+        b0 = src[i]
+        if b0 < 0x80:
+            c = tab[b0]
+            repeat = (c == prev) & ((c == 32) | (c == 255))
+            out[w] = np.uint8(48) if c == 255 else c
+            w += not repeat
+            prev = c
+            i += 1
+            continue
+        cp, n = _decode(src, i, b0)
+        i += n
+        if kind[cp] == CP_SEPARATOR:
+            if prev != 32:
+                out[w] = 32
+                w += 1
+            prev = np.uint8(32)
+        else:
+            m = rlen[cp]
+            for j in range(m):
+                out[w + j] = repl[cp, j]
+            w += m
+            if m:
+                prev = np.uint8(1)  # a letter: ends a separator or digit run
+    if w > doc_start and out[w - 1] == 32:
+        w -= 1
+    return w
+
+
 @njit(cache=True)
-def canonical(buf, offsets, table, blank, blank_table, fixed_rows, fixed_buf, fixed_offsets):
+def canonical(buf, offsets, table, fixed_rows, fixed_buf, fixed_offsets, coded, kind, repl, rlen, growth):
     """Map every byte through ``table`` (32 = separator, 255 = digit), collapse each run of
     separators to one space and each run of digits to one ``0``, and trim each document.
 
-    - Documents flagged in ``blank`` (a bool per document, or empty for none) are mapped through
-      ``blank_table`` instead (the same with every byte >= 0x80 a separator).
     - Document ``fixed_rows[k]`` (ascending) is read from document ``k`` of ``fixed_buf`` /
       ``fixed_offsets`` instead of ``buf`` (its text after Unicode normalization).
+    - Documents flagged in ``coded`` (a bool per document, or empty for none) hold non-ASCII
+      code points of context-free normalization: each is a separator or its replacement bytes
+      (``kind``, ``repl``, ``rlen``: tables indexed by code point); those documents grow by at
+      most ``growth`` bytes in all (see :func:`transcodable`).
 
     With a table that maps only ASCII whitespace to 32, this just collapses whitespace, so that
     words are always separated by exactly one space. Returns the new bytes and offsets.
 
-    Branchless: every byte is written and the write position advances unless the byte repeats a
-    separator or digit run (about 2x faster than branching on this data).
+    Branchless on ASCII documents: every byte is written and the write position advances unless
+    the byte repeats a separator or digit run (about 2x faster than branching on this data).
     """
     n_docs = offsets.shape[0] - 1
-    out = np.empty(buf.shape[0] + fixed_buf.shape[0], dtype=np.uint8)
+    out = np.empty(buf.shape[0] + fixed_buf.shape[0] + growth, dtype=np.uint8)
     out_offsets = np.empty(n_docs + 1, dtype=np.int64)
     w = 0
     out_offsets[0] = 0
-    any_blank = blank.shape[0] > 0
+    any_coded = coded.shape[0] > 0
     k = 0
     for d in range(n_docs):
         if k < fixed_rows.shape[0] and fixed_rows[k] == d:
             w = _canonical_doc(fixed_buf, fixed_offsets[k], fixed_offsets[k + 1], table, out, w)
             k += 1
+        elif any_coded and coded[d]:
+            w = _transcode_doc(buf, offsets[d], offsets[d + 1], table, kind, repl, rlen, out, w)
         else:
-            tab = blank_table if any_blank and blank[d] else table
-            w = _canonical_doc(buf, offsets[d], offsets[d + 1], tab, out, w)
+            w = _canonical_doc(buf, offsets[d], offsets[d + 1], table, out, w)
         out_offsets[d + 1] = w
     return out[:w], out_offsets
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import threading
 import unicodedata
 from dataclasses import dataclass
 
@@ -81,8 +82,6 @@ def _byte_table() -> np.ndarray:
 _TABLE = _byte_table()
 _WS_TABLE = np.arange(256, dtype=np.uint8)
 _WS_TABLE[[9, 10, 11, 12, 13]] = 32
-_BLANK_TABLE = _TABLE.copy()
-_BLANK_TABLE[0x80:] = 32  # documents whose non-ASCII characters are all separators
 _NONE_BOOL = np.zeros(0, dtype=np.bool_)
 _NONE_INT = np.zeros(0, dtype=np.int64)
 _NONE_U8 = np.zeros(0, dtype=np.uint8)
@@ -184,54 +183,109 @@ def _unicode_fix(texts: pl.Series) -> pl.Series:
     )
 
 
-@functools.cache
-def separator_table() -> np.ndarray:
-    """A flag per code point below U+10000: 1 for the characters that normalization turns into
-    separators whatever surrounds them (``normalize_text("a" + c + "b") == "a b"``: Unicode
-    punctuation and spaces, fullwidth ASCII punctuation, spacing accents such as U+00A8).
+class CodePoints:
+    """How each code point of the Basic Multilingual Plane normalizes, when that does not depend
+    on its neighbours: tables the byte kernel reads (:func:`~dataforge.dedup._kernels.canonical`).
 
-    Only punctuation, symbols and spaces are tried (about 7,000 characters, ~30 ms, once per
-    process); a character left out is simply normalized the long way.
+    Filled page by page (256 code points, ~1 ms each) the first time a document uses the page,
+    from the plain-Python reference itself: a code point ``c`` with
+    ``normalize_text("a" + c + "b") == "a" + X + "b"`` becomes a *separator* when ``X`` is one
+    space, and is *replaced* by ``X`` when ``X`` holds no separator, digit or combining mark and
+    has at most 12 bytes (accented Latin letters, Greek, Cyrillic, Hebrew, CJK, Hangul syllables
+    spelled in jamo, ligatures; removed accents: ``X`` empty). Anything else (digits such as
+    ``²``, combining marks that stay, the context-dependent capital sigma, long ligatures) is
+    *hard*: documents holding one go through Polars' Unicode normalization.
     """
-    table = np.zeros(0x10000, dtype=np.uint8)
-    for cp in range(0x80, 0x10000):
+
+    def __init__(self) -> None:
+        self.kind = np.zeros(0x10000, dtype=np.uint8)
+        self.repl = np.zeros((0x10000, REPLACEMENT_BYTES), dtype=np.uint8)
+        self.rlen = np.zeros(0x10000, dtype=np.uint8)
+        self.done = np.zeros(256, dtype=np.bool_)
+        self._lock = threading.Lock()
+
+    def ensure(self, pages: np.ndarray) -> None:
+        """Look at the pages flagged in ``pages`` (bool per page) not looked at yet."""
+        todo = np.flatnonzero(pages & ~self.done)
+        if todo.size == 0:
+            return
+        with self._lock:
+            for page in todo.tolist():
+                if not self.done[page]:
+                    for cp in range(page << 8, (page + 1) << 8):
+                        self._classify(cp)
+                    self.done[page] = True
+
+    def _classify(self, cp: int) -> None:
+        self.kind[cp] = K.CP_HARD
+        if cp < 0x80 or 0xD800 <= cp < 0xE000 or cp in _CONTEXTUAL:
+            return
         c = chr(cp)
-        candidate = cp in _UNICODE_TABLE or unicodedata.category(c)[0] in "PSZ"
-        if candidate and normalize_text(f"a{c}b") == "a b":
-            table[cp] = 1
-    return table
+        got = normalize_text(f"a{c}b")
+        if got == "a b":
+            self.kind[cp] = K.CP_SEPARATOR
+            return
+        if not (got.startswith("a") and got.endswith("b")):
+            return
+        x = got[1:-1]
+        raw = x.encode()
+        if (
+            len(raw) > REPLACEMENT_BYTES
+            or " " in x
+            or "0" in x
+            or any(unicodedata.combining(ch) for ch in x)
+            # the replacement must also be what the code point gives next to a separator
+            or normalize_text(f"{c} .{c}") != f"{x} {x}".strip(" ")
+        ):
+            return
+        self.repl[cp, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        self.rlen[cp] = len(raw)
+        self.kind[cp] = K.CP_REPLACE
+
+
+# Python's str.lower() depends on the context for the capital sigma only (final form).
+_CONTEXTUAL = frozenset({0x03A3})
+REPLACEMENT_BYTES = 12
+CODE_POINTS = CodePoints()
 
 
 def canonical_bytes(
     data: np.ndarray, offsets: np.ndarray, table: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~dataforge.dedup._kernels.canonical` with one byte table for every document."""
-    return K.canonical(data, offsets, table, _NONE_BOOL, table, _NONE_INT, _NONE_U8, _ZERO)
+    cp = CODE_POINTS
+    return K.canonical(
+        data, offsets, table, _NONE_INT, _NONE_U8, _ZERO, _NONE_BOOL, cp.kind, cp.repl, cp.rlen, 0
+    )
 
 
 def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Bytes and offsets of the canonical texts (normalized, or with whitespace collapsed only).
 
-    Documents whose only non-ASCII characters are separators (curly quotes, dashes, ellipses,
-    non-breaking spaces: most non-ASCII English text) get those characters' bytes blanked and stay
-    on the byte path; only the others go through Polars' Unicode normalization (NFKD, accents),
-    and the byte kernel reads those from the normalized copy.
+    Documents whose non-ASCII code points all normalize the same whatever surrounds them
+    (:class:`CodePoints`: typographic punctuation, accented Latin, Greek, Cyrillic, CJK, ...) are
+    normalized by the byte kernel; only the others go through Polars' Unicode normalization
+    (NFKD, accents), and the byte kernel reads those from the normalized copy.
     """
     data, offsets = _buffers(texts)
     if not normalize:
         return canonical_bytes(data, offsets, _WS_TABLE)
     non_ascii = K.non_ascii_rows(data, offsets)
-    blank, hard, fixed_data, fixed_offsets = _NONE_BOOL, _NONE_INT, _NONE_U8, _ZERO
+    cp = CODE_POINTS
+    coded, hard, fixed_data, fixed_offsets, growth = _NONE_BOOL, _NONE_INT, _NONE_U8, _ZERO, 0
     if non_ascii.any():
         rows = np.flatnonzero(non_ascii)
-        simple = K.only_separator_chars(data, offsets, rows, separator_table())
+        cp.ensure(K.cp_pages(data, offsets, rows))
+        simple, growth = K.transcodable(data, offsets, rows, cp.kind, cp.rlen)
         if simple.any():
-            blank = np.zeros(offsets.shape[0] - 1, dtype=np.bool_)
-            blank[rows[simple]] = True
+            coded = np.zeros(offsets.shape[0] - 1, dtype=np.bool_)
+            coded[rows[simple]] = True
         hard = rows[~simple]
         if hard.size:
             fixed_data, fixed_offsets = _buffers(_unicode_fix(texts.gather(hard)))
-    return K.canonical(data, offsets, _TABLE, blank, _BLANK_TABLE, hard, fixed_data, fixed_offsets)
+    return K.canonical(
+        data, offsets, _TABLE, hard, fixed_data, fixed_offsets, coded, cp.kind, cp.repl, cp.rlen, growth
+    )
 
 
 def normalize_texts(texts: pl.Series) -> pl.Series:

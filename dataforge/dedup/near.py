@@ -498,7 +498,8 @@ def compile_kernels() -> list[str]:
     _jaccard_pairs(values, offs, idx, idx)
     kernels = {
         "non_ascii_rows": K.non_ascii_rows,
-        "only_separator_chars": K.only_separator_chars,
+        "cp_pages": K.cp_pages,
+        "transcodable": K.transcodable,
         "canonical": K.canonical,
         "word_shingle_hashes": K.word_shingle_hashes,
         "char_shingle_hashes": K.char_shingle_hashes,

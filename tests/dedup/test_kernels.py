@@ -233,59 +233,144 @@ def test_normalize_texts_handles_nulls_as_empty():
     assert got.to_list() == ["a b", "", "unicode"]
 
 
-def test_separator_table_holds_only_context_free_separators():
-    """Every flagged character is a separator next to letters, digits, other flagged characters
-    and the ends of a document; and the common ones are flagged."""
-    table = mh.separator_table()
-    flagged = [chr(cp) for cp in np.flatnonzero(table)]
-    assert set("\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u3000\uff01") <= set(flagged)
-    assert "\u2122" not in flagged  # ™ is "tm" after NFKD: a letter pair, not a separator
-    assert "\u00e9" not in flagged and "\u0301" not in flagged
-    for c in flagged:
-        for text in (f"a{c}b", f"{c}x{c}", f"1{c}2", f"x{c}{flagged[0]}{c}y", f"A{c}\u00a8B"):
-            assert mh.normalize_text(text) == mh.normalize_text(text.replace(c, " ")), (hex(ord(c)), text)
+@pytest.fixture(scope="module")
+def code_points() -> mh.CodePoints:
+    """Tables with every page of the Basic Multilingual Plane looked at."""
+    cp = mh.CodePoints()
+    cp.ensure(np.ones(256, dtype=np.bool_))
+    return cp
 
 
-def test_only_separator_chars_kernel():
-    texts = ["plain", "“quoted” — yes…", "café", "a\u00a0b", "🙂 ok", "x™", "Ünïcode “q”", "—"]
+def test_code_point_tables_are_context_free(code_points):
+    """Every code point the byte kernel normalizes on its own normalizes that way next to letters,
+    digits, separators, other such code points and the ends of a document, by the reference."""
+    kind = code_points.kind
+    easy = np.flatnonzero(kind >= K.CP_SEPARATOR)
+    sep = {int(c) for c in np.flatnonzero(kind == K.CP_SEPARATOR)}
+    assert kind[0x80:].min() >= K.CP_HARD  # every page was looked at
+
+    def mapped(c: str) -> str:
+        cp = ord(c)
+        if cp in sep:
+            return " "
+        return bytes(code_points.repl[cp, : code_points.rlen[cp]]).decode()
+
+    rng = np.random.default_rng(3)
+    chosen = [chr(int(c)) for c in easy]
+    for c in chosen:
+        other = chosen[int(rng.integers(0, len(chosen)))]
+        for text in (f"A{c}b", f"{c}x{c}", f"1{c}2", f"x{c}{other}{c}y", f"{c} {other}.", f"q{c}\u00a8Z"):
+            plain = "".join(
+                mapped(ch) if ord(ch) >= 0x80 and ord(ch) < 0x10000 and kind[ord(ch)] >= 2 else ch
+                for ch in text
+            )
+            assert mh.normalize_text(text) == mh.normalize_text(plain), (hex(ord(c)), text)
+
+
+def test_code_point_kinds_of_known_characters(code_points):
+    kind, sep, rep, hard = code_points.kind, K.CP_SEPARATOR, K.CP_REPLACE, K.CP_HARD
+    for c in "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u3000\uff01":
+        assert kind[ord(c)] == sep, hex(ord(c))
+    for c, x in (
+        ("é", "e"),
+        ("Ä", "a"),
+        ("ß", "ß"),
+        ("Д", "д"),
+        ("ά", "α"),
+        ("日", "日"),
+        ("\u0301", ""),
+        ("ﬁ", "fi"),
+    ):
+        assert kind[ord(c)] == rep, c
+        assert bytes(code_points.repl[ord(c), : code_points.rlen[ord(c)]]).decode() == x
+    # digits, a mark that stays, the final-sigma rule, a ligature longer than its code point
+    for c in ("²", "½", "\u0483", "Σ", "\ufdfa"):  # U+FDFA: 18 letters
+        assert kind[ord(c)] == hard, hex(ord(c))
+
+
+def test_transcodable_kernel(code_points):
+    texts = ["plain", "“quoted” — yes…", "café", "a\u00a0b", "🙂 ok", "x²", "Ünïcode “q”", "ΣΟΦΙΑ", "日本"]
     data, offsets = pack([t.encode() for t in texts])
     rows = np.arange(len(texts), dtype=np.int64)
-    got = K.only_separator_chars(data, offsets, rows, mh.separator_table())
-    assert got.tolist() == [True, True, False, True, False, False, False, True]
-    odd = np.array([1, 2, 7], dtype=np.int64)
-    assert K.only_separator_chars(data, offsets, odd, mh.separator_table()).tolist() == [True, False, True]
+    got, growth = K.transcodable(data, offsets, rows, code_points.kind, code_points.rlen)
+    assert got.tolist() == [True, True, True, True, False, False, True, False, True]
+    assert growth == 0
+    odd = np.array([1, 4, 8], dtype=np.int64)
+    assert K.transcodable(data, offsets, odd, code_points.kind, code_points.rlen)[0].tolist() == [
+        True,
+        False,
+        True,
+    ]
+    pages = K.cp_pages(data, offsets, rows)
+    assert set(np.flatnonzero(pages).tolist()) == {0x00, 0x03, 0x20, 0x65, 0x67}
+    hangul = ["한국어 문장", "ﬃx"]  # 3 bytes -> 9 (jamo); ffi ligature 3 bytes -> 3
+    data, offsets = pack([t.encode() for t in hangul])
+    ok, growth = K.transcodable(
+        data, offsets, np.arange(2, dtype=np.int64), code_points.kind, code_points.rlen
+    )
+    assert ok.tolist() == [True, True] and growth == 6 + 6 + 3 + 6 + 6  # 어: two jamo, no final
 
 
-def test_normalize_texts_mixes_byte_path_blanked_and_unicode_documents():
-    """Batches interleaving ASCII documents, documents whose only non-ASCII characters are
-    separators (blanked on the byte path) and documents with non-ASCII letters (Unicode path,
-    read from the normalized copy) give the reference normalization, in order."""
+def test_code_points_are_looked_at_page_by_page():
+    cp = mh.CodePoints()
+    pages = np.zeros(256, dtype=np.bool_)
+    pages[0x20] = True
+    cp.ensure(pages)
+    assert cp.done.tolist() == pages.tolist()
+    assert cp.kind[0x2019] == K.CP_SEPARATOR and cp.kind[0x00E9] == K.CP_UNKNOWN
+
+
+def test_normalize_texts_mixes_ascii_transcoded_and_unicode_documents():
+    """Batches interleaving ASCII documents, documents the byte kernel transcodes (punctuation,
+    accents, other scripts) and documents with context-dependent characters (Unicode path, read
+    from the normalized copy) give the reference normalization, in order."""
     rng = np.random.default_rng(7)
-    seps = [chr(cp) for cp in np.flatnonzero(mh.separator_table())]
-    letters = [*"éÉüßæœñçøåÆŒ日本語Ωкиї", "e\u0301", "™", "ﬁ", "²", "İ", "🙂"]
+    easy = [*"’“”—…\u00a0\u3000！éÉüßæœñçøåÆŒ日本語Ωкиїά한국", "e\u0301", "ﬁ", "ﬃ", "İ", "\u00a8", "\u3392"]
+    hard = ["™", "²", "🙂", "Σ", "ΟΣ", "\u0483", "½", "\u3392", "a\u0483\u0301"]
     ascii_parts = ["word", "Two", "3", "45", " ", "  ", ",", ".", "\t", "x-y", "A"]
-    for _ in range(30):
+    for _ in range(40):
         texts = []
         for _ in range(int(rng.integers(1, 40))):
             kind = int(rng.integers(0, 3))
-            pool = ascii_parts + (seps if kind >= 1 else []) + (letters if kind == 2 else [])
+            pool = ascii_parts + (easy if kind >= 1 else []) + (hard if kind == 2 else [])
             n = int(rng.integers(0, 25))
             texts.append("".join(pool[int(rng.integers(0, len(pool)))] for _ in range(n)))
         got = mh.normalize_texts(pl.Series(texts, dtype=pl.Utf8)).to_list()
         assert got == [mh.normalize_text(t) for t in texts]
 
 
+def test_normalize_texts_on_random_bmp_text():
+    """Random words over the whole Basic Multilingual Plane (marks, scripts, compatibility
+    characters, symbols) normalize as the reference does, whichever path each document takes."""
+    rng = np.random.default_rng(11)
+    cps = [c for c in range(0x80, 0x10000) if not 0xD800 <= c < 0xE000]
+    texts = []
+    for _ in range(3000):
+        words = []
+        for _ in range(int(rng.integers(0, 8))):
+            n = int(rng.integers(1, 6))
+            words.append(
+                "".join(
+                    chr(cps[int(rng.integers(0, len(cps)))]) if rng.random() < 0.4 else "e" for _ in range(n)
+                )
+            )
+        texts.append(" ".join(words))
+    got = mh.normalize_texts(pl.Series(texts, dtype=pl.Utf8)).to_list()
+    bad = [(t, g, mh.normalize_text(t)) for t, g in zip(texts, got) if g != mh.normalize_text(t)]
+    assert bad == []
+
+
 def test_normalize_texts_on_curly_quoted_prose(real_texts):
     """Real prose with typographic punctuation (the common non-ASCII case) equals the reference
-    when its quotes are blanked on the byte path."""
+    on the byte path."""
     curly = [
         t.replace("'", "\u2019").replace(' "', " \u201c").replace('" ', "\u201d ").replace("--", "\u2014")
         for t in real_texts[:300]
     ]
     data, offsets = pack([t.encode() for t in curly])
-    simple = K.only_separator_chars(
-        data, offsets, np.arange(len(curly), dtype=np.int64), mh.separator_table()
-    )
+    rows = np.arange(len(curly), dtype=np.int64)
+    mh.CODE_POINTS.ensure(K.cp_pages(data, offsets, rows))
+    simple, _ = K.transcodable(data, offsets, rows, mh.CODE_POINTS.kind, mh.CODE_POINTS.rlen)
     assert simple.sum() > 100  # most of them take the byte path
     got = mh.normalize_texts(pl.Series(curly)).to_list()
     assert got == [mh.normalize_text(t) for t in curly]

@@ -806,10 +806,11 @@ def test_compile_kernels_covers_what_runs_use(news_head, tmp_path):
     from dataforge.dedup.near import _jaccard_pairs, compile_kernels
 
     names = compile_kernels()
-    assert names == sorted(names) and len(names) == 9
+    assert names == sorted(names) and len(names) == 10
     kernels = [
         K.non_ascii_rows,
-        K.only_separator_chars,
+        K.cp_pages,
+        K.transcodable,
         K.canonical,
         K.word_shingle_hashes,
         K.char_shingle_hashes,
