@@ -86,6 +86,9 @@ _NONE_BOOL = np.zeros(0, dtype=np.bool_)
 _NONE_INT = np.zeros(0, dtype=np.int64)
 _NONE_U8 = np.zeros(0, dtype=np.uint8)
 _ZERO = np.zeros(1, dtype=np.int64)
+# read-only like the buffers of Arrow arrays they stand in for: one compiled kernel signature
+_NONE_U8.setflags(write=False)
+_ZERO.setflags(write=False)
 _CHUNK_BYTES = 8 << 20  # documents are processed in groups of about this many bytes
 
 

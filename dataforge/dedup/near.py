@@ -484,7 +484,7 @@ def compile_kernels() -> list[str]:
     from dataforge.dedup import lsh
 
     texts = pl.Series(
-        ["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b", "“quoted” — text"]
+        ["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b", "“quoted” x² Σ"]
     )
     for hash_mode in HASHES:
         for shingle in ("word:5", "char:5"):
