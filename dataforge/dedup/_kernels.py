@@ -352,6 +352,100 @@ def sha1_many(data, offsets):
     return out
 
 
+_LANES = 16  # SHA-1 messages hashed side by side (one AVX-512 vector of uint32 per state word)
+
+
+@njit(inline="always")
+def _bswap32(h):
+    return np.uint32(
+        ((h & np.uint32(0xFF)) << np.uint32(24))
+        | ((h & np.uint32(0xFF00)) << np.uint32(8))
+        | ((h >> np.uint32(8)) & np.uint32(0xFF00))
+        | (h >> np.uint32(24))
+    )
+
+
+@njit
+def sha1_spans(b, starts, lengths, out, o):
+    """``sha1_hash32`` of every span ``b[starts[i]:starts[i]+lengths[i]]`` into ``out[o + i]``.
+
+    Spans of at most 55 bytes (one SHA-1 block: almost every word 5-gram or 24-character
+    shingle) are hashed ``_LANES`` at a time, the SHA-1 rounds running over arrays of one state
+    word per message so that the compiler vectorizes them across messages (~2x a message at a
+    time); longer spans go through :func:`sha1_hash32`.
+    """
+    n = starts.shape[0]
+    short = np.empty(n, dtype=np.int64)
+    ns = 0
+    wtmp = np.empty(80, dtype=np.uint32)
+    for i in range(n):
+        if lengths[i] <= 55:
+            short[ns] = i
+            ns += 1
+        else:
+            out[o + i] = sha1_hash32(b, starts[i], lengths[i], wtmp)
+    w = np.zeros((80, _LANES), dtype=np.uint32)
+    a = np.empty(_LANES, dtype=np.uint32)
+    bb = np.empty(_LANES, dtype=np.uint32)
+    c = np.empty(_LANES, dtype=np.uint32)
+    d = np.empty(_LANES, dtype=np.uint32)
+    e = np.empty(_LANES, dtype=np.uint32)
+    for g in range(0, ns, _LANES):
+        m = min(_LANES, ns - g)
+        for lane in range(_LANES):  # the padded block of each message, as big-endian words
+            length = 0
+            st = 0
+            if lane < m:
+                length = lengths[short[g + lane]]
+                st = starts[short[g + lane]]
+            full = length >> 2
+            for k in range(full):
+                p = st + 4 * k
+                w[k, lane] = (
+                    (np.uint32(b[p]) << np.uint32(24))
+                    | (np.uint32(b[p + 1]) << np.uint32(16))
+                    | (np.uint32(b[p + 2]) << np.uint32(8))
+                    | np.uint32(b[p + 3])
+                )
+            word = np.uint32(0x80) << np.uint32(24 - 8 * (length & 3))
+            for j in range(length & 3):
+                word |= np.uint32(b[st + 4 * full + j]) << np.uint32(24 - 8 * j)
+            w[full, lane] = word
+            for k in range(full + 1, 15):
+                w[k, lane] = 0
+            w[15, lane] = np.uint32(length * 8)
+        for t in range(16, 80):
+            for lane in range(_LANES):
+                w[t, lane] = _rotl32(
+                    np.uint32(w[t - 3, lane] ^ w[t - 8, lane] ^ w[t - 14, lane] ^ w[t - 16, lane]), 1
+                )
+        for lane in range(_LANES):
+            a[lane] = np.uint32(0x67452301)
+            bb[lane] = np.uint32(0xEFCDAB89)
+            c[lane] = np.uint32(0x98BADCFE)
+            d[lane] = np.uint32(0x10325476)
+            e[lane] = np.uint32(0xC3D2E1F0)
+        for t in range(80):
+            for lane in range(_LANES):
+                x, y, z = bb[lane], c[lane], d[lane]
+                if t < 20:
+                    f = np.uint32(((x & y) | (~x & z)) + np.uint32(0x5A827999))
+                elif t < 40:
+                    f = np.uint32((x ^ y ^ z) + np.uint32(0x6ED9EBA1))
+                elif t < 60:
+                    f = np.uint32(((x & y) | (x & z) | (y & z)) + np.uint32(0x8F1BBCDC))
+                else:
+                    f = np.uint32((x ^ y ^ z) + np.uint32(0xCA62C1D6))
+                temp = np.uint32(_rotl32(a[lane], 5) + f + e[lane] + w[t, lane])
+                e[lane] = z
+                d[lane] = y
+                c[lane] = _rotl32(x, 30)
+                bb[lane] = a[lane]
+                a[lane] = temp
+        for lane in range(m):
+            out[o + short[g + lane]] = _bswap32(np.uint32(np.uint32(0x67452301) + a[lane]))
+
+
 # --------------------------------------------------------------------------- normalization
 
 
@@ -549,13 +643,6 @@ def canonical(buf, offsets, table, fixed_rows, fixed_buf, fixed_offsets, coded, 
 # --------------------------------------------------------------------------- shingles
 
 
-@njit(inline="always")
-def _hash_span(buf, start, length, mode, w):
-    if mode == 0:
-        return np.uint32(xxh3_64(buf, start, length) >> np.uint64(32))
-    return sha1_hash32(buf, start, length, w)
-
-
 @njit(cache=True)
 def _positions(buf, only_spaces):
     """Branchless compaction: positions of spaces, or of UTF-8 code point starts."""
@@ -653,13 +740,14 @@ def _word_xxh3(buf, offsets, n):
 
 @njit(cache=True)
 def _word_sha1(buf, offsets, n):
-    """The ``sha1`` word n-grams: SHA-1 of each n-gram's bytes."""
+    """The ``sha1`` word n-grams: SHA-1 of each n-gram's bytes (listed as spans first, then hashed
+    side by side, see :func:`sha1_spans`)."""
     n_docs = offsets.shape[0] - 1
     spaces = _positions(buf, True)
     n_spaces = spaces.shape[0]
     n_sh = np.zeros(n_docs, dtype=np.int64)
-    out = np.empty(n_spaces + n_docs + 1, dtype=np.uint32)
-    w = np.empty(80, dtype=np.uint32)
+    starts = np.empty(n_spaces + n_docs + 1, dtype=np.int64)
+    lengths = np.empty(n_spaces + n_docs + 1, dtype=np.int64)
     o = 0
     si = 0
     for d in range(n_docs):
@@ -673,18 +761,22 @@ def _word_sha1(buf, offsets, n):
             continue
         words = sj - si + 1
         if words < n:
-            out[o] = sha1_hash32(buf, lo, hi - lo, w)
+            starts[o] = lo
+            lengths[o] = hi - lo
             o += 1
         else:
             for k in range(words - n + 1):
                 start = lo if k == 0 else spaces[si + k - 1] + 1
                 last = k + n - 1
                 end = hi if last == words - 1 else spaces[si + last]
-                out[o] = sha1_hash32(buf, start, end - start, w)
+                starts[o] = start
+                lengths[o] = end - start
                 o += 1
         n_sh[d] = words - n + 1 if words >= n else 1
         si = sj
-    return out[:o], n_sh
+    out = np.empty(o, dtype=np.uint32)
+    sha1_spans(buf, starts[:o], lengths[:o], out, 0)
+    return out, n_sh
 
 
 @njit(cache=True)
@@ -696,7 +788,11 @@ def char_shingle_hashes(buf, offsets, n, mode):
     n_cps = cps.shape[0]
     n_sh = np.zeros(n_docs, dtype=np.int64)
     out = np.empty(n_cps + n_docs + 1, dtype=np.uint32)
-    w = np.empty(80, dtype=np.uint32)
+    longest = 1
+    for d in range(n_docs):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    starts = np.empty(longest, dtype=np.int64)  # sha1: one document's spans, hashed side by side
+    lengths = np.empty(longest, dtype=np.int64)
     o = 0
     ci = 0
     for d in range(n_docs):
@@ -715,8 +811,14 @@ def char_shingle_hashes(buf, offsets, n, mode):
         for k in range(count):
             start = cps[ci + k] if chars >= n else lo
             end = hi if k + n >= chars else cps[ci + k + n]
-            out[o] = _hash_span(buf, start, end - start, mode, w)
-            o += 1
+            if mode == 0:
+                out[o + k] = np.uint32(xxh3_64(buf, start, end - start) >> np.uint64(32))
+            else:
+                starts[k] = start
+                lengths[k] = end - start
+        if mode != 0:
+            sha1_spans(buf, starts[:count], lengths[:count], out, o)
+        o += count
         n_sh[d] = count
         ci = cj
     return out[:o], n_sh

@@ -94,6 +94,26 @@ def test_xxh3_many_on_text_and_repeated_bytes():
     assert got.tolist() == [xxhash.xxh3_64_intdigest(v) for v in values]
 
 
+def test_sha1_spans_side_by_side_equal_hashlib():
+    """The multi-message SHA-1 (spans of up to 55 bytes, 16 at a time) and its one-at-a-time
+    fallback (longer spans) agree with hashlib for every length 0..200, in groups that do not
+    fill the last 16 lanes, at every offset into the output."""
+    rng = np.random.default_rng(9)
+    buf = rng.integers(0, 256, 5_000, dtype=np.uint8)
+    lengths = np.concatenate([np.arange(201), rng.integers(0, 70, 300)]).astype(np.int64)
+    rng.shuffle(lengths)
+    starts = rng.integers(0, buf.shape[0] - 201, lengths.shape[0]).astype(np.int64)
+    expected = [
+        struct.unpack("<I", hashlib.sha1(buf[s : s + n].tobytes()).digest()[:4])[0]
+        for s, n in zip(starts, lengths)
+    ]
+    for count in (len(lengths), 1, 15, 17, 33):
+        out = np.zeros(count + 3, dtype=np.uint32)
+        K.sha1_spans(buf, starts[:count], lengths[:count], out, 3)
+        assert out[3:].tolist() == expected[:count]
+        assert out[:3].tolist() == [0, 0, 0]
+
+
 def test_sha1_many_equals_datasketch_sha1_hash32(random_values):
     data, offsets = pack(random_values)
     got = K.sha1_many(data, offsets)
