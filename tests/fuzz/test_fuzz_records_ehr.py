@@ -83,7 +83,7 @@ def mutated_entry(draw: st.DrawFn) -> dict[str, Any]:
                 for k in path[:-1]:
                     parent = parent[k]
                 if kind == "set":
-                    parent[path[-1]] = draw(ODD_VALUES)
+                    parent[path[-1]] = copy.deepcopy(draw(ODD_VALUES))  # st.just([]) is one shared object
                 elif isinstance(parent, dict):
                     del parent[path[-1]]
             except (KeyError, IndexError, TypeError):
