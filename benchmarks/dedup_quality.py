@@ -267,34 +267,39 @@ def write_corpus(docs: Sequence[tuple[str, str]], path: Path) -> None:
 
 
 def _read_edges(out: Path, pos: dict[str, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """dataforge's candidate pairs from the kept work folder (None when the layout is unknown)."""
+    """dataforge's candidate pairs from the kept work folder (None when the layout is unknown).
+
+    ``edges-pNNN.arrow`` holds each band partition's pairs as node keys (``lo``, ``hi``): a
+    document's global position among the rows the keys were taken from, i.e. the rows of the tasks
+    before its own plus its ``_ord`` within its task (``dataforge.dedup.near._node_keys``).
+    """
     edge_files = sorted(glob.glob(str(out / "_work/**/edges-p*.arrow"), recursive=True))
     if not edge_files:
         return None
     step_dir = Path(edge_files[0]).parent
-    attrs = []
+    by_task: dict[int, list[pl.DataFrame]] = {}
     for f in sorted(glob.glob(str(step_dir / "attr/t*.arrow"))):
         task = int(Path(f).name.split("-")[0][1:])
-        attrs.append(
-            pl.read_ipc(f, columns=["_ord", "id"]).with_columns(pl.lit(task, pl.Int32).alias("_task"))
-        )
-    if not attrs:
+        by_task.setdefault(task, []).append(pl.read_ipc(f, columns=["_ord", "id"]))
+    if not by_task:
         return None
-    idmap = pl.concat(attrs).with_columns(
+    parts, offset = [], 0
+    for task in sorted(by_task):
+        frame = pl.concat(by_task[task])
+        parts.append(frame.select((pl.col("_ord") + offset).alias("key"), "id"))
+        offset += frame.height
+    idmap = pl.concat(parts).with_columns(
         pl.col("id").replace_strict(pos, return_dtype=pl.Int64).alias("pos")
     )
-    edges = pl.concat([pl.read_ipc(f) for f in edge_files]).unique()
-    for side in ("1", "2"):
+    edges = pl.concat([pl.read_ipc(f, columns=["lo", "hi"]) for f in edge_files]).unique()
+    for side in ("lo", "hi"):
         edges = edges.join(
-            idmap.select(
-                pl.col("_task").alias(f"t{side}"),
-                pl.col("_ord").alias(f"o{side}"),
-                pl.col("pos").alias(f"p{side}"),
-            ),
-            on=[f"t{side}", f"o{side}"],
-            how="left",
+            idmap.select(pl.col("key").alias(side), pl.col("pos").alias(f"p_{side}")), on=side, how="left"
         )
-    return edges["p1"].to_numpy(), edges["p2"].to_numpy()
+    if edges["p_lo"].null_count() or edges["p_hi"].null_count():
+        msg = "candidate pairs name documents that are not in the attribute files"
+        raise RuntimeError(msg)
+    return edges["p_lo"].to_numpy(), edges["p_hi"].to_numpy()
 
 
 def run_dataforge(
