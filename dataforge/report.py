@@ -53,8 +53,9 @@ class RunReport:
         max_reject_rate: the run's limit on the share of malformed input.
         config_fingerprint: sha256 of what determines the output bytes: the steps and their
             options, the input fields, the output format and the dataforge version.
-        run_key: the fingerprint plus every input's path, size and modification time and the task
-            size: what a rerun compares to find its output up to date.
+        run_key: the fingerprint plus every input's path, size and modification time, the task
+            size and the same for the files steps read besides the input (``against``): what a
+            rerun compares to find its output up to date.
         dataforge_version: the version that wrote the run.
         config: the resolved config (steps with every option).
         reject_samples: a few rejected records: file, line, reason, error.

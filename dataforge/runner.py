@@ -145,11 +145,17 @@ def fingerprint(obj: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()
 
 
-def _run_key(config_fp: str, files: list[InputFile], task_bytes: int) -> str:
-    """Identifies a run's work folder: config, input files and the task size (task numbers, and
-    so the work files and markers, depend on the plan; the output bytes do not)."""
+def _run_key(
+    config_fp: str, files: list[InputFile], task_bytes: int, references: list[InputFile] | None = None
+) -> str:
+    """Identifies a run's work folder: config, input files, the task size (task numbers, and so
+    the work files and markers, depend on the plan; the output bytes do not) and the files steps
+    read besides the input (``against`` reference sets)."""
     ident = [(f.path, f.size, f.mtime_ns) for f in files]
-    return fingerprint({"config": config_fp, "inputs": ident, "task_bytes": task_bytes})
+    key: dict[str, Any] = {"config": config_fp, "inputs": ident, "task_bytes": task_bytes}
+    if references:  # absent otherwise, so that runs without references keep their keys
+        key["references"] = [(f.path, f.size, f.mtime_ns) for f in references]
+    return fingerprint(key)
 
 
 # --------------------------------------------------------------------------- output folder
@@ -260,9 +266,10 @@ def run_pipeline(
     files = discover(pipeline.input)
     for f in files:
         check_file(f, pipeline.input)
+    references = [f for step in pipeline.steps for f in step.reference_inputs()]  # checked here
     config = config_of(pipeline)
     config_fp = fingerprint(config)
-    run_key = _run_key(config_fp, files, pipeline.input.task_bytes)
+    run_key = _run_key(config_fp, files, pipeline.input.task_bytes, references)
     out = Path(pipeline.output.path)
     stored = _prepare_output(out, run_key, overwrite=overwrite, force=force)
     if stored is not None:

@@ -112,6 +112,13 @@ class Step:
         """Columns this step adds to the output schema, in order (declared, never inferred)."""
         return {}
 
+    def reference_inputs(self) -> list[Any]:
+        """Files the step reads besides the run's input (e.g. ``against`` of the dedup steps), as
+        ``dataforge.io.inputs.InputFile``: the runner checks them before any work starts (a
+        missing path is an error naming it) and puts their size and modification time in the run
+        key, so a rerun after a reference file changed is not "up to date"."""
+        return []
+
     def apply(self, frame: pl.DataFrame) -> StepOutput:
         """Process one batch. Shard steps must override this."""
         msg = f"step {self.name!r} does not implement apply()"

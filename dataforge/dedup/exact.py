@@ -143,6 +143,16 @@ class ExactDedup(GlobalStep):
         )
         return spec, discover(spec)
 
+    def reference_inputs(self) -> list[Any]:
+        from dataforge.io.readers import check_file
+
+        if not self.against:
+            return []
+        spec, files = self._reference_files()
+        for f in files:
+            check_file(f, spec)
+        return files
+
     def reference(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Hash reference file ``item`` and write its (hi, lo, ref_id) rows split by partition
         (``ref/fNNNNN-pNNN.arrow``), in file order: ``decide`` reads only its partition's."""

@@ -267,6 +267,20 @@ class MinHashDedup(GlobalStep):
         )
         return discover(spec)
 
+    def reference_inputs(self) -> list[Any]:
+        from dataforge.io.inputs import InputSpec
+        from dataforge.io.readers import check_file
+
+        if not self.against:
+            return []
+        files = self._reference_files()
+        spec = InputSpec(
+            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
+        )
+        for f in files:
+            check_file(f, spec)
+        return files
+
     def reference(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Sign reference file ``item`` and write its band table and side files."""
         from dataforge.io.inputs import InputSpec

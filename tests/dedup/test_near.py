@@ -553,6 +553,59 @@ def test_against_leaves_the_reference_alone(against_run):
     assert not ref_ids & set(kept["id"].to_list() + dropped["id"].to_list())
 
 
+@pytest.mark.parametrize("step", ["dedup.minhash", "dedup.exact"])
+def test_missing_reference_fails_before_any_work(tmp_path, step):
+    """A reference path that does not exist is an error naming it before the input is read: no
+    output folder, no work files."""
+    src = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "a", "text": words(0, 60)}])
+    out = tmp_path / "out"
+    pipeline = Pipeline(
+        name="p",
+        input=InputSpec(paths=(str(src),)),
+        output=OutputSpec(path=str(out)),
+        steps=[build_step(step, {"against": [str(tmp_path / "nowhere")]})],
+    )
+    from dataforge.runner import run_pipeline
+
+    with pytest.raises(DataforgeError, match="nowhere"):
+        run_pipeline(pipeline)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("step", ["dedup.minhash", "dedup.exact"])
+def test_changed_reference_makes_the_run_not_up_to_date(tmp_path, step):
+    """The reference files are part of the run's identity: after one changes, the same command
+    is not "up to date" (it asks for --overwrite, as a changed input does), and with --overwrite the
+    new reference is used."""
+    from dataforge.runner import run_pipeline
+
+    text = words(100, 160)
+    src = write_jsonl(
+        tmp_path / "corpus.jsonl", [{"id": "a", "text": text}, {"id": "b", "text": words(0, 60)}]
+    )
+    ref = write_jsonl(tmp_path / "ref.jsonl", [{"id": "r0", "text": words(300, 360)}])
+    out = tmp_path / "out"
+
+    def pipeline() -> Pipeline:
+        return Pipeline(
+            name="p",
+            input=InputSpec(paths=(str(src),)),
+            output=OutputSpec(path=str(out)),
+            steps=[build_step(step, {"against": [str(ref)]})],
+        )
+
+    first = run_pipeline(pipeline())
+    assert first.dropped == 0
+    assert run_pipeline(pipeline()).status == "up_to_date"
+    write_jsonl(ref, [{"id": "r0", "text": words(300, 360)}, {"id": "r1", "text": text}])
+    with pytest.raises(DataforgeError, match="another run"):
+        run_pipeline(pipeline())
+    again = run_pipeline(pipeline(), overwrite=True)
+    assert again.status != "up_to_date"
+    assert again.dropped == 1
+    assert read_dir(out, "dropped")["id"].to_list() == ["a"]
+
+
 # --------------------------------------------------------------------------- the Reuters sample
 
 
