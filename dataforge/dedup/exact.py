@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from dataforge.errors import ConfigError, choices
+from dataforge.errors import ConfigError, InputError, choices
 from dataforge.io.shards import write_ipc_atomic, write_json_atomic
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
@@ -148,7 +148,10 @@ class ExactDedup(GlobalStep):
 
         if not self.against:
             return []
-        spec, files = self._reference_files()
+        try:
+            spec, files = self._reference_files()
+        except InputError as exc:
+            raise InputError(f"{self.name}: against: {exc}") from None
         for f in files:
             check_file(f, spec)
         return files

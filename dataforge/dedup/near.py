@@ -48,7 +48,7 @@ from numba import njit
 from dataforge.dedup import clusters as cl
 from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
-from dataforge.errors import ConfigError, OutputError, choices
+from dataforge.errors import ConfigError, InputError, OutputError, choices
 from dataforge.io.shards import atomic_path, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.registry import register
@@ -273,7 +273,10 @@ class MinHashDedup(GlobalStep):
 
         if not self.against:
             return []
-        files = self._reference_files()
+        try:
+            files = self._reference_files()
+        except InputError as exc:
+            raise InputError(f"{self.name}: against: {exc}") from None
         spec = InputSpec(
             paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
         )

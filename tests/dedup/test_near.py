@@ -567,7 +567,7 @@ def test_missing_reference_fails_before_any_work(tmp_path, step):
     )
     from dataforge.runner import run_pipeline
 
-    with pytest.raises(DataforgeError, match="nowhere"):
+    with pytest.raises(DataforgeError, match=f"{step}: against: .*nowhere"):
         run_pipeline(pipeline)
     assert not out.exists()
 
