@@ -35,7 +35,8 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from dataforge.errors import ConfigError, InputError, choices
+from dataforge.dedup.against import checked_reference_files, reference_files, reference_spec
+from dataforge.errors import ConfigError, choices
 from dataforge.io.shards import write_ipc_atomic, write_json_atomic
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
@@ -136,25 +137,10 @@ class ExactDedup(GlobalStep):
         return [*ref, ("decide", self.partitions), ("finalize", 1)]
 
     def _reference_files(self) -> tuple[Any, list[Any]]:
-        from dataforge.io.inputs import InputSpec, discover
-
-        spec = InputSpec(
-            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
-        )
-        return spec, discover(spec)
+        return reference_spec(self), reference_files(self)
 
     def reference_inputs(self) -> list[Any]:
-        from dataforge.io.readers import check_file
-
-        if not self.against:
-            return []
-        try:
-            spec, files = self._reference_files()
-        except InputError as exc:
-            raise InputError(f"{self.name}: against: {exc}") from None
-        for f in files:
-            check_file(f, spec)
-        return files
+        return checked_reference_files(self)
 
     def reference(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Hash reference file ``item`` and write its (hi, lo, ref_id) rows split by partition

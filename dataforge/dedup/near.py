@@ -46,9 +46,10 @@ import pyarrow as pa
 from numba import njit
 
 from dataforge.dedup import clusters as cl
+from dataforge.dedup.against import checked_reference_files, reference_files, reference_spec
 from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
-from dataforge.errors import ConfigError, InputError, OutputError, choices
+from dataforge.errors import ConfigError, OutputError, choices
 from dataforge.io.shards import atomic_path, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.registry import register
@@ -260,38 +261,16 @@ class MinHashDedup(GlobalStep):
         return out
 
     def _reference_files(self) -> list[Any]:
-        from dataforge.io.inputs import InputSpec, discover
-
-        spec = InputSpec(
-            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
-        )
-        return discover(spec)
+        return reference_files(self)
 
     def reference_inputs(self) -> list[Any]:
-        from dataforge.io.inputs import InputSpec
-        from dataforge.io.readers import check_file
-
-        if not self.against:
-            return []
-        try:
-            files = self._reference_files()
-        except InputError as exc:
-            raise InputError(f"{self.name}: against: {exc}") from None
-        spec = InputSpec(
-            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
-        )
-        for f in files:
-            check_file(f, spec)
-        return files
+        return checked_reference_files(self)
 
     def reference(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
         """Sign reference file ``item`` and write its band table and side files."""
-        from dataforge.io.inputs import InputSpec
         from dataforge.io.readers import check_file, read_batches
 
-        spec = InputSpec(
-            paths=self.against, text_field=self.against_text_field, id_field=self.against_id_field
-        )
+        spec = reference_spec(self)
         f = self._reference_files()[item]
         check_file(f, spec)
         bands: list[pl.DataFrame] = []
