@@ -248,6 +248,16 @@ def _rotl32(x, r):
     return np.uint32((x << np.uint32(r)) | (x >> np.uint32(32 - r)))
 
 
+@njit(inline="always")
+def _bswap32(h):
+    return np.uint32(
+        ((h & np.uint32(0xFF)) << np.uint32(24))
+        | ((h & np.uint32(0xFF00)) << np.uint32(8))
+        | ((h >> np.uint32(8)) & np.uint32(0xFF00))
+        | (h >> np.uint32(24))
+    )
+
+
 @njit
 def sha1_hash32(b, start, length, w):
     """datasketch's ``sha1_hash32``: the first 4 bytes of SHA-1, read little endian.
@@ -332,13 +342,7 @@ def sha1_hash32(b, start, length, w):
         h2 = np.uint32(h2 + c)
         h3 = np.uint32(h3 + d)
         h4 = np.uint32(h4 + e)
-    # digest bytes 0..3 are h0 big endian; read them little endian
-    return np.uint32(
-        ((h0 & np.uint32(0xFF)) << np.uint32(24))
-        | ((h0 & np.uint32(0xFF00)) << np.uint32(8))
-        | ((h0 >> np.uint32(8)) & np.uint32(0xFF00))
-        | (h0 >> np.uint32(24))
-    )
+    return _bswap32(h0)  # digest bytes 0..3 are h0 big endian; read them little endian
 
 
 @njit(cache=True)
@@ -353,16 +357,6 @@ def sha1_many(data, offsets):
 
 
 _LANES = 16  # SHA-1 messages hashed side by side (one AVX-512 vector of uint32 per state word)
-
-
-@njit(inline="always")
-def _bswap32(h):
-    return np.uint32(
-        ((h & np.uint32(0xFF)) << np.uint32(24))
-        | ((h & np.uint32(0xFF00)) << np.uint32(8))
-        | ((h >> np.uint32(8)) & np.uint32(0xFF00))
-        | (h >> np.uint32(24))
-    )
 
 
 @njit
