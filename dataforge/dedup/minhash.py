@@ -75,7 +75,7 @@ def _byte_table() -> np.ndarray:
     for c in string.ascii_uppercase:
         table[ord(c)] = ord(c.lower())
     for c in string.digits:
-        table[ord(c)] = 255  # digit marker: runs collapse to "0"
+        table[ord(c)] = 48  # every digit is "0", and runs of "0" collapse (digit_runs)
     return table
 
 
@@ -253,12 +253,12 @@ CODE_POINTS = CodePoints()
 
 
 def canonical_bytes(
-    data: np.ndarray, offsets: np.ndarray, table: np.ndarray
+    data: np.ndarray, offsets: np.ndarray, table: np.ndarray, *, digit_runs: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~dataforge.dedup._kernels.canonical` with one byte table for every document."""
     cp = CODE_POINTS
     return K.canonical(
-        data, offsets, table, _NONE_INT, _NONE_U8, _ZERO, _NONE_BOOL, cp.kind, cp.repl, cp.rlen, 0
+        data, offsets, table, digit_runs, _NONE_INT, _NONE_U8, _ZERO, _NONE_BOOL, cp.kind, cp.repl, cp.rlen, 0
     )
 
 
@@ -272,7 +272,7 @@ def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.
     """
     data, offsets = _buffers(texts)
     if not normalize:
-        return canonical_bytes(data, offsets, _WS_TABLE)
+        return canonical_bytes(data, offsets, _WS_TABLE, digit_runs=False)
     non_ascii = K.non_ascii_rows(data, offsets)
     cp = CODE_POINTS
     coded, hard, fixed_data, fixed_offsets, growth = _NONE_BOOL, _NONE_INT, _NONE_U8, _ZERO, 0
@@ -287,7 +287,7 @@ def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.
         if hard.size:
             fixed_data, fixed_offsets = _buffers(_unicode_fix(texts.gather(hard)))
     return K.canonical(
-        data, offsets, _TABLE, hard, fixed_data, fixed_offsets, coded, cp.kind, cp.repl, cp.rlen, growth
+        data, offsets, _TABLE, True, hard, fixed_data, fixed_offsets, coded, cp.kind, cp.repl, cp.rlen, growth
     )
 
 
