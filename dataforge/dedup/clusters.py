@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from dataforge.errors import ConfigError
 
 KEEP_FIXED = ("first", "last", "longest", "shortest", "oldest", "newest")
