@@ -61,6 +61,10 @@ def _load_le(typingctx, arr, idx, width):
     uint64: one unaligned load (no bounds check, as numba's indexing)."""
     if not isinstance(width, types.IntegerLiteral) or width.literal_value not in (4, 8):
         return None
+    if not (
+        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
+    ):
+        return None  # the load reads bytes idx.. of a contiguous buffer: nothing else may type
     bits = 8 * width.literal_value
 
     def codegen(context, builder, sig, args):

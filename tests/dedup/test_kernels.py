@@ -94,6 +94,21 @@ def test_xxh3_many_on_text_and_repeated_bytes():
     assert got.tolist() == [xxhash.xxh3_64_intdigest(v) for v in values]
 
 
+def test_xxh3_word_loads_refuse_a_strided_buffer():
+    # the machine-word loads read consecutive bytes: a non-contiguous view must not compile
+    # (it would hash the wrong bytes), while its contiguous copy hashes as xxhash does
+    from numba.core.errors import TypingError
+
+    data, offsets = pack([b"abcdefghijklmnop" * 4])
+    strided = np.repeat(data, 2)[::2]
+    assert not strided.flags.c_contiguous
+    with pytest.raises(TypingError):
+        K.xxh3_many(strided, offsets)
+    assert K.xxh3_many(np.ascontiguousarray(strided), offsets).tolist() == [
+        xxhash.xxh3_64_intdigest(b"abcdefghijklmnop" * 4)
+    ]
+
+
 def test_sha1_spans_side_by_side_equal_hashlib():
     """The multi-message SHA-1 (spans of up to 55 bytes, 16 at a time) and its one-at-a-time
     fallback (longer spans) agree with hashlib for every length 0..200, in groups that do not
