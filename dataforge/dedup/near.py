@@ -467,7 +467,7 @@ class MinHashDedup(GlobalStep):
 
 def compile_kernels() -> list[str]:
     """Compile (and cache next to the code) every compiled kernel a MinHash run uses, for both hash
-    modes and shingle kinds, and return their names.
+    modes and shingle kinds, and the JSONL reader's, and return their names.
 
     The kernels compile on first use, which takes ~40 s on a 2-core machine and is
     repeated by every process that starts before the cache is written. Call this once after
@@ -478,6 +478,7 @@ def compile_kernels() -> list[str]:
     """
     from dataforge.dedup import _kernels as K
     from dataforge.dedup import lsh
+    from dataforge.io._jsonl import simple_records
 
     texts = pl.Series(
         ["Ünïcode and plain words, 12 of them: one two three four five six", "", "a b", "“quoted” x² Σ"]
@@ -492,7 +493,10 @@ def compile_kernels() -> list[str]:
     values, offs = _unique_sets(hv, counts)
     idx = np.zeros(1, dtype=np.int64)
     _jaccard_pairs(values, offs, idx, idx)
+    line = np.frombuffer(b'{"id": "a", "text": "x"}\n', np.uint8)  # read-only, as the reader's
+    simple_records(line, 0, line.shape[0], np.frombuffer(b"text", np.uint8), np.frombuffer(b"id", np.uint8))
     kernels = {
+        "jsonl_simple_records": simple_records,
         "non_ascii_rows": K.non_ascii_rows,
         "cp_pages": K.cp_pages,
         "transcodable": K.transcodable,

@@ -4,6 +4,12 @@ Every record ends up in exactly one place: a document row (with provenance ``_so
 ``_line``) or a reject (with file, row, line, reason, error and the raw bytes). A reader never skips a
 record silently.
 
+JSONL is read 8 MB at a time. A chunk whose every line is a record of the common shape
+``{"<id field>": "...", "<text field>": "..."}`` is parsed by a compiled kernel
+(``dataforge.io._jsonl``: no Python object per line, about twice as fast); any other line sends
+its chunk through orjson, line by line where needed, which is also where every reject and error
+message comes from. Both give the same documents (tests compare them).
+
 Reject reasons: ``bad_json``, ``bad_utf8``, ``not_object``, ``missing_text``, ``wrong_type``,
 ``blank_line``, ``ragged_row``, ``bad_csv``, ``truncated`` (compressed stream ends early),
 ``corrupt_file`` (a columnar file that fails mid-read).
@@ -28,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 
 RAW_LIMIT = 1 << 20  # raw bytes kept per reject
 _CHUNK = 8 << 20
+_SIMPLE_JSONL = True  # the compiled path for {"id": "...", "text": "..."} lines (tests turn it off)
 
 DOC_SCHEMA = {
     "id": pl.Utf8,
@@ -93,6 +101,8 @@ class _Builder:
         self._reset()
 
     def _reset(self) -> None:
+        self.frames: list[pl.DataFrame] = []  # documents built in bulk, before the lists below
+        self.n_docs = 0
         self.ids: list[str] = []
         self.texts: list[str] = []
         self.metas: list[str | None] = []
@@ -102,6 +112,7 @@ class _Builder:
         self.nbytes = 0
 
     def doc(self, id_: str, text: str, meta: str | None, row: int, line: int | None) -> None:
+        self.n_docs += 1
         self.ids.append(id_)
         self.texts.append(text)
         self.metas.append(meta)
@@ -112,12 +123,22 @@ class _Builder:
     def docs_bulk(
         self, ids: list[str], texts: list[str], metas: list[str | None], rows: range, lines: range
     ) -> None:
+        self.n_docs += len(ids)
         self.ids.extend(ids)
         self.texts.extend(texts)
         self.metas.extend(metas)
         self.rows.extend(rows)
         self.lines.extend(lines)
         self.nbytes += sum(map(len, texts))
+
+    def docs_frame(self, frame: pl.DataFrame, chars: int) -> None:
+        """Add documents already in a frame of DOC_SCHEMA (``chars``: code points of their texts)."""
+        if self.ids:  # keep file order: the documents added one by one so far come first
+            self.frames.append(self._list_frame())
+            self._clear_lists()
+        self.frames.append(frame)
+        self.n_docs += frame.height
+        self.nbytes += chars
 
     def reject(self, row: int | None, line: int | None, reason: str, error: str, raw: bytes | None) -> None:
         if raw is not None and len(raw) > RAW_LIMIT:
@@ -127,10 +148,10 @@ class _Builder:
         self.nbytes += len(raw or b"")
 
     def full(self) -> bool:
-        return len(self.ids) + len(self.rej) >= self.batch_rows or self.nbytes >= self.batch_bytes
+        return self.n_docs + len(self.rej) >= self.batch_rows or self.nbytes >= self.batch_bytes
 
-    def flush(self) -> ReadBatch:
-        docs = pl.DataFrame(
+    def _list_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
             {
                 "id": self.ids,
                 "text": self.texts,
@@ -141,12 +162,19 @@ class _Builder:
             },
             schema=DOC_SCHEMA,
         )
+
+    def _clear_lists(self) -> None:
+        self.ids, self.texts, self.metas, self.rows, self.lines = [], [], [], [], []
+
+    def flush(self) -> ReadBatch:
+        frames = [*self.frames, self._list_frame()] if self.ids or not self.frames else self.frames
+        docs = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=True)
         rejects = pl.DataFrame(self.rej, schema=REJECT_SCHEMA, orient="row")
         self._reset()
         return ReadBatch(docs, rejects)
 
     def pending(self) -> bool:
-        return bool(self.ids or self.rej)
+        return bool(self.n_docs or self.rej)
 
 
 def empty_docs() -> pl.DataFrame:
@@ -266,25 +294,50 @@ def _tail_piece(piece: Piece | None) -> bool:
 _STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
 
 
-def _iter_line_chunks(stream: IO[bytes]) -> Iterator[tuple[list[bytes], str | None, bytes]]:
+@dataclass(frozen=True)
+class _LineChunk:
+    """The complete lines of one read: ``head`` (the line that began in earlier reads; None when
+    the read started on a line boundary) then the lines of ``data[start:end]``, each ending with a
+    newline. Lines are split into ``bytes`` objects only when a parser needs them (:meth:`lines`);
+    the compiled JSONL path reads the buffer as it is."""
+
+    head: bytes | None
+    data: bytes
+    start: int
+    end: int
+
+    def lines(self) -> list[bytes]:
+        """The lines, without their newlines."""
+        body = self.data[self.start : self.end - 1].split(b"\n") if self.end > self.start else []
+        return body if self.head is None else [self.head, *body]
+
+    def __bool__(self) -> bool:
+        return self.head is not None or self.end > self.start
+
+
+def _iter_line_chunks(stream: IO[bytes]) -> Iterator[tuple[_LineChunk, str | None, bytes]]:
     """Yield (lines, None, b"") per read chunk; on a broken stream, a last (lines, error, partial
     line) and stop. Lines exclude the newline."""
-    rest = b""
+    rest = b""  # the start of a line that continues in the next read
     while True:
         try:
             data = stream.read(_CHUNK)
         except _STREAM_ERRORS as exc:
-            yield [], f"compressed stream is truncated or corrupt: {exc}", rest
+            yield _LineChunk(None, b"", 0, 0), f"compressed stream is truncated or corrupt: {exc}", rest
             return
         if not data:
             break
-        parts = data.split(b"\n")  # not (rest + data): that would copy the whole chunk once more
-        if rest:
-            parts[0] = rest + parts[0]
-        rest = parts.pop()
-        yield parts, None, b""
+        first = data.find(b"\n")
+        if first < 0:  # no line ends in this read
+            rest += data
+            continue
+        last = data.rfind(b"\n")
+        # the straddling line is joined on its own: not (rest + data), which would copy the chunk
+        head = rest + data[:first] if rest else None
+        yield _LineChunk(head, data, first + 1 if rest else 0, last + 1), None, b""
+        rest = data[last + 1 :]
     if rest:
-        yield [rest], None, b""
+        yield _LineChunk(rest, b"", 0, 0), None, b""
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -334,9 +387,15 @@ def _read_jsonl(
     # a piece numbers its records from its offsets in the file (see dataforge.io.inputs)
     row = piece.first_row - 1 if piece is not None else -1
     lineno = piece.first_line - 1 if piece is not None else 0
+    simple = _simple_keys(tf, idf)
     with open_piece(f, piece) as stream:
-        for lines, stream_error, tail in _iter_line_chunks(stream):
-            if lines and _fast_jsonl_chunk(f.path, lines, lineno + 1, row + 1, tf, idf, b):
+        for chunk, stream_error, tail in _iter_line_chunks(stream):
+            n = _simple_jsonl_chunk(f.path, chunk, lineno + 1, row + 1, simple, b) if chunk and simple else 0
+            lines = chunk.lines() if not n else []
+            if n:
+                lineno += n
+                row += n
+            elif lines and _fast_jsonl_chunk(f.path, lines, lineno + 1, row + 1, tf, idf, b):
                 lineno += len(lines)
                 row += len(lines)
             else:
@@ -360,6 +419,66 @@ def _read_jsonl(
                 break
             if b.full():
                 yield b.flush()
+
+
+def _simple_keys(tf: str, idf: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The text and id field names as bytes for :func:`_simple_jsonl_chunk` (None: no fast path)."""
+    if tf == idf or not _SIMPLE_JSONL:
+        return None
+    return np.frombuffer(tf.encode(), np.uint8), np.frombuffer(idf.encode(), np.uint8)
+
+
+def _simple_jsonl_chunk(
+    path: str,
+    chunk: _LineChunk,
+    first_line: int,
+    first_row: int,
+    keys: tuple[np.ndarray, np.ndarray],
+    b: _Builder,
+) -> int:
+    """Add a chunk whose every line is a simple record (``{"<id>": "...", "<text>": "..."}``, see
+    ``dataforge.io._jsonl``) in bulk, without a Python object per line; return its lines, or 0
+    (nothing added) to parse it the general way. The documents are the same as orjson's."""
+    from dataforge.io._jsonl import simple_records
+
+    parts = []
+    if chunk.head is not None:
+        parts.append((np.frombuffer(chunk.head + b"\n", np.uint8), 0, len(chunk.head) + 1))
+    if chunk.end > chunk.start:
+        parts.append((np.frombuffer(chunk.data, np.uint8), chunk.start, chunk.end))
+    decoded = []
+    for buf, lo, hi in parts:
+        res = simple_records(buf, lo, hi, *keys)
+        if not res[0]:
+            return 0
+        decoded.append(res)
+    line, row = first_line, first_row
+    for _, texts, t_off, ids, i_off, has_id, chars in decoded:
+        n = has_id.shape[0]
+        lines = np.arange(line, line + n, dtype=np.int64)
+        id_col = pl.Series("id", _large_strings(ids, i_off))
+        if not has_id.all():  # the generated id of a record without one: <file>:<line>
+            generated = pl.Series("id", [f"{path}:{x}" for x in lines[~has_id].tolist()], dtype=pl.Utf8)
+            id_col = id_col.scatter(np.flatnonzero(~has_id), generated)
+        frame = pl.DataFrame(
+            {
+                "id": id_col,
+                "text": pl.Series("text", _large_strings(texts, t_off)),
+                "meta": pl.Series("meta", [None] * n, dtype=pl.Utf8),
+                "_source": pl.repeat(path, n, dtype=pl.Utf8, eager=True),
+                "_row": np.arange(row, row + n, dtype=np.int64),
+                "_line": lines,
+            },
+            schema=DOC_SCHEMA,
+        )
+        b.docs_frame(frame, int(chars))
+        line += n
+        row += n
+    return line - first_line
+
+
+def _large_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _fast_jsonl_chunk(

@@ -195,8 +195,8 @@ def _read_jsonl(f: InputFile, c: _Collector) -> None:
     row = -1
     lineno = 0
     with open_binary(f) as stream:
-        for lines, stream_error, tail in _iter_line_chunks(stream):
-            for line in lines:
+        for chunk, stream_error, tail in _iter_line_chunks(stream):
+            for line in chunk.lines():
                 lineno += 1
                 row += 1
                 raw = line

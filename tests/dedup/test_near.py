@@ -857,10 +857,12 @@ def test_compile_kernels_covers_what_runs_use(news_head, tmp_path):
     from dataforge.dedup import _kernels as K
     from dataforge.dedup import lsh
     from dataforge.dedup.near import _jaccard_pairs, compile_kernels
+    from dataforge.io._jsonl import simple_records
 
     names = compile_kernels()
-    assert names == sorted(names) and len(names) == 10
+    assert names == sorted(names) and len(names) == 11
     kernels = [
+        simple_records,
         K.non_ascii_rows,
         K.cp_pages,
         K.transcodable,

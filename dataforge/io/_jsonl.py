@@ -1,0 +1,322 @@
+"""Compiled fast path for JSONL records of the common shape ``{"id": "...", "text": "..."}``.
+
+``simple_records`` parses a run of complete lines in one pass over the bytes, without a Python
+object per line: it accepts a line only when it is a JSON object whose keys are the text field
+and, optionally, the id field (each once, in either order, keys without escapes), both with string
+values, and whose strings are valid UTF-8 without control characters and with well-formed escapes
+(surrogate pairs combined; a lone surrogate is refused). Anything else (another key, a number, a
+blank line, bad UTF-8, a duplicate key, ...) refuses the whole run, and the reader parses it with
+orjson line by line as before. So what this accepts decodes exactly as orjson would (tests compare
+both paths), and every error message still comes from the general path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _load8(typingctx, arr, idx):
+    if not (
+        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def _store8(typingctx, arr, idx, val):
+    if not (
+        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        builder.store(args[2], builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, types.uint64), codegen
+
+
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_Q8 = np.uint64(0x2222222222222222)
+_B8 = np.uint64(0x5C5C5C5C5C5C5C5C)
+_C8 = np.uint64(0x2020202020202020)
+_U8 = np.uint64(8)
+
+_QUOTE = 34
+_BACKSLASH = 92
+
+
+# Positions are uint64 throughout: numba checks every signed index for wrap-around, which costs
+# more than the parsing itself here. Strings may not hold a raw newline (a control character), so
+# every scan can run to the end of the buffer and stops at the line's newline at the latest.
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+
+# Bytes copied as they are inside a string: printable ASCII other than the quote and backslash.
+_PLAIN = np.zeros(256, dtype=np.bool_)
+_PLAIN[0x20:0x80] = True
+_PLAIN[[_QUOTE, _BACKSLASH]] = False
+# JSON whitespace within a line
+_SPACE = np.zeros(256, dtype=np.bool_)
+_SPACE[[32, 9, 13]] = True
+
+
+@njit(inline="always")
+def _ws(buf, i, e):
+    space = _SPACE
+    while i < e and space[buf[i]]:
+        i += _U1
+    return i
+
+
+@njit(inline="always")
+def _hex4(buf, i, e):
+    """Value of the 4 hex digits at ``buf[i:i+4]``, or -1."""
+    if i + np.uint64(4) > e:
+        return -1
+    v = 0
+    for k in range(4):
+        c = np.int64(buf[i + np.uint64(k)])
+        if 48 <= c <= 57:
+            d = c - 48
+        elif 97 <= c <= 102:
+            d = c - 87
+        elif 65 <= c <= 70:
+            d = c - 55
+        else:
+            return -1
+        v = (v << 4) | d
+    return v
+
+
+@njit(inline="always")
+def _put_utf8(out, w, cp):
+    if cp < 0x80:
+        out[w] = cp
+        return w + _U1
+    if cp < 0x800:
+        out[w] = 0xC0 | (cp >> 6)
+        out[w + _U1] = 0x80 | (cp & 0x3F)
+        return w + np.uint64(2)
+    if cp < 0x10000:
+        out[w] = 0xE0 | (cp >> 12)
+        out[w + _U1] = 0x80 | ((cp >> 6) & 0x3F)
+        out[w + np.uint64(2)] = 0x80 | (cp & 0x3F)
+        return w + np.uint64(3)
+    out[w] = 0xF0 | (cp >> 18)
+    out[w + _U1] = 0x80 | ((cp >> 12) & 0x3F)
+    out[w + np.uint64(2)] = 0x80 | ((cp >> 6) & 0x3F)
+    out[w + np.uint64(3)] = 0x80 | (cp & 0x3F)
+    return w + np.uint64(4)
+
+
+@njit(inline="always")
+def _utf8_len(buf, i, e):
+    """Length of the valid UTF-8 sequence (lead byte >= 0x80) at ``buf[i]``, or 0: no overlong
+    forms, no surrogates, nothing above U+10FFFF (what a JSON parser accepts)."""
+    c = buf[i]
+    if 0xC2 <= c <= 0xDF:
+        n = 2
+    elif 0xE0 <= c <= 0xEF:
+        n = 3
+    elif 0xF0 <= c <= 0xF4:
+        n = 4
+    else:
+        return 0
+    if i + np.uint64(n) > e:
+        return 0
+    for k in range(1, n):
+        if (buf[i + np.uint64(k)] & 0xC0) != 0x80:
+            return 0
+    c1 = buf[i + _U1]
+    if c == 0xE0 and c1 < 0xA0:  # overlong
+        return 0
+    if c == 0xED and c1 >= 0xA0:  # surrogates
+        return 0
+    if c == 0xF0 and c1 < 0x90:  # overlong
+        return 0
+    if c == 0xF4 and c1 >= 0x90:  # above U+10FFFF
+        return 0
+    return n
+
+
+@njit(inline="never")
+def _special(buf, i, e, out, w):
+    """One escape or multi-byte character at buf[i]: (ok, new i, new w)."""
+    c = buf[i]
+    if c == _BACKSLASH:
+        if i + _U1 >= e:
+            return False, i, w
+        x = buf[i + _U1]
+        i += np.uint64(2)
+        if x == 110:
+            out[w] = 10
+        elif x == 116:
+            out[w] = 9
+        elif x == _QUOTE or x == _BACKSLASH or x == 47:  # noqa: SIM109
+            out[w] = x
+        elif x == 114:
+            out[w] = 13
+        elif x == 98:
+            out[w] = 8
+        elif x == 102:
+            out[w] = 12
+        elif x == 117:
+            cp = _hex4(buf, i, e)
+            if cp < 0:
+                return False, i, w
+            i += np.uint64(4)
+            if 0xDC00 <= cp <= 0xDFFF:
+                return False, i, w
+            if 0xD800 <= cp <= 0xDBFF:
+                if i + np.uint64(6) > e or buf[i] != _BACKSLASH or buf[i + _U1] != 117:
+                    return False, i, w
+                low = _hex4(buf, i + np.uint64(2), e)
+                if low < 0xDC00 or low > 0xDFFF:
+                    return False, i, w
+                i += np.uint64(6)
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+            return True, i, _put_utf8(out, w, cp)
+        else:
+            return False, i, w
+        return True, i, w + _U1
+    if c < 0x20:
+        return False, i, w
+    n = _utf8_len(buf, i, e)
+    if n == 0:
+        return False, i, w
+    for k in range(n):
+        out[w + np.uint64(k)] = buf[i + np.uint64(k)]
+    return True, i + np.uint64(n), w + np.uint64(n)
+
+
+@njit(inline="always")
+def _string(buf, i, e, out, w):
+    chars = 0
+    plain = _PLAIN
+    while i < e:
+        if i + _U8 <= e:  # eight bytes at a time while they are all plain
+            x = _load8(buf, i)
+            q = x ^ _Q8
+            bs = x ^ _B8
+            special = (x | ((q - _ONES) & ~q) | ((bs - _ONES) & ~bs) | ((x - _C8) & ~x)) & _HIGH
+            if special == 0:
+                _store8(out, w, x)
+                w += _U8
+                i += _U8
+                chars += 8
+                continue
+        c = buf[i]
+        if plain[c]:
+            out[w] = c
+            w += _U1
+            i += _U1
+            chars += 1
+            continue
+        if c == _QUOTE:
+            return True, i + _U1, w, chars
+        ok, i, w = _special(buf, i, e, out, w)
+        if not ok:
+            return False, i, w, chars
+        chars += 1
+    return False, i, w, chars
+
+
+@njit(inline="always")
+def _key_is(buf, i, j, key):
+    if j - i != np.uint64(key.shape[0]):
+        return False
+    for k in range(key.shape[0]):  # noqa: SIM110 - compiled: no generators
+        if buf[i + np.uint64(k)] != key[k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def simple_records(buf, lo, hi, text_key, id_key):
+    """Parse the lines of ``buf[lo:hi]`` (each ending with a newline) as simple records.
+
+    Returns ``(ok, texts, text_offsets, ids, id_offsets, has_id, chars)``: the decoded UTF-8 of
+    every text and id (an absent id is empty, with ``has_id`` False) and the code points of all
+    texts together. ``ok`` is False, and the rest meaningless, when any line is not a simple
+    record.
+    """
+    n = 0
+    for p in range(lo, hi):
+        n += buf[p] == 10
+    texts = np.empty(hi - lo, dtype=np.uint8)  # decoded strings are never longer than their JSON
+    ids = np.empty(hi - lo, dtype=np.uint8)
+    t_off = np.zeros(n + 1, dtype=np.int64)
+    i_off = np.zeros(n + 1, dtype=np.int64)
+    has_id = np.zeros(n, dtype=np.bool_)
+    tw = _U0
+    iw = _U0
+    chars = 0
+    e = np.uint64(hi)
+    i = np.uint64(lo)
+    for r in range(n):
+        i = _ws(buf, i, e)
+        if i >= e or buf[i] != 123:  # {
+            return False, texts, t_off, ids, i_off, has_id, chars
+        i = _ws(buf, i + _U1, e)
+        seen_text = False
+        seen_id = False
+        while True:
+            if i >= e or buf[i] != _QUOTE:
+                return False, texts, t_off, ids, i_off, has_id, chars
+            k0 = i + _U1
+            k1 = k0
+            while k1 < e and buf[k1] != _QUOTE and buf[k1] != _BACKSLASH and buf[k1] != 10:
+                k1 += _U1
+            if k1 >= e or buf[k1] != _QUOTE:
+                return False, texts, t_off, ids, i_off, has_id, chars
+            is_text = _key_is(buf, k0, k1, text_key)
+            is_id = not is_text and _key_is(buf, k0, k1, id_key)
+            if not (is_text or is_id) or (is_text and seen_text) or (is_id and seen_id):
+                return False, texts, t_off, ids, i_off, has_id, chars
+            i = _ws(buf, k1 + _U1, e)
+            if i >= e or buf[i] != 58:  # :
+                return False, texts, t_off, ids, i_off, has_id, chars
+            i = _ws(buf, i + _U1, e)
+            if i >= e or buf[i] != _QUOTE:
+                return False, texts, t_off, ids, i_off, has_id, chars
+            out = texts if is_text else ids  # one call site: the inlined loop is compiled once
+            ok, i, w, c = _string(buf, i + _U1, e, out, tw if is_text else iw)
+            if is_text:
+                tw = w
+                chars += c
+                seen_text = True
+            else:
+                iw = w
+                seen_id = True
+            if not ok:
+                return False, texts, t_off, ids, i_off, has_id, chars
+            i = _ws(buf, i, e)
+            if i < e and buf[i] == 44:  # ,
+                i = _ws(buf, i + _U1, e)
+                continue
+            if i < e and buf[i] == 125:  # }
+                i = _ws(buf, i + _U1, e)
+                break
+            return False, texts, t_off, ids, i_off, has_id, chars
+        if i >= e or buf[i] != 10 or not seen_text:  # the line ends here
+            return False, texts, t_off, ids, i_off, has_id, chars
+        t_off[r + 1] = tw
+        i_off[r + 1] = iw
+        has_id[r] = seen_id
+        i += _U1
+    return True, texts[:tw], t_off, ids[:iw], i_off, has_id, chars
