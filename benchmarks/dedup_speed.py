@@ -23,6 +23,10 @@ median run. Methods:
   show it), and on Ray (2 CPUs; ``ray.init`` timed separately). ``e2e-xxh3-1w-raw`` is the 1-worker
   run writing uncompressed shards (``compression="none"``), to show what zstd output costs.
 - ``breakdown-*``: one ``dedup`` run on 1 worker with timers wrapped around its internal functions.
+- ``--rounds N``: the method list runs N times, interleaved, each time ``--repeat`` runs per method;
+  best and median are over all runs. This VM's speed drifts by 20-30 % over tens of minutes, so
+  with one round the ratios depend on which method ran in a fast window; interleaving spreads the
+  drift over every method.
 - ``--scale``: peak RSS of ``dedup`` end to end and of the signature stage alone at ``--docs`` and
   at ``--scale-docs`` (1M) documents.
 
@@ -917,6 +921,31 @@ def run_method(method: str, args: argparse.Namespace, corpus: Path) -> dict[str,
     return res
 
 
+def merge_rounds(first: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """One method's results over several rounds: every run kept (best and median are taken over
+    all of them), CPU and wall time added up, the highest memory and contention kept."""
+    if "error" in first or "error" in more:
+        return first if "error" in first else more
+    out = dict(first)
+    out["runs"] = first["runs"] + more["runs"]
+    out["rounds"] = first.get("rounds", 1) + 1
+    for key in ("wall_s", "cpu_s"):
+        if key in first and key in more:
+            out[key] = first[key] + more[key]
+    for key in ("hwm", "children_maxrss", "tree_peak_rss"):
+        if key in first and key in more and more[key] > first[key]:
+            out[key] = more[key]
+            if key == "tree_peak_rss":
+                out["tree_procs"] = more["tree_procs"]
+    c1, c2 = first["contention"], more["contention"]
+    out["contention"] = {
+        "others_cores": max(c1["others_cores"], c2["others_cores"]),
+        "load_start": c1["load_start"],
+        "load_end": c2["load_end"],
+    }
+    return out
+
+
 def _busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
     with open("/proc/stat") as f:
@@ -1373,6 +1402,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=100_000, help="corpus size (default 100000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per method (best and median reported)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole method list this many times, interleaved (A B C A B C ...), so that "
+        "this VM's drift over minutes reaches every method alike; best and median over all runs",
+    )
     ap.add_argument("--methods", nargs="*", default=None, help=f"subset of: {', '.join(DEFAULT_METHODS)}")
     ap.add_argument(
         "--loop-docs", type=int, default=5000, help="documents for datasketch-loop (default 5000)"
@@ -1415,7 +1451,12 @@ def main() -> None:
     for m in methods:
         if m not in METHODS:
             sys.exit(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
-        results[m] = run_method(m, args, corpus)
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            print(f" round {r + 1} of {args.rounds}", file=sys.stderr)
+        for m in methods:
+            res = run_method(m, args, corpus)
+            results[m] = res if r == 0 else merge_rounds(results[m], res)
     if args.overhead_docs:
         repeat = args.repeat
         args.repeat = 1
@@ -1436,6 +1477,7 @@ def main() -> None:
         args.repeat = repeat
     end = code_fingerprint()
     changed = sorted(k for k, v in end.items() if code.get(k) != v)
+    header += f"\n\nRounds: {args.rounds} (methods interleaved), {args.repeat} run(s) per method per round."
     header += f"\n\ndataforge code version {_code_id(code)} at the start"
     if changed:
         header += f", {_code_id(end)} at the end (**changed during the run: {', '.join(changed)}**)"
