@@ -1,13 +1,16 @@
-"""Compiled fast path for JSONL records of the common shape ``{"id": "...", "text": "..."}``.
+"""Compiled fast path for JSONL records of the common shape ``{"id": "...", "text": "...", ...}``.
 
 ``simple_records`` parses a run of complete lines in one pass over the bytes, without a Python
-object per line: it accepts a line only when it is a JSON object whose keys are the text field
-and, optionally, the id field (each once, in either order, keys without escapes), both with string
-values, and whose strings are valid UTF-8 without control characters and with well-formed escapes
-(surrogate pairs combined; a lone surrogate is refused). Anything else (another key, a number, a
-blank line, bad UTF-8, a duplicate key, ...) refuses the whole run, and the reader parses it with
-orjson line by line as before. So what this accepts decodes exactly as orjson would (tests compare
-both paths), and every error message still comes from the general path.
+object per line. It accepts a line only when it is a JSON object holding the text field (a string)
+and optionally the id field (a string), each once, and any other fields whose values orjson would
+write back byte for byte: strings without escapes, integers of at most 18 digits, ``true``,
+``false``, ``null`` (those become the record's ``meta``, ``{"key":value,...}`` in file order, as
+the general path's ``orjson.dumps`` writes it). Text and id strings must be valid UTF-8 without
+control characters and with well-formed escapes (surrogate pairs combined; a lone surrogate is
+refused); keys may not hold escapes and may not repeat. Anything else (floats, arrays, objects, a
+numeric id, a blank line, bad UTF-8, ...) refuses the whole run, and the reader parses it with
+orjson line by line as before. So what this accepts decodes exactly as orjson would (tests
+compare both paths), and every error message still comes from the general path.
 """
 
 from __future__ import annotations
@@ -246,14 +249,87 @@ def _key_is(buf, i, j, key):
     return True
 
 
+_MAX_META_KEYS = 64
+
+
+@njit(inline="always")
+def _copy(buf, a, b, out, w):
+    for k in range(a, b):
+        out[w] = buf[k]
+        w += _U1
+    return w
+
+
+@njit(inline="always")
+def _literal(buf, i, e, word):
+    """Index after ``word`` (true, false, null) at ``buf[i]``, or 0."""
+    m = np.uint64(word.shape[0])
+    if i + m > e:
+        return _U0
+    for k in range(word.shape[0]):
+        if buf[i + np.uint64(k)] != word[k]:
+            return _U0
+    return i + m
+
+
+_TRUE = np.frombuffer(b"true", np.uint8)
+_FALSE = np.frombuffer(b"false", np.uint8)
+_NULL = np.frombuffer(b"null", np.uint8)
+
+
+@njit(inline="always")
+def _plain_value(buf, i, e):
+    """End of a value whose JSON text orjson writes back byte for byte (a string without escapes
+    or control characters, an integer of at most 18 digits other than -0, true, false, null) at
+    ``buf[i]``; 0 for anything else (floats, big integers, arrays, objects, escapes)."""
+    c = buf[i]
+    if c == _QUOTE:
+        j = i + _U1
+        while j < e:
+            d = buf[j]
+            if d == _QUOTE:
+                return j + _U1
+            if d == _BACKSLASH or d < 0x20:
+                return _U0
+            if d < 0x80:
+                j += _U1
+                continue
+            n = _utf8_len(buf, j, e)
+            if n == 0:
+                return _U0
+            j += np.uint64(n)
+        return _U0
+    if c == 45 or 48 <= c <= 57:  # - or a digit
+        j = i + _U1 if c == 45 else i
+        d0 = j
+        while j < e and 48 <= buf[j] <= 57:
+            j += _U1
+        digits = j - d0
+        if digits == 0 or digits > 18 or (buf[d0] == 48 and digits > 1):
+            return _U0
+        if c == 45 and digits == 1 and buf[d0] == 48:
+            return _U0  # -0 comes back as 0
+        if j < e and (buf[j] == 46 or buf[j] == 101 or buf[j] == 69):  # . e E: a float
+            return _U0
+        return j
+    if c == 116:
+        return _literal(buf, i, e, _TRUE)
+    if c == 102:
+        return _literal(buf, i, e, _FALSE)
+    if c == 110:
+        return _literal(buf, i, e, _NULL)
+    return _U0
+
+
 @njit(cache=True)
 def simple_records(buf, lo, hi, text_key, id_key):
     """Parse the lines of ``buf[lo:hi]`` (each ending with a newline) as simple records.
 
-    Returns ``(ok, texts, text_offsets, ids, id_offsets, has_id, chars)``: the decoded UTF-8 of
-    every text and id (an absent id is empty, with ``has_id`` False) and the code points of all
-    texts together. ``ok`` is False, and the rest meaningless, when any line is not a simple
-    record.
+    Returns ``(ok, texts, text_offsets, ids, id_offsets, has_id, metas, meta_offsets, chars)``:
+    the decoded UTF-8 of every text and id (an absent id is empty, with ``has_id`` False), the
+    other fields of each record as orjson writes them (``{"k":v,...}``; empty when there are
+    none), and the code points of all texts together. ``ok`` is False, and the rest meaningless,
+    when any line is not a simple record.
     """
     n = 0
     for p in range(lo, hi):
@@ -263,6 +339,10 @@ def simple_records(buf, lo, hi, text_key, id_key):
     t_off = np.zeros(n + 1, dtype=np.int64)
     i_off = np.zeros(n + 1, dtype=np.int64)
     has_id = np.zeros(n, dtype=np.bool_)
+    metas = np.empty(hi - lo, dtype=np.uint8)  # the compact form is never longer than the line
+    m_off = np.zeros(n + 1, dtype=np.int64)
+    keys = np.empty((_MAX_META_KEYS, 2), dtype=np.uint64)
+    mw = _U0
     tw = _U0
     iw = _U0
     chars = 0
@@ -271,29 +351,63 @@ def simple_records(buf, lo, hi, text_key, id_key):
     for r in range(n):
         i = _ws(buf, i, e)
         if i >= e or buf[i] != 123:  # {
-            return False, texts, t_off, ids, i_off, has_id, chars
+            return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
         i = _ws(buf, i + _U1, e)
         seen_text = False
         seen_id = False
+        n_keys = 0
         while True:
             if i >= e or buf[i] != _QUOTE:
-                return False, texts, t_off, ids, i_off, has_id, chars
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             k0 = i + _U1
             k1 = k0
             while k1 < e and buf[k1] != _QUOTE and buf[k1] != _BACKSLASH and buf[k1] != 10:
                 k1 += _U1
             if k1 >= e or buf[k1] != _QUOTE:
-                return False, texts, t_off, ids, i_off, has_id, chars
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             is_text = _key_is(buf, k0, k1, text_key)
             is_id = not is_text and _key_is(buf, k0, k1, id_key)
-            if not (is_text or is_id) or (is_text and seen_text) or (is_id and seen_id):
-                return False, texts, t_off, ids, i_off, has_id, chars
+            if (is_text and seen_text) or (is_id and seen_id):
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+            for q in range(n_keys):  # another field: once only (orjson would keep the last)
+                a = keys[q, 0]
+                if keys[q, 1] - a == k1 - k0:
+                    same = True
+                    for k in range(k1 - k0):
+                        if buf[a + np.uint64(k)] != buf[k0 + np.uint64(k)]:
+                            same = False
+                            break
+                    if same:
+                        return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             i = _ws(buf, k1 + _U1, e)
             if i >= e or buf[i] != 58:  # :
-                return False, texts, t_off, ids, i_off, has_id, chars
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             i = _ws(buf, i + _U1, e)
-            if i >= e or buf[i] != _QUOTE:
-                return False, texts, t_off, ids, i_off, has_id, chars
+            if i >= e:
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+            if not (is_text or is_id):  # kept as written: "key":value, compact
+                if n_keys == _MAX_META_KEYS:
+                    return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+                v1 = _plain_value(buf, i, e)
+                if v1 == _U0:
+                    return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+                keys[n_keys, 0] = k0
+                keys[n_keys, 1] = k1
+                metas[mw] = 123 if n_keys == 0 else 44  # { or ,
+                n_keys += 1
+                mw = _copy(buf, k0 - _U1, k1 + _U1, metas, mw + _U1)
+                metas[mw] = 58
+                mw = _copy(buf, i, v1, metas, mw + _U1)
+                i = _ws(buf, v1, e)
+                if i < e and buf[i] == 44:  # ,
+                    i = _ws(buf, i + _U1, e)
+                    continue
+                if i < e and buf[i] == 125:  # }
+                    i = _ws(buf, i + _U1, e)
+                    break
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+            if buf[i] != _QUOTE:
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             out = texts if is_text else ids  # one call site: the inlined loop is compiled once
             ok, i, w, c = _string(buf, i + _U1, e, out, tw if is_text else iw)
             if is_text:
@@ -304,7 +418,7 @@ def simple_records(buf, lo, hi, text_key, id_key):
                 iw = w
                 seen_id = True
             if not ok:
-                return False, texts, t_off, ids, i_off, has_id, chars
+                return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             i = _ws(buf, i, e)
             if i < e and buf[i] == 44:  # ,
                 i = _ws(buf, i + _U1, e)
@@ -312,11 +426,15 @@ def simple_records(buf, lo, hi, text_key, id_key):
             if i < e and buf[i] == 125:  # }
                 i = _ws(buf, i + _U1, e)
                 break
-            return False, texts, t_off, ids, i_off, has_id, chars
+            return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
         if i >= e or buf[i] != 10 or not seen_text:  # the line ends here
-            return False, texts, t_off, ids, i_off, has_id, chars
+            return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+        if n_keys:
+            metas[mw] = 125  # }
+            mw += _U1
         t_off[r + 1] = tw
         i_off[r + 1] = iw
+        m_off[r + 1] = mw
         has_id[r] = seen_id
         i += _U1
-    return True, texts[:tw], t_off, ids[:iw], i_off, has_id, chars
+    return True, texts[:tw], t_off, ids[:iw], i_off, has_id, metas[:mw], m_off, chars

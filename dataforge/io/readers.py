@@ -436,9 +436,10 @@ def _simple_jsonl_chunk(
     keys: tuple[np.ndarray, np.ndarray],
     b: _Builder,
 ) -> int:
-    """Add a chunk whose every line is a simple record (``{"<id>": "...", "<text>": "..."}``, see
-    ``dataforge.io._jsonl``) in bulk, without a Python object per line; return its lines, or 0
-    (nothing added) to parse it the general way. The documents are the same as orjson's."""
+    """Add a chunk whose every line is a simple record (``{"<id>": "...", "<text>": "...", ...}``
+    with plain values in the other fields, see ``dataforge.io._jsonl``) in bulk, without a Python
+    object per line; return its lines, or 0 (nothing added) to parse it the general way. The
+    documents are the same as orjson's."""
     from dataforge.io._jsonl import simple_records
 
     parts = []
@@ -453,7 +454,7 @@ def _simple_jsonl_chunk(
             return 0
         decoded.append(res)
     line, row = first_line, first_row
-    for _, texts, t_off, ids, i_off, has_id, chars in decoded:
+    for _, texts, t_off, ids, i_off, has_id, metas, m_off, chars in decoded:
         n = has_id.shape[0]
         lines = np.arange(line, line + n, dtype=np.int64)
         id_col = pl.Series("id", _large_strings(ids, i_off))
@@ -464,7 +465,7 @@ def _simple_jsonl_chunk(
             {
                 "id": id_col,
                 "text": pl.Series("text", _large_strings(texts, t_off)),
-                "meta": pl.Series("meta", [None] * n, dtype=pl.Utf8),
+                "meta": _metas(metas, m_off),
                 "_source": pl.repeat(path, n, dtype=pl.Utf8, eager=True),
                 "_row": np.arange(row, row + n, dtype=np.int64),
                 "_line": lines,
@@ -475,6 +476,16 @@ def _simple_jsonl_chunk(
         line += n
         row += n
     return line - first_line
+
+
+def _metas(data: np.ndarray, offsets: np.ndarray) -> pl.Series:
+    """The meta column: each record's other fields as JSON, null for a record without any."""
+    n = len(offsets) - 1
+    if not data.size:
+        return pl.Series("meta", [None] * n, dtype=pl.Utf8)
+    col = pl.Series("meta", _large_strings(data, offsets))
+    empty = np.diff(offsets) == 0
+    return col.scatter(np.flatnonzero(empty), None) if empty.any() else col
 
 
 def _large_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:

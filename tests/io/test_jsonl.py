@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -60,12 +61,27 @@ SIMPLE = [
     b'{"id": "", "text": ""}',
     b'{"id": "j", "text": "' + b"x" * 5000 + b'"}',
     b'{"id": "k", "text": "12345678\\"12345678\\\\1234567"}',
+    # other fields with values orjson writes back as they are: kept as meta
+    b'{"id": "m", "text": "extra key", "lang": "en"}',
+    b'{"url": "http://x.org/a?b=1", "id": "n", "n": 42, "neg": -7, "zero": 0, "text": "t", "ok": true}',
+    '{"text": "meta with unicode", "title": "caf\u00e9 \u4e2d \U0001f600", "f": false, "z": null}'.encode(),
+    b'{"text": "18 digits", "big": 123456789012345678, "s": "1e5 and 12345678901234567890123"}',
+    b'{"text":"compact","a":"","b":1}',
 ]
 
 REFUSED = [
     b'{"id": 7, "text": "integer id"}',
     b'{"id": null, "text": "null id"}',
-    b'{"id": "a", "text": "extra key", "lang": "en"}',
+    b'{"id": "a", "text": "a float", "score": 1.5}',
+    b'{"id": "a", "text": "an exponent", "score": 1e5}',
+    b'{"id": "a", "text": "minus zero", "n": -0}',
+    b'{"id": "a", "text": "leading zero", "n": 012}',
+    b'{"id": "a", "text": "19 digits", "n": 1234567890123456789}',
+    b'{"id": "a", "text": "an array", "tags": ["x"]}',
+    b'{"id": "a", "text": "an object", "o": {}}',
+    b'{"id": "a", "text": "escaped meta", "s": "a\\nb"}',
+    b'{"id": "a", "text": "duplicate meta", "s": "1", "s": "2"}',
+    b'{"id": "a", "text": "bad literal", "s": tru}',
     b'{"id": "a", "text": null}',
     b'{"id": "a", "text": 42}',
     b'{"id": "a"}',
@@ -97,12 +113,15 @@ REFUSED = [
 def test_simple_records_are_accepted_and_decode_as_json(line):
     assert accepts(line)
     buf = np.frombuffer(line + b"\n", np.uint8)
-    ok, texts, t_off, ids, i_off, has_id, chars = simple_records(buf, 0, len(buf), TEXT, ID)
+    ok, texts, t_off, ids, i_off, has_id, metas, m_off, chars = simple_records(buf, 0, len(buf), TEXT, ID)
     rec = json.loads(line)
     text = bytes(texts[t_off[0] : t_off[1]]).decode("utf-8")
     assert text == rec["text"] and chars == len(rec["text"])
     assert bool(has_id[0]) == ("id" in rec)
     assert bytes(ids[i_off[0] : i_off[1]]).decode() == rec.get("id", "")
+    others = {k: v for k, v in rec.items() if k not in ("id", "text")}
+    meta = bytes(metas[m_off[0] : m_off[1]])
+    assert meta == (orjson.dumps(others) if others else b"")  # what the general path stores
 
 
 @pytest.mark.parametrize("line", REFUSED, ids=range(len(REFUSED)))
@@ -128,7 +147,8 @@ def test_a_file_of_simple_records_reads_as_orjson_reads_it(tmp_path, monkeypatch
     assert docs.height == 50 * len(SIMPLE)
     assert docs["id"][2] == f"{path}:3"  # the generated id of a record without one
     assert docs["_line"].to_list() == list(range(1, docs.height + 1))
-    assert docs["meta"].null_count() == docs.height
+    plain = sum(set(json.loads(line)) <= {"id", "text"} for line in SIMPLE)
+    assert 0 < plain < len(SIMPLE) and docs["meta"].null_count() == 50 * plain
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64, 1000])
@@ -164,15 +184,35 @@ JSON_TEXT = st.text(
         st.tuples(JSON_TEXT, st.one_of(st.none(), JSON_TEXT), st.booleans(), st.booleans()),
         min_size=1,
         max_size=30,
-    )
+    ),
+    extra=st.lists(
+        st.dictionaries(
+            st.sampled_from(["url", "lang", "n", "flag", "title"]),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-(10**18) + 1, 10**18 - 1),
+                st.text(
+                    st.characters(codec="utf-8", min_codepoint=0x20, exclude_characters='"\\'), max_size=20
+                ),
+            ),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
 )
-def test_random_records_read_as_orjson_reads_them(tmp_path_factory, monkeypatch, records):
+def test_random_records_read_as_orjson_reads_them(tmp_path_factory, monkeypatch, records, extra):
     lines = []
-    for text, id_, ascii_only, id_first in records:
+    for (text, id_, ascii_only, id_first), more in zip(records, extra * len(records), strict=False):
         rec = {"id": id_, "text": text} if id_first else {"text": text, "id": id_}
         if id_ is None:
             del rec["id"]
-        lines.append(json.dumps(rec, ensure_ascii=ascii_only).encode())
+        line = json.dumps(rec, ensure_ascii=ascii_only)
+        if more:  # other fields as plain values (no escapes), after text and id
+            extra = json.dumps(more, ensure_ascii=False)[1:-1]
+            line = line[:-1] + (", " if rec else "") + extra + "}"
+        lines.append(line.encode())
     path = tmp_path_factory.mktemp("random") / "r.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     assert all(accepts(line) for line in lines)
