@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from dataforge._native import bswap64, load_word, mul128_fold64
 
 # XXH3's default secret (the xxHash specification's kSecret, 192 bytes).
 _SECRET = np.array(
@@ -48,58 +48,9 @@ _M32 = np.uint64(0xFFFFFFFF)
 _NGRAM_MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-# ----------------------------------------------------------------- machine words (LLVM intrinsics)
-# numba compiles ``b[i] | b[i+1] << 8 | ...`` to eight byte loads (each index is checked for
-# wrap-around, which keeps LLVM from merging them), and a 64 x 64 -> 128-bit product to four
-# 32-bit ones. These emit one unaligned load and one widening multiply instead (about 2x the speed
-# of XXH3 on words). On a big-endian machine the portable byte-by-byte versions are used.
-
-
-@intrinsic
-def _load_le(typingctx, arr, idx, width):
-    """``width`` (a literal 4 or 8) bytes of uint8 array ``arr`` at ``idx`` as a little-endian
-    uint64: one unaligned load (no bounds check, as numba's indexing)."""
-    if not isinstance(width, types.IntegerLiteral) or width.literal_value not in (4, 8):
-        return None
-    if not (
-        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
-    ):
-        return None  # the load reads bytes idx.. of a contiguous buffer: nothing else may type
-    bits = 8 * width.literal_value
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        word = builder.load(builder.bitcast(ptr, ir.IntType(bits).as_pointer()), align=1)
-        return builder.zext(word, ir.IntType(64)) if bits < 64 else word
-
-    return types.uint64(arr, idx, width), codegen
-
-
-@intrinsic
-def _mul128_fold64_native(typingctx, a, b):
-    """Low 64 bits XOR high 64 bits of the 128-bit product ``a * b`` (uint64)."""
-
-    def codegen(context, builder, sig, args):
-        wide = ir.IntType(128)
-        prod = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
-        lo = builder.trunc(prod, ir.IntType(64))
-        hi = builder.trunc(builder.lshr(prod, ir.Constant(wide, 64)), ir.IntType(64))
-        return builder.xor(lo, hi)
-
-    return types.uint64(types.uint64, types.uint64), codegen
-
-
-@intrinsic
-def _bswap64_native(typingctx, x):
-    """Byte-swapped uint64 (``llvm.bswap.i64``)."""
-
-    def codegen(context, builder, sig, args):
-        return builder.bswap(args[0])
-
-    return types.uint64(types.uint64), codegen
-
-
+# Machine words (dataforge._native): one unaligned load and one widening multiply instead of byte
+# loads and four 32-bit products (about 2x the speed of XXH3 on words). On a big-endian machine the
+# portable byte-by-byte reads below are used.
 _LITTLE = sys.byteorder == "little"
 
 
@@ -134,12 +85,12 @@ def _rotl(x, r):
 
 @njit(inline="always")
 def _r64_native(b, i):
-    return _load_le(b, i, 8)
+    return load_word(b, i, 8)
 
 
 @njit(inline="always")
 def _r32_native(b, i):
-    return _load_le(b, i, 4)
+    return load_word(b, i, 4)
 
 
 @njit(inline="always")
@@ -168,8 +119,8 @@ def _mul128_fold64_portable(a, b):
 
 _r64 = _r64_native if _LITTLE else _r64_bytes  # little-endian reads of the input and secret
 _r32 = _r32_native if _LITTLE else _r32_bytes
-_swap64 = _bswap64_native
-_mul128_fold64 = _mul128_fold64_native
+_swap64 = bswap64
+_mul128_fold64 = mul128_fold64
 
 
 @njit(inline="always")

@@ -16,41 +16,9 @@ compare both paths), and every error message still comes from the general path.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-
-@intrinsic
-def _load8(typingctx, arr, idx):
-    if not (
-        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
-    ):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
-
-    return types.uint64(arr, idx), codegen
-
-
-@intrinsic
-def _store8(typingctx, arr, idx, val):
-    if not (
-        isinstance(arr, types.Array) and arr.dtype == types.uint8 and arr.ndim == 1 and arr.layout == "C"
-    ):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        builder.store(args[2], builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
-        return context.get_dummy_value()
-
-    return types.none(arr, idx, types.uint64), codegen
-
+from dataforge._native import load_word, store_word64
 
 _ONES = np.uint64(0x0101010101010101)
 _HIGH = np.uint64(0x8080808080808080)
@@ -213,12 +181,12 @@ def _string(buf, i, e, out, w):
     plain = _PLAIN
     while i < e:
         if i + _U8 <= e:  # eight bytes at a time while they are all plain
-            x = _load8(buf, i)
+            x = load_word(buf, i, 8)
             q = x ^ _Q8
             bs = x ^ _B8
             special = (x | ((q - _ONES) & ~q) | ((bs - _ONES) & ~bs) | ((x - _C8) & ~x)) & _HIGH
             if special == 0:
-                _store8(out, w, x)
+                store_word64(out, w, x)
                 w += _U8
                 i += _U8
                 chars += 8
@@ -263,13 +231,8 @@ def _copy(buf, a, b, out, w):
 @njit(inline="always")
 def _literal(buf, i, e, word):
     """Index after ``word`` (true, false, null) at ``buf[i]``, or 0."""
-    m = np.uint64(word.shape[0])
-    if i + m > e:
-        return _U0
-    for k in range(word.shape[0]):
-        if buf[i + np.uint64(k)] != word[k]:
-            return _U0
-    return i + m
+    j = i + np.uint64(word.shape[0])
+    return j if j <= e and _key_is(buf, i, j, word) else _U0
 
 
 _TRUE = np.frombuffer(b"true", np.uint8)
@@ -370,15 +333,8 @@ def simple_records(buf, lo, hi, text_key, id_key):
             if (is_text and seen_text) or (is_id and seen_id):
                 return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             for q in range(n_keys):  # another field: once only (orjson would keep the last)
-                a = keys[q, 0]
-                if keys[q, 1] - a == k1 - k0:
-                    same = True
-                    for k in range(k1 - k0):
-                        if buf[a + np.uint64(k)] != buf[k0 + np.uint64(k)]:
-                            same = False
-                            break
-                    if same:
-                        return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
+                if _key_is(buf, k0, k1, buf[keys[q, 0] : keys[q, 1]]):
+                    return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             i = _ws(buf, k1 + _U1, e)
             if i >= e or buf[i] != 58:  # :
                 return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
