@@ -282,7 +282,7 @@ def run_pipeline(
         return stored
     work = out / WORK_DIR / run_key.split(":")[1][:16]
     _drop_stale_work(out / WORK_DIR, keep=work.name)
-    work.mkdir(parents=True, exist_ok=True)
+    _check_boot(work)
 
     own_executor = executor is None
     ex = executor or make_executor(
@@ -346,8 +346,61 @@ def _plan(
         task_bytes=pipeline.input.task_bytes,
         map_fn=lambda fn, items: _map(ex, fn, len(items), "plan: count lines", progress, items=items),
     )
-    write_json_atomic(path, {"task_bytes": pipeline.input.task_bytes, "tasks": tasks_to_json(tasks, files)})
+    write_json_atomic(
+        path,
+        {"task_bytes": pipeline.input.task_bytes, "tasks": tasks_to_json(tasks, files)},
+        durable=False,
+    )
     return tasks
+
+
+BOOT_FILE = "boot.json"
+
+
+def _boot() -> dict[str, Any]:
+    """This machine's boot: Linux's boot id, and the boot time estimated from the clocks."""
+    boot: dict[str, Any] = {"boot_time": time.time() - time.monotonic()}
+    with contextlib.suppress(OSError):
+        boot["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return boot
+
+
+def _same_boot(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if "boot_id" in a or "boot_id" in b:
+        return a.get("boot_id") == b.get("boot_id")
+    try:  # no boot id (not Linux): the boot times agree to within clock adjustments
+        return abs(float(a["boot_time"]) - float(b["boot_time"])) < 30.0
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _check_boot(work: Path) -> None:
+    """Create the work folder, or keep an interrupted run's work only if it was written since
+    this machine last started.
+
+    Work files are not fsynced (see ``dataforge.io.shards.atomic_path``): a killed or crashed
+    process leaves them complete in the page cache, but a power loss or kernel crash can leave a
+    completion marker whose data files are empty or short. The folder records the boot it was
+    written in (fsynced); after a restart, or when that record is missing or unreadable, the
+    work is discarded and the run starts over.
+    """
+    current = _boot()
+    record = work / BOOT_FILE
+    if work.is_dir() and any(work.iterdir()):
+        try:
+            stored = json.loads(record.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if isinstance(stored, dict) and _same_boot(stored, current):
+            return
+        log.warning(
+            "%s: the interrupted run's work was written before this machine restarted (or its boot "
+            "record is missing); unsynced work files may be incomplete, so the run starts over",
+            work,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, current)
 
 
 def _drop_stale_work(root: Path, *, keep: str) -> None:

@@ -446,7 +446,7 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
             for path in sorted(set(src_in) | set(src_dropped) | set(src_live) | set(src_rejected))
         },
     }
-    write_json_atomic(marker, result)
+    write_json_atomic(marker, result, durable=False)
     return result
 
 
@@ -520,7 +520,7 @@ def run_phase(job: PhaseJob, item: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = getattr(job.step, job.method)(job.ctx, item) or {}
     result = {**result, "seconds": time.perf_counter() - t0}
-    write_json_atomic(marker, result)
+    write_json_atomic(marker, result, durable=False)
     return result
 
 

@@ -184,7 +184,7 @@ class GlobalContext:
         rows = 0
         last = -1
         writer = schema = None
-        with atomic_path(self.decisions_path()) as tmp:
+        with atomic_path(self.decisions_path(), durable=False) as tmp:
             try:
                 for frame in frames:
                     if frame.height == 0 and writer is not None:

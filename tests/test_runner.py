@@ -319,6 +319,58 @@ def test_resume_skips_finished_tasks(multi_input, tmp_path, monkeypatch):
     assert len(read_calls) == 2  # 3 of 5 files were finished before the crash
 
 
+@pytest.mark.parametrize("record", ["other boot", "missing", "unreadable"])
+def test_work_from_before_a_restart_is_not_trusted(multi_input, reference_run, tmp_path, monkeypatch, record):
+    """Work files are not fsynced, so work written before the machine restarted (another boot
+    id), or without a readable boot record, is discarded: the run starts over, and still ends
+    with the reference bytes."""
+    ref, _ = reference_run
+    out = tmp_path / "reboot"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(demo_pipeline(multi_input, out), executor=CrashingExecutor(3))
+    work = next((out / "_work").iterdir())
+    boot = work / "boot.json"
+    assert (
+        json.loads(boot.read_text())["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    )
+    if record == "other boot":
+        boot.write_text(json.dumps({"boot_id": "00000000-0000-0000-0000-000000000000", "boot_time": 0.0}))
+    elif record == "missing":
+        boot.unlink()
+    else:
+        boot.write_text("")  # what a power loss can leave
+    import dataforge.stages as stages
+
+    read_calls: list[str] = []
+    real = stages.read_batches
+
+    def spy(f, *a, **kw):
+        read_calls.append(f.path)
+        return real(f, *a, **kw)
+
+    monkeypatch.setattr(stages, "read_batches", spy)
+    run_pipeline(demo_pipeline(multi_input, out))
+    assert len(read_calls) == 5  # all files again: the 3 finished tasks were not trusted
+    assert digests(out) == digests(ref)
+
+
+def test_outputs_are_fsynced_and_work_files_are_not(multi_input, tmp_path, monkeypatch):
+    import dataforge.io.shards as shards
+
+    synced: list[Path] = []
+    real = shards._fsync
+    monkeypatch.setattr(shards, "_fsync", lambda p: (synced.append(Path(p)), real(p)))
+    out = tmp_path / "sync"
+    run_pipeline(demo_pipeline(multi_input, out), keep_work=True)
+    work_files = [p for p in (out / "_work").rglob("*") if p.is_file()]
+    assert len(work_files) > 10  # markers, plan, decisions, live files
+    in_work = [p for p in synced if "_work" in p.parts]
+    assert [p.name.split(".tmp-")[0] for p in in_work] == [".boot.json"]  # only the boot record
+    names = {p.name.split(".tmp-")[0].lstrip(".") for p in synced}
+    assert {"manifest.json", "report.json"} <= names
+    assert any(n.startswith("part-") and n.endswith(".arrow") for n in names)  # the shards
+
+
 # ----------------------------------------------------------------------------- output folder
 
 

@@ -187,7 +187,7 @@ class ExactDedup(GlobalStep):
         }
         if self.against:
             out["reference_duplicates"] = n_ref
-        write_json_atomic(ctx.path(f"decided-p{item:03d}.json"), out)
+        write_json_atomic(ctx.path(f"decided-p{item:03d}.json"), out, durable=False)
         return out
 
     def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:

@@ -382,7 +382,7 @@ class MinHashDedup(GlobalStep):
             ctx.path(f"verified-v{item:04d}.arrow"),
             pl.DataFrame({"lo": nodes.keys[left], "hi": nodes.keys[right], "sim": sim}),
         )
-        write_json_atomic(ctx.path(f"verified-v{item:04d}.json"), info)
+        write_json_atomic(ctx.path(f"verified-v{item:04d}.json"), info, durable=False)
         return info
 
     def finalize(self, ctx: GlobalContext, item: int) -> dict[str, Any]:
@@ -490,9 +490,8 @@ def compile_kernels() -> list[str]:
     twice = pl.concat([table.with_columns(pl.lit(t, pl.Int32).alias("_task")) for t in (0, 1)])
     _bucket_edges(twice.sort("band", "hash"))  # every bucket has two members: pairs are made
     hv, counts = shingle_hashes(texts, MinHashParams())
-    values, offs = _unique_sets(hv, counts)
     idx = np.zeros(1, dtype=np.int64)
-    _jaccard_pairs(values, offs, idx, idx)
+    _jaccard_pairs(hv, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), idx, idx)
     line = np.frombuffer(b'{"id": "a", "text": "x"}\n', np.uint8)  # read-only, as the reader's
     simple_records(line, 0, line.shape[0], np.frombuffer(b"text", np.uint8), np.frombuffer(b"id", np.uint8))
     kernels = {
@@ -526,7 +525,7 @@ def _parse_dates(raw: pl.Series, fmt: str) -> pl.Series:
 def _save_npy(path: str, arr: np.ndarray) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     except (OSError, ValueError) as exc:  # numpy reports a short write as ValueError
         msg = f"cannot write work file {path}: {getattr(exc, 'strerror', None) or exc}"
@@ -586,7 +585,7 @@ def _plan_verify(ctx: GlobalContext) -> int:
     the count its finished phases used."""
     path = Path(ctx.path("verify_parts.json"))
     if not path.exists():
-        write_json_atomic(path, {"parts": verify_parts(ctx)})
+        write_json_atomic(path, {"parts": verify_parts(ctx)}, durable=False)
     return _verify_count(ctx)
 
 
@@ -653,7 +652,7 @@ class _Nodes:
     ords: np.ndarray
     sig: np.ndarray
     attrs: pl.DataFrame  # id, source, row, length, value (aligned with keys)
-    sets: tuple[np.ndarray, np.ndarray] | None = None  # unique shingle hashes (exact mode) ...
+    sets: tuple[np.ndarray, np.ndarray] | None = None  # shingle hashes and offsets (exact mode) ...
     set_index: np.ndarray | None = None  # ... of node k at position set_index[k]
     known: pl.DataFrame | None = None  # verified pairs: lo, hi (keys), sim
 
@@ -763,7 +762,8 @@ class _Nodes:
         return out
 
     def load_sets(self, ctx: GlobalContext, step: MinHashDedup, which: np.ndarray) -> None:
-        """Read the texts of nodes ``which`` again and keep their sorted unique shingle hashes.
+        """Read the texts of nodes ``which`` again and keep their shingle hashes (as hashed:
+        unsorted, repeats included; :func:`_jaccard_pairs` takes them as sets).
 
         Texts stay Arrow arrays (no Python strings). They are gathered task by task and hashed
         ``_SET_CHUNK`` documents at a time, whatever tasks they come from: the texts and raw
@@ -786,10 +786,8 @@ class _Nodes:
             pending.clear()
             hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
             del texts
-            values, offs = _unique_sets(hv, n_sh)
-            del hv
-            hashes.append(values[: offs[-1]].copy())
-            counts.append(np.diff(offs))
+            hashes.append(hv.copy() if hv.base is not None else hv)  # the kernel's buffer is larger
+            counts.append(n_sh)
             order.append(idx)
 
         held = 0
@@ -881,43 +879,63 @@ def _gather_attr(
     return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 
-def _unique_sets(hv: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per document, its sorted unique shingle hashes (flat) and offsets.
-
-    One sort of ``document << 32 | hash`` keys (NumPy's SIMD sort) instead of one sort per
-    document.
-    """
-    n = counts.shape[0]
-    key = np.repeat(np.arange(n, dtype=np.uint64), counts.astype(np.int64, copy=False)) << np.uint64(32)
-    key |= hv.astype(np.uint32, copy=False)
-    key.sort()
-    keep = np.empty(key.shape[0], dtype=np.bool_)
-    keep[:1] = True
-    np.not_equal(key[1:], key[:-1], out=keep[1:])
-    unique = key[keep]
-    offs = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount((unique >> np.uint64(32)).astype(np.int64), minlength=n), out=offs[1:])
-    return unique.astype(np.uint32), offs
-
-
 @njit(cache=True)
 def _jaccard_pairs(values, offs, left, right):
-    out = np.empty(left.shape[0], dtype=np.float64)
-    for e in range(left.shape[0]):
+    """Jaccard similarity of the hash sets of documents ``left[e]`` and ``right[e]``.
+
+    ``values[offs[k]:offs[k + 1]]`` are document ``k``'s shingle hashes, in any order and with
+    repeats; each is a set member once. Per pair, the left document's hashes go into an
+    open-addressing table (sized for the pair, at most half full) and the right document's are
+    looked up in it: O(|A| + |B|) per pair, with no sort and no per-document set kept. Two empty
+    documents have similarity 0.
+    """
+    n_pairs = left.shape[0]
+    out = np.empty(n_pairs, dtype=np.float64)
+    largest = 0
+    for e in range(n_pairs):
+        size = offs[left[e] + 1] - offs[left[e]] + offs[right[e] + 1] - offs[right[e]]
+        largest = max(largest, size)
+    bits = 4
+    while (1 << bits) < 2 * largest:
+        bits += 1
+    slots = np.empty(1 << bits, dtype=np.uint32)
+    # slot states for pair e: in A (maybe B too, unseen yet), in B only, in both; a slot whose
+    # stamp is <= 3 * e is free (left over from earlier pairs), so nothing is cleared between pairs
+    stamp = np.zeros(1 << bits, dtype=np.int64)
+    for e in range(n_pairs):
         a0, a1 = offs[left[e]], offs[left[e] + 1]
         b0, b1 = offs[right[e]], offs[right[e] + 1]
+        b = 4
+        while (1 << b) < 2 * (a1 - a0 + b1 - b0):
+            b += 1
+        shift = np.uint64(64 - b)
+        mask = (1 << b) - 1
+        free, in_a, in_b, in_both = 3 * e, 3 * e + 1, 3 * e + 2, 3 * e + 3
+        n_a = 0
+        for x in range(a0, a1):
+            v = values[x]
+            h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+            while stamp[h] > free and slots[h] != v:
+                h = (h + 1) & mask
+            if stamp[h] <= free:
+                stamp[h] = in_a
+                slots[h] = v
+                n_a += 1
         inter = 0
-        x, y = a0, b0
-        while x < a1 and y < b1:
-            if values[x] == values[y]:
+        b_only = 0
+        for x in range(b0, b1):
+            v = values[x]
+            h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+            while stamp[h] > free and slots[h] != v:
+                h = (h + 1) & mask
+            if stamp[h] <= free:
+                stamp[h] = in_b
+                slots[h] = v
+                b_only += 1
+            elif stamp[h] == in_a:
+                stamp[h] = in_both
                 inter += 1
-                x += 1
-                y += 1
-            elif values[x] < values[y]:
-                x += 1
-            else:
-                y += 1
-        union = (a1 - a0) + (b1 - b0) - inter
+        union = n_a + b_only
         out[e] = inter / union if union else 0.0
     return out
 

@@ -61,13 +61,21 @@ def tmp_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; on success rename it to ``path``, on failure delete it."""
+def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``path``, on failure delete it.
+
+    With ``durable`` (outputs) the file is fsynced before the rename. Work files pass
+    ``durable=False``: they live for one run, a killed process leaves them complete in the page
+    cache, and only a machine restart can lose them, which the runner detects (it starts over
+    when the boot id changed, see ``dataforge.runner``). Not syncing them saves the disk writes
+    of files that are deleted seconds later (an fsync on ext4 also flushes every other dirty work
+    file, the large live files included)."""
     path = Path(path)
     tmp = tmp_name(path)
     try:
         yield tmp
-        _fsync(tmp)
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -192,10 +200,10 @@ def _fsync_tree(root: Path) -> None:
                 os.close(fd)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced with ``durable``, see :func:`atomic_path`)."""
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, durable=durable) as tmp:
             tmp.write_bytes(data)
     except OSError as exc:
         msg = f"cannot write {path}: {exc.strerror or exc}"
@@ -205,12 +213,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_ipc_atomic(path: str | Path, frame: Any, *, record_batch_size: int | None = None) -> None:
     """Write a Polars DataFrame to an uncompressed Arrow IPC work file atomically (its folder
     created), strings as plain large strings (not views), so that readers can memory-map it and
-    take single rows with pyarrow. ``record_batch_size`` bounds the rows per record batch."""
+    take single rows with pyarrow. ``record_batch_size`` bounds the rows per record batch. Not
+    fsynced (a work file, see :func:`atomic_path`)."""
     import polars as pl
 
     try:
         os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, durable=False) as tmp:
             frame.write_ipc(
                 tmp,
                 compression="uncompressed",
@@ -222,10 +231,10 @@ def write_ipc_atomic(path: str | Path, frame: Any, *, record_batch_size: int | N
         raise OutputError(msg) from None
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as stable, indented JSON (sorted keys) atomically."""
+def write_json_atomic(path: str | Path, obj: Any, *, durable: bool = True) -> None:
+    """Write ``obj`` as stable, indented JSON (sorted keys) atomically (fsynced with ``durable``)."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:

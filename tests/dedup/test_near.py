@@ -1051,3 +1051,28 @@ def test_verify_partitions_follow_documents_and_workers(docs, workers, parts):
         work="w", stage_dir="s", n_tasks=2, task_rows=(docs // 2, docs - docs // 2), workers=workers
     )
     assert near.verify_parts(ctx) == parts
+
+
+def test_jaccard_kernel_matches_python_sets():
+    """The hash-table Jaccard kernel takes raw shingle hashes (any order, repeats) as sets: it
+    equals Python's set arithmetic on random documents, including empty ones, identical ones,
+    heavy repeats and documents of very different sizes."""
+    from dataforge.dedup.near import _jaccard_pairs
+
+    rng = np.random.default_rng(7)
+    docs = [rng.integers(0, 50, size=rng.integers(0, 40)).astype(np.uint32) for _ in range(60)]
+    docs += [rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32) for n in (0, 1, 3000)]
+    docs.append(docs[-1][::-1].copy())  # the same set, reversed
+    docs.append(np.repeat(docs[5], 4))  # the same set, every value four times
+    values = np.concatenate(docs)
+    offs = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])]).astype(np.int64)
+    n = len(docs)
+    left, right = (g.ravel().astype(np.int64) for g in np.meshgrid(np.arange(n), np.arange(n)))
+    got = _jaccard_pairs(values, offs, left, right)
+    sets = [set(d.tolist()) for d in docs]
+    want = [
+        len(sets[a] & sets[b]) / len(sets[a] | sets[b]) if sets[a] | sets[b] else 0.0
+        for a, b in zip(left.tolist(), right.tolist(), strict=True)
+    ]
+    assert np.array_equal(got, np.array(want))
+    assert got[(n - 2) * n + (n - 3)] == 1.0 and got[(n - 1) * n + 5] == 1.0
