@@ -3,11 +3,6 @@
 This process works too: a spawned worker first spends a second or two importing Polars, numba and
 the steps, and this process has them already, so it starts on the first task at once. Tasks are
 handed out one at a time, in item order, to whichever process is free (this one or a pool worker).
-When this process runs out of items while a pool worker has not yet started the one it was given
-(it is still starting up), this process takes that item back and runs it: a short map (counting
-the lines of one file, two verification partitions) does not wait for a worker's imports. A task
-runs exactly once: the worker and this process claim it through a shared flag, and a worker that
-finds its item claimed skips it.
 
 The function of a ``map`` (a stage's job: steps, schema and the plan of every task) is pickled once
 into a temporary file that each worker loads once, not with every task: a plan of 15,000 tasks
@@ -37,33 +32,12 @@ log = logging.getLogger(__name__)
 _THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-_CLAIMS: Any = None  # in a worker: the shared claim flags (see ``LocalExecutor``)
-_FREE, _IN_POOL, _TAKEN_BACK = 0, 1, 2  # claim flag states of a submitted task
-
-
-def _init_worker(threads: int, claims: Any = None) -> None:
+def _init_worker(threads: int) -> None:
     # Polars, OpenMP (scikit-learn's HistGradientBoosting) and BLAS read these when first imported
     # in the freshly spawned worker: N workers x all-core thread pools oversubscribe the machine,
     # and OpenMP's spin-waiting then slows small parallel regions down by an order of magnitude.
-    global _CLAIMS
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
-    _CLAIMS = claims
-
-
-class _Skipped:
-    """What a worker returns for a task the driver took back (never seen by callers)."""
-
-
-def _claim_and_call(slot: int, call: Callable[..., Any], *args: Any) -> Any:
-    """Run ``call(*args)`` unless the driver claimed the task first (before the function file of
-    the map is read: the driver may have finished the map and removed it)."""
-    if _CLAIMS is not None:
-        with _CLAIMS.get_lock():
-            if _CLAIMS[slot] != _FREE:
-                return _Skipped()
-            _CLAIMS[slot] = _IN_POOL
-    return call(*args)
 
 
 #: Functions that pickle to more than this go to the workers through a file, once.
@@ -141,39 +115,17 @@ class LocalExecutor:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._failed = False  # a map raised: pool tasks may still run
-        # one claim flag per task in flight, reused round-robin (at most workers - 1 are in flight)
-        self._claims: Any = None
-        self._seq = 0
-        #: tasks this process took back from a pool worker that had not started them (all maps)
-        self.taken_back = 0
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            ctx = mp.get_context("spawn")
-            self._claims = ctx.Array("b", max(1024, 4 * self.workers))
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers - 1,
-                mp_context=ctx,
+                mp_context=mp.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(threads, self._claims),
+                initargs=(threads,),
             )
         return self._pool
-
-    def _next_slot(self) -> int:
-        slot = self._seq % len(self._claims)
-        self._seq += 1
-        with self._claims.get_lock():
-            self._claims[slot] = _FREE
-        return slot
-
-    def _take_back(self, slot: int) -> bool:
-        """Claim a submitted task for this process if its worker has not started it."""
-        with self._claims.get_lock():
-            if self._claims[slot] != _FREE:
-                return False
-            self._claims[slot] = _TAKEN_BACK
-        return True
 
     def map(
         self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_done: OnDone | None = None
@@ -215,58 +167,35 @@ class LocalExecutor:
                 state["next"] = i + 1
                 return i
 
-        in_flight: dict[Future, tuple[int, int]] = {}  # item, claim slot; guarded by ``lock``
-        wake: list[Future] = [Future()]  # set to wake the feeder when a task is taken back
+        in_flight: dict[Future, int] = {}  # guarded by ``lock``
 
         def submit_next() -> bool:
             i = take()
             if i is None:
                 return False
-            with lock:  # the slot counter is shared with this thread's take_back
-                slot = self._next_slot()
-            fut = pool.submit(_claim_and_call, slot, call, *first, items[i])
+            fut = pool.submit(call, *first, items[i])
             with lock:
-                in_flight[fut] = (i, slot)
+                in_flight[fut] = i
             return True
-
-        def take_back() -> int | None:
-            """An item a pool worker was given but has not started, now this thread's, or None."""
-            with lock:
-                waiting = sorted(in_flight.items(), key=lambda kv: kv[1][0])
-            for fut, (i, slot) in waiting:
-                if self._take_back(slot):
-                    with lock:
-                        in_flight.pop(fut, None)
-                        wake[0].set_result(None)
-                        wake[0] = Future()
-                    self.taken_back += 1
-                    return i
-            return None
 
         def feed() -> None:
             try:
                 while True:
                     with lock:
                         pending = list(in_flight)
-                        woken = wake[0]
                     if not pending:
                         return
-                    done, _ = wait([*pending, woken], return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        if fut is woken:
-                            continue
                         with lock:
-                            entry = in_flight.pop(fut, None)
-                        if entry is None or fut.cancelled():  # taken back by this thread
+                            i = in_flight.pop(fut)
+                        if fut.cancelled():
                             continue
-                        i = entry[0]
                         exc = fut.exception()
                         if exc is not None:
                             with lock:
                                 state["stop"] = True
                             finished.put((i, False, exc))
-                        elif isinstance(fut.result(), _Skipped):  # pragma: no cover - taken back
-                            submit_next()
                         else:
                             finished.put((i, True, fut.result()))
                             submit_next()
@@ -300,7 +229,7 @@ class LocalExecutor:
         feeder.start()
         try:
             with _thread_limits(max(1, (os.cpu_count() or 1) // self.workers)):
-                while (i := take()) is not None or (i := take_back()) is not None:
+                while (i := take()) is not None:
                     res = fn(items[i])
                     results[i] = res
                     count += 1

@@ -93,7 +93,6 @@ def test_a_big_map_function_is_sent_to_each_worker_once(tmp_path, size):
     fn = functools.partial(add_payload_len, CountedPayload(str(log), size))
     ex = make_executor("local", workers=2)
     try:
-        warm_pool(ex)
         out = ex.map(fn, list(range(60)))
         assert [r for r, _ in out] == [x + size for x in range(60)]
         in_pool = [pid for _, pid in out if pid != os.getpid()]
@@ -119,59 +118,6 @@ def slow_square(x: int) -> tuple[int, int]:
     return x * x, os.getpid()
 
 
-def pid_of(driver_pid: int, x: int) -> int:
-    import os
-    import time
-
-    if os.getpid() == driver_pid:
-        time.sleep(0.05)  # leave the pool worker time to claim its item
-    return os.getpid()
-
-
-def warm_pool(ex) -> None:
-    """Map until the pool worker has run a task (it is started and past its imports): with an
-    idle driver taking back items a starting worker has not begun, a short map on a cold pool may
-    run entirely in this process."""
-    import functools
-    import os
-
-    for _ in range(400):
-        if set(ex.map(functools.partial(pid_of, os.getpid()), [0, 1, 2, 3])) - {os.getpid()}:
-            return
-    raise AssertionError("the pool worker never ran a task")
-
-
-def record_run(folder: str, x: int) -> tuple[int, int]:
-    """Leave one file per execution of item ``x`` (so running twice would show)."""
-    import os
-    import pathlib
-    import uuid
-
-    pathlib.Path(folder, f"{x}-{os.getpid()}-{uuid.uuid4().hex}").write_text("")
-    return x, os.getpid()
-
-
-def test_the_driver_takes_back_items_a_starting_worker_has_not_begun(tmp_path):
-    """On a cold pool the worker spends its start-up importing; the driver, out of items, takes
-    back the item the worker was given instead of waiting, and every item still runs once: the
-    worker, once started, skips the item it lost."""
-    import functools
-    import os
-
-    ex = make_executor("local", workers=2)
-    try:
-        out = ex.map(functools.partial(record_run, str(tmp_path)), [0, 1])
-        assert out == [(0, os.getpid()), (1, os.getpid())]  # both ran here, item 0 taken back
-        assert ex.taken_back == 1
-        warm_pool(ex)  # the worker is up and has been handed (and skipped) item 0
-        more = ex.map(functools.partial(record_run, str(tmp_path)), list(range(2, 30)))
-        assert [x for x, _ in more] == list(range(2, 30))
-    finally:
-        ex.close()
-    runs = sorted(int(p.name.split("-")[0]) for p in tmp_path.iterdir())
-    assert runs == list(range(30))  # each item exactly once, wherever it ran
-
-
 def test_two_workers_are_this_process_and_one_spawned_one():
     """workers=2: this process runs tasks as well (no import wait), one pool process the rest;
     every item runs exactly once and results keep item order."""
@@ -180,7 +126,6 @@ def test_two_workers_are_this_process_and_one_spawned_one():
     ex = make_executor("local", workers=2)
     seen = []
     try:
-        warm_pool(ex)
         out = ex.map(slow_square, list(range(40)), on_done=lambda i, r: seen.append(i))
     finally:
         ex.close()
@@ -207,7 +152,6 @@ def test_an_error_in_a_pool_worker_reaches_the_caller():
 
     ex = make_executor("local", workers=2)
     try:
-        warm_pool(ex)
         with pytest.raises(InputError, match=r"pool task \d+ failed"):
             ex.map(functools.partial(fail_in_pool, os.getpid()), list(range(30)))
         assert ex.map(square, [1, 2, 3]) == [1, 4, 9]  # the executor still works afterwards
@@ -281,7 +225,6 @@ def test_close_after_successful_maps_lets_the_workers_exit():
 
     ex = make_executor("local", workers=2)
     try:
-        warm_pool(ex)
         pids = {pid for _, pid in ex.map(slow_square, list(range(20)))}
     finally:
         ex.close()
