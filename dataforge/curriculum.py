@@ -123,6 +123,7 @@ from dataforge.executors.base import Executor, make_executor
 from dataforge.html import write_report_or_log
 from dataforge.io.shards import (
     MANIFEST,
+    arrow_indices,
     atomic_folder,
     check_replaceable,
     read_manifest,
@@ -737,7 +738,7 @@ def _count_tokens(view: pa.Table, rows: np.ndarray, tokenizer: Any) -> np.ndarra
     """Tokens of the training text of ``rows`` of ``view``, a batch at a time."""
     counts = []
     for start in range(0, rows.size, TOKEN_BATCH_ROWS):
-        texts = training_text(view.take(pa.array(rows[start : start + TOKEN_BATCH_ROWS])))
+        texts = training_text(view.take(arrow_indices(rows[start : start + TOKEN_BATCH_ROWS])))
         if hasattr(tokenizer, "count"):
             n = tokenizer.count(texts)
         else:
@@ -1029,7 +1030,7 @@ def _stage_piece(
     schema: pa.Schema,
 ) -> pa.Table:
     """Rows ``rows`` of a source part as stage rows: text column renamed, stage/source/tokens set."""
-    sub = table.take(pa.array(rows))
+    sub = table.take(arrow_indices(rows))
     drop = [c for c in ADDED_COLUMNS if c in sub.column_names]
     if src.kind == "document" and src.text_field != "text":
         if "text" in sub.column_names:
@@ -1128,7 +1129,7 @@ def _write_stage(
                 positions.append(part.positions[lo:hi] - start)
         if pieces:
             combined = pa.concat_tables(pieces)
-            table = combined.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
+            table = combined.take(arrow_indices(np.argsort(np.concatenate(positions), kind="stable")))
         else:
             table = schema.empty_table()
         info = write_shard(

@@ -64,6 +64,7 @@ from dataforge.stages import (
     run_phase,
     run_stage_task,
     stage_file,
+    thin_columns,
 )
 from dataforge.step import GlobalContext, GlobalStep
 
@@ -465,6 +466,7 @@ def _run_stages(
             out_schema=out_schema,
             prelude_ctx=prelude_ctx,
             barrier_ctx=barrier_ctx,
+            thin=thin_columns(seg, seg is segments[-1]),
         )
         t0 = time.perf_counter()
         names = ", ".join(s.name for _, s in seg.steps) or "-"

@@ -28,7 +28,7 @@ import pyarrow.ipc as ipc
 from dataforge.errors import DataError, OutputError
 from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
-from dataforge.io.shards import tmp_name, write_json_atomic, write_shard
+from dataforge.io.shards import arrow_indices, arrow_numpy, tmp_name, write_json_atomic, write_shard
 from dataforge.schemas import conform, extend, load_schema
 from dataforge.step import DECISIONS_SORTED, SORTED_MARK, GlobalContext, GlobalStep, Step, StepOutput
 
@@ -179,6 +179,78 @@ class StageJob:
     out_schema: pa.Schema  # live schema at the end of this stage
     prelude_ctx: GlobalContext | None = None  # context of the previous global step (annotate)
     barrier_ctx: GlobalContext | None = None  # context of the next global step (keys)
+    # the columns this stage's live file holds itself (a thin live file, see ``read_live``);
+    # empty: every column of ``out_schema``
+    thin: tuple[str, ...] = ()
+
+
+#: a thin live file's schema metadata: the live file it selects rows from (relative to its own
+#: folder) and the column order of the full table; its ``_src_row`` column gives the positions
+THIN_BASE = b"dataforge.thin_base"
+THIN_COLUMNS = b"dataforge.thin_columns"
+SRC_ROW = "_src_row"
+
+
+def thin_columns(seg: Segment, last: bool) -> tuple[str, ...]:
+    """The columns a stage writes itself when its live file can be thin: the last stage, when it
+    only applies a global step whose ``annotate`` adds its declared columns and drops rows (the
+    usual end of a dedup pipeline). The other columns are the previous stage's, unchanged, so
+    copying them into another 200 MB of work file per 100k documents is avoided."""
+    if not last or seg.steps or seg.prelude is None or seg.index == 0:
+        return ()
+    step = seg.prelude[1]
+    if not step.annotate_adds_only:
+        return ()
+    return tuple(step.output_columns())
+
+
+def _thin_schema(job: StageJob, task: int, live_path: Path) -> pa.Schema:
+    base = stage_file(job.work, job.segment.index - 1, task, "live")
+    fields = [pa.field(SRC_ROW, pa.int64(), nullable=False)]
+    fields += [job.out_schema.field(name) for name in job.thin]
+    meta = {
+        THIN_BASE: os.path.relpath(base, live_path.parent).encode(),
+        THIN_COLUMNS: json.dumps(job.out_schema.names).encode(),
+    }
+    return pa.schema(fields, metadata=meta)
+
+
+def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of consecutive values in ascending ``rows``."""
+    if rows.shape[0] == 0:
+        return rows, rows
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    first = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [rows.shape[0]]])
+    return rows[first], ends - first
+
+
+def read_live(path: str | Path, offset: int = 0, rows: int | None = None) -> pa.Table:
+    """Rows ``offset:offset + rows`` of a stage's live file, with every column.
+
+    A thin live file (see :func:`thin_columns`) holds its own columns and the positions of its
+    rows in the previous stage's live file; the other columns are zero-copy slices of that
+    memory-mapped file, one per run of consecutive kept rows, so no row is copied here either
+    (the shard writer copies one record batch at a time)."""
+    table = read_ipc(path)
+    n = table.num_rows - offset if rows is None else rows
+    table = table.slice(offset, n)
+    meta = table.schema.metadata or {}
+    if THIN_BASE not in meta:
+        return table
+    base = read_ipc(Path(path).parent / meta[THIN_BASE].decode())
+    names = json.loads(meta[THIN_COLUMNS])
+    src = arrow_numpy(table.column(SRC_ROW).combine_chunks()) if n else np.empty(0, np.int64)
+    starts, lengths = _runs(src)
+    selected = (
+        pa.concat_tables([base.slice(int(s), int(k)) for s, k in zip(starts, lengths, strict=True)])
+        if starts.shape[0]
+        else base.schema.empty_table()
+    )
+    own = set(table.column_names)
+    columns = [table.column(c) if c in own else selected.column(c) for c in names]
+    fields = [table.schema.field(c) if c in own else base.schema.field(c) for c in names]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 def _stage_dir(work: str | Path, stage: int) -> Path:
@@ -241,7 +313,7 @@ class _BatchDrops:
             return
         table = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
         if len(self.tables) > 1:
-            table = table.take(pa.array(np.argsort(np.concatenate(self.order), kind="stable")))
+            table = table.take(arrow_indices(np.argsort(np.concatenate(self.order), kind="stable")))
         sink.write(table)
         sources.update(self.sources)
         self.tables, self.order = [], []
@@ -332,7 +404,7 @@ def task_decisions(path: str, task: int) -> pl.DataFrame:
             batch = reader.get_batch(i)
             if batch.num_rows == 0:
                 continue
-            col = batch.column("_task").to_numpy()
+            col = arrow_numpy(batch.column("_task"))
             if col[-1] < task:
                 continue
             if col[0] > task:
@@ -359,7 +431,8 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
     columns_after = {p: live_schema(job.steps, p).names for p in positions}
     rows_in = 0
     rejected: Counter[str] = Counter()
-    live = _IpcSink(stage_file(job.work, seg.index, task, "live"), job.out_schema)
+    live_path = stage_file(job.work, seg.index, task, "live")
+    live = _IpcSink(live_path, _thin_schema(job, task, live_path) if job.thin else job.out_schema)
     dropped = _IpcSink(stage_file(job.work, seg.index, task, "dropped"), with_drop_fields(job.out_schema))
     sinks = [live, dropped]
     rejects: _IpcSink | None = None
@@ -390,10 +463,15 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
                 ppos, pstep = seg.prelude
                 dec = _slice_decisions(decisions, in_pos, frame.height)
                 actx = dataclasses.replace(job.prelude_ctx, task=task, ord_offset=in_pos)  # type: ignore[type-var]
+                cols = columns_after[ppos]
+                if job.thin:  # the kept rows' positions in the previous stage's live file
+                    frame = frame.with_columns(
+                        pl.int_range(in_pos, in_pos + frame.height, dtype=pl.Int64).alias(SRC_ROW)
+                    )
+                    cols = [*cols, SRC_ROW]
                 in_pos += frame.height
                 t0 = time.perf_counter()
                 out = pstep.annotate(frame, dec, actx)
-                cols = columns_after[ppos]
                 frame = _apply(ppos, pstep, frame, out, counts, cols, drops, time.perf_counter() - t0)
             for pos, step in seg.steps:
                 cols = columns_after[pos]
@@ -420,7 +498,7 @@ def run_stage_task(job: StageJob, task: int) -> dict[str, Any]:
                             key_sinks[int(part)].write(conform(sub, key_sinks[int(part)].schema))
             ord_ += frame.height
             _count_sources(src_live, frame)
-            live.write(conform(frame, job.out_schema))
+            live.write(conform(frame, live.schema))
         for s in sinks:
             s.commit()
     except BaseException:
@@ -548,7 +626,7 @@ def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
     """Write output shard ``index`` of ``job`` (deterministic bytes)."""
     tables = []
     for path, offset, rows in job.pieces[index]:
-        t = read_ipc(path).slice(offset, rows)
+        t = read_live(path, offset, rows)
         t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
         tables.append(conform(t, job.schema))
     # memory-mapped slices, not copied here: write_shard copies one record batch at a time

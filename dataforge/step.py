@@ -234,6 +234,11 @@ class GlobalStep(Step):
     """
 
     scope: ClassVar[str] = "global"
+    #: ``annotate`` only sets the step's declared ``output_columns`` and drop reasons, and leaves
+    #: every other column as it was. When such a step ends the pipeline, its stage writes just
+    #: those columns and the kept rows' positions (a thin live file, see
+    #: :func:`dataforge.stages.read_live`) instead of a copy of every row.
+    annotate_adds_only: ClassVar[bool] = False
 
     @property
     def partitions(self) -> int:

@@ -231,6 +231,65 @@ def test_two_processes_give_identical_bytes(multi_input, reference_run, tmp_path
     assert digests(out) == digests(ref)
 
 
+def _two_dedups(inputs: Path, out: Path, workers: int = 1) -> Pipeline:
+    return Pipeline(
+        name="thin",
+        input=InputSpec(paths=(str(inputs),)),
+        output=OutputSpec(path=str(out), shard_rows=300),
+        steps=[build_step("normalize.text"), build_step("dedup.exact"), build_step("dedup.minhash")],
+        executor=ExecutorSpec(kind="local", workers=workers),
+        max_reject_rate=None,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_thin_last_stage_gives_the_bytes_of_full_live_files(multi_input, tmp_path, monkeypatch, workers):
+    """A pipeline ending in a dedup step writes its last stage's live files thin (the kept rows'
+    positions and the step's own columns; ``dup_of`` from the earlier exact dedup is overridden
+    there); the shards are byte-identical to those built from full live files."""
+    import dataforge.runner as runner
+    from dataforge.stages import SRC_ROW, THIN_BASE, read_live
+
+    thin_out = tmp_path / "thin"
+    report = run_pipeline(_two_dedups(multi_input, thin_out, workers), keep_work=True)
+    assert report.dropped_by_reason["dedup.exact:exact_duplicate"] > 0
+    assert report.dropped_by_reason["dedup.minhash:near_duplicate"] > 0
+    last = sorted((thin_out / "_work").glob("*/s2"))[0]
+    lives = sorted(last.glob("*.live.arrow"))
+    assert lives
+    for path in lives:
+        table = read_ipc_file(path)
+        assert table.column_names == [SRC_ROW, "cluster_id", "cluster_size", "dup_of", "similarity"]
+        assert THIN_BASE in table.schema.metadata
+        full = read_live(path)
+        assert full.num_rows == table.num_rows
+        assert "text" in full.column_names and SRC_ROW not in full.column_names
+    monkeypatch.setattr(runner, "thin_columns", lambda seg, last: ())
+    full_out = tmp_path / "full"
+    run_pipeline(_two_dedups(multi_input, full_out, workers), keep_work=True)
+    full_live = sorted((full_out / "_work").glob("*/s2"))[0]
+    assert "text" in read_ipc_file(sorted(full_live.glob("*.live.arrow"))[0]).column_names
+    assert digests(thin_out) == digests(full_out)
+
+
+def read_ipc_file(path: Path) -> pa.Table:
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as src:
+        return ipc.open_file(src).read_all()
+
+
+def test_runs_of_consecutive_rows():
+    import numpy as np
+
+    from dataforge.stages import _runs
+
+    starts, lengths = _runs(np.array([0, 1, 2, 5, 7, 8, 10], dtype=np.int64))
+    assert starts.tolist() == [0, 5, 7, 10] and lengths.tolist() == [3, 1, 2, 1]
+    starts, lengths = _runs(np.array([], dtype=np.int64))
+    assert starts.tolist() == [] and lengths.tolist() == []
+
+
 def test_rerun_gives_identical_bytes(multi_input, reference_run, tmp_path):
     ref, _ = reference_run
     out = tmp_path / "again"

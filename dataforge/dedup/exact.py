@@ -94,6 +94,7 @@ class ExactDedup(GlobalStep):
     """
 
     summary: ClassVar[str] = "Drop exact duplicates of normalized content across all shards."
+    annotate_adds_only: ClassVar[bool] = True
     path_options: ClassVar[tuple[str, ...]] = ("against",)
 
     normalize: str = "lower"

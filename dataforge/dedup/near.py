@@ -50,7 +50,7 @@ from dataforge.dedup.against import checked_reference_files, reference_files, re
 from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
 from dataforge.errors import ConfigError, OutputError, choices
-from dataforge.io.shards import atomic_path, write_json_atomic
+from dataforge.io.shards import arrow_indices, atomic_path, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
@@ -124,6 +124,7 @@ class MinHashDedup(GlobalStep):
     """
 
     summary: ClassVar[str] = "Remove near-duplicates with MinHash LSH; cluster ids on every row."
+    annotate_adds_only: ClassVar[bool] = True
     path_options: ClassVar[tuple[str, ...]] = ("against",)
 
     threshold: float = 0.8
@@ -833,7 +834,7 @@ def _take_sorted(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
     """``column.take(rows)`` for ascending ``rows``, chunk by chunk: Arrow's take on a chunked
     string column first concatenates every chunk (a copy of the whole task's text per call)."""
     starts = np.concatenate([[0], np.cumsum([len(c) for c in column.chunks])]).astype(np.int64)
-    pieces = [column.chunk(k).take(pa.array(local)) for k, local in _by_piece(starts, rows)]
+    pieces = [column.chunk(k).take(arrow_indices(local)) for k, local in _by_piece(starts, rows)]
     return pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
 
 
@@ -875,7 +876,7 @@ def _gather_attr(
     for k, local in _by_piece(starts, ords):
         table = read_ipc(files[k])
         table = table.select(["_ord", *[c for c in columns if c in table.column_names]])
-        parts.append(table.take(pa.array(local)))
+        parts.append(table.take(arrow_indices(local)))
     return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 

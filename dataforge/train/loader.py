@@ -71,7 +71,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from dataforge.errors import ConfigError, DataError, choices
-from dataforge.io.shards import read_manifest, sha256_file
+from dataforge.io.shards import arrow_indices, read_manifest, sha256_file
 from dataforge.train.tokenizer import ByteTokenizer, tokenizer_spec, training_text
 
 log = logging.getLogger(__name__)
@@ -568,7 +568,7 @@ class ShardDataset:
             lo = int(rows[0])
             table = pa.Table.from_batches(batches).slice(lo - base, len(rows))
             return _to_batch(table, schema)
-        local = pa.array(rows - base)
+        local = arrow_indices(rows - base)
         if len(batches) == 1:
             return batches[0].take(local)
         return _to_batch(pa.Table.from_batches(batches).take(local), schema)
