@@ -271,3 +271,32 @@ def test_sigkill_with_split_inputs_then_rerun_gives_identical_bytes(
     assert rerun.returncode == 0, rerun.stderr
     assert digests(out) == digests(ref)
     assert [p for p in out.rglob("*") if ".tmp-" in p.name] == []
+
+
+def test_small_inputs_count_lines_in_this_process_on_the_local_executor(inputs, tmp_path, monkeypatch):
+    """Splitting needs the line count of every byte piece: on the local executor, up to
+    LOCAL_COUNT_BYTES of them are counted in this process (a spawned worker's imports take longer
+    than counting), above it on the workers; the plan is the same either way."""
+    import dataforge.runner as runner
+    from dataforge.executors.local import LocalExecutor
+
+    mapped: list[str] = []
+
+    class Spy(LocalExecutor):
+        def map(self, fn, items, *, on_done=None):
+            mapped.append(getattr(fn, "__name__", type(fn).__name__))
+            return super().map(fn, items, on_done=on_done)
+
+    plans = []
+    for limit in (runner.LOCAL_COUNT_BYTES, 0):
+        monkeypatch.setattr(runner, "LOCAL_COUNT_BYTES", limit)
+        mapped.clear()
+        out = tmp_path / f"limit{limit}"
+        ex = Spy(workers=2)
+        try:
+            run_pipeline(pipeline(inputs, out, task_bytes=SMALL), executor=ex, keep_work=True)
+        finally:
+            ex.close()
+        assert ("count_newlines" in mapped) == (limit == 0)
+        plans.append(plan_of(out))
+    assert plans[0] == plans[1]
