@@ -324,9 +324,14 @@ def simple_records(buf, lo, hi, text_key, id_key):
                 return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             k0 = i + _U1
             k1 = k0
-            while k1 < e and buf[k1] != _QUOTE and buf[k1] != _BACKSLASH and buf[k1] != 10:
+            # a key is plain printable ASCII here (copied into the meta as is); an escape, a
+            # control character or any non-ASCII byte (which would need UTF-8 validation) sends
+            # the chunk the general way
+            while k1 < e and buf[k1] != _QUOTE:
+                if buf[k1] == _BACKSLASH or buf[k1] < 0x20 or buf[k1] >= 0x80:
+                    return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
                 k1 += _U1
-            if k1 >= e or buf[k1] != _QUOTE:
+            if k1 >= e:
                 return False, texts, t_off, ids, i_off, has_id, metas, m_off, chars
             is_text = _key_is(buf, k0, k1, text_key)
             is_id = not is_text and _key_is(buf, k0, k1, id_key)

@@ -106,6 +106,12 @@ REFUSED = [
     b'\xef\xbb\xbf{"text": "byte order mark"}',
     b'{"id": "a", "text": "form feed is not JSON space"}\x0c',
     b'{"id": "a" "text": "missing comma"}',
+    # keys: invalid UTF-8 or a raw control character (orjson rejects the line), and valid
+    # non-ASCII (kept, the general way): a key is copied into the meta only when plain ASCII
+    b'{"id": "a", "text": "ok", "ti\x80tle": "bad utf-8 in a key"}',
+    b'{"id": "a", "text": "ok", "\xff": 1}',
+    b'{"id": "a", "text": "ok", "k\tey": 1}',
+    '{"id": "a", "text": "ok", "caf\u00e9": "non-ASCII key"}'.encode(),
 ]
 
 
