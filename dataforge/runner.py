@@ -44,6 +44,7 @@ import dataforge
 from dataforge.config import Pipeline
 from dataforge.errors import DataError, LedgerError, OutputError
 from dataforge.executors.base import Executor, make_executor
+from dataforge.executors.local import LocalExecutor
 from dataforge.html import REPORT_HTML, write_report_or_log
 from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_from_json, tasks_to_json
 from dataforge.io.readers import check_file
@@ -359,20 +360,11 @@ LOCAL_COUNT_BYTES = 1 << 30
 
 def _count_map(ex: Executor, progress: Progress) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:
     """How ``plan_tasks`` maps its newline counts (items ``(path, start, end, csv)``)."""
-    label = "plan: count lines"
 
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        if ex.name == "local" and sum(int(it[2]) - int(it[1]) for it in items) <= LOCAL_COUNT_BYTES:
-            progress.start(label, len(items))
-            try:
-                out = []
-                for it in items:
-                    out.append(fn(it))
-                    progress.advance()
-                return out
-            finally:
-                progress.finish()
-        return _map(ex, fn, len(items), label, progress, items=items)
+        here = ex.name == "local" and sum(int(it[2]) - int(it[1]) for it in items) <= LOCAL_COUNT_BYTES
+        target = LocalExecutor(workers=1) if here else ex
+        return _map(target, fn, len(items), "plan: count lines", progress, items=items)
 
     return run
 

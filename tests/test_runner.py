@@ -248,7 +248,7 @@ def test_thin_last_stage_gives_the_bytes_of_full_live_files(multi_input, tmp_pat
     positions and the step's own columns; ``dup_of`` from the earlier exact dedup is overridden
     there); the shards are byte-identical to those built from full live files."""
     import dataforge.runner as runner
-    from dataforge.stages import SRC_ROW, THIN_BASE, read_live
+    from dataforge.stages import SRC_ROW, THIN_BASE, read_ipc, read_live
 
     thin_out = tmp_path / "thin"
     report = run_pipeline(_two_dedups(multi_input, thin_out, workers), keep_work=True)
@@ -258,7 +258,7 @@ def test_thin_last_stage_gives_the_bytes_of_full_live_files(multi_input, tmp_pat
     lives = sorted(last.glob("*.live.arrow"))
     assert lives
     for path in lives:
-        table = read_ipc_file(path)
+        table = read_ipc(path)
         assert table.column_names == [SRC_ROW, "cluster_id", "cluster_size", "dup_of", "similarity"]
         assert THIN_BASE in table.schema.metadata
         full = read_live(path)
@@ -268,15 +268,8 @@ def test_thin_last_stage_gives_the_bytes_of_full_live_files(multi_input, tmp_pat
     full_out = tmp_path / "full"
     run_pipeline(_two_dedups(multi_input, full_out, workers), keep_work=True)
     full_live = sorted((full_out / "_work").glob("*/s2"))[0]
-    assert "text" in read_ipc_file(sorted(full_live.glob("*.live.arrow"))[0]).column_names
+    assert "text" in read_ipc(sorted(full_live.glob("*.live.arrow"))[0]).column_names
     assert digests(thin_out) == digests(full_out)
-
-
-def read_ipc_file(path: Path) -> pa.Table:
-    import pyarrow.ipc as ipc
-
-    with pa.memory_map(str(path)) as src:
-        return ipc.open_file(src).read_all()
 
 
 def test_runs_of_consecutive_rows():

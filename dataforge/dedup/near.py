@@ -880,6 +880,15 @@ def _gather_attr(
     return pl.DataFrame(pl.from_arrow(pa.concat_tables(parts)))
 
 
+@njit(inline="always")
+def _slot(slots, stamp, v, shift, mask, free):
+    """The slot of ``v`` in the open-addressing table: where it is, or the free one it goes in."""
+    h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+    while stamp[h] > free and slots[h] != v:
+        h = (h + 1) & mask
+    return h
+
+
 @njit(cache=True)
 def _jaccard_pairs(values, offs, left, right):
     """Jaccard similarity of the hash sets of documents ``left[e]`` and ``right[e]``.
@@ -915,9 +924,7 @@ def _jaccard_pairs(values, offs, left, right):
         n_a = 0
         for x in range(a0, a1):
             v = values[x]
-            h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
-            while stamp[h] > free and slots[h] != v:
-                h = (h + 1) & mask
+            h = _slot(slots, stamp, v, shift, mask, free)
             if stamp[h] <= free:
                 stamp[h] = in_a
                 slots[h] = v
@@ -926,9 +933,7 @@ def _jaccard_pairs(values, offs, left, right):
         b_only = 0
         for x in range(b0, b1):
             v = values[x]
-            h = np.int64((np.uint64(v) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
-            while stamp[h] > free and slots[h] != v:
-                h = (h + 1) & mask
+            h = _slot(slots, stamp, v, shift, mask, free)
             if stamp[h] <= free:
                 stamp[h] = in_b
                 slots[h] = v
