@@ -256,6 +256,40 @@ def xxh3_64(b, start, length):
     return _xxh3_long(b, start, length, s)
 
 
+# XXH3's bitflips for inputs of 1-16 bytes (fixed words of the default secret).
+def _secret_word(i: int, width: int) -> int:
+    return int.from_bytes(_SECRET[i : i + width].tobytes(), "little")
+
+
+_BF_1TO3 = np.uint64(_secret_word(0, 4) ^ _secret_word(4, 4))
+_BF_4TO8 = np.uint64(_secret_word(8, 8) ^ _secret_word(16, 8))
+_BF_9TO16_LO = np.uint64(_secret_word(24, 8) ^ _secret_word(32, 8))
+_BF_9TO16_HI = np.uint64(_secret_word(40, 8) ^ _secret_word(48, 8))
+
+
+@njit(inline="always")
+def _xxh3_short(b, start, length):
+    """:func:`xxh3_64` of 1-16 bytes without a branch on the length: the three length classes'
+    results are all computed and one is selected. Word lengths in text fall into the classes at
+    random, so the branches of ``xxh3_64`` were mispredicted about every other word; this is ~2x
+    faster on words. Reads ``b[max(start + length - 8, 0):start + 8]``, so the caller keeps
+    ``start + 16 <= len(b)`` (and ``1 <= length <= 16``)."""
+    n = np.uint64(length)
+    c1 = np.uint64(b[start])
+    c2 = np.uint64(b[start + (length >> 1)])
+    c3 = np.uint64(b[start + length - 1])
+    combined = (c1 << np.uint64(16)) | (c2 << np.uint64(24)) | c3 | (n << np.uint64(8))
+    h_1to3 = _xxh64_avalanche(combined ^ _BF_1TO3)
+    in1 = _r32(b, start)
+    in2 = _r32(b, max(start + length - 4, 0))
+    h_4to8 = _rrmxmx((in2 + (in1 << np.uint64(32))) ^ _BF_4TO8, length)
+    lo = _r64(b, start) ^ _BF_9TO16_LO
+    hi = _r64(b, max(start + length - 8, 0)) ^ _BF_9TO16_HI
+    h_9to16 = _xxh3_avalanche(n + _swap64(lo) + hi + _mul128_fold64(lo, hi))
+    h = h_4to8 if length <= 8 else h_9to16
+    return h_1to3 if length <= 3 else h
+
+
 @njit(cache=True)
 def xxh3_many(data, offsets):
     """XXH3-64 of every value ``data[offsets[i]:offsets[i+1]]``."""
@@ -724,8 +758,10 @@ def _word_xxh3(buf, offsets, n):
     a branch per byte (into a scratch array the size of the longest document), then each word is
     hashed and the polynomial rolls (``h = (h - w_old * M^(n-1)) * M + w_new``, exact in mod 2^64
     arithmetic). Listing the ends first keeps the branch on every byte out of the hashing loop
-    (~20 % faster than finding words while hashing)."""
+    (~20 % faster than finding words while hashing); words of up to 16 bytes (nearly all) are
+    hashed by :func:`_xxh3_short`."""
     n_docs = offsets.shape[0] - 1
+    size = buf.shape[0]
     n_sh = np.zeros(n_docs, dtype=np.int64)
     longest = 0
     for d in range(n_docs):
@@ -753,7 +789,13 @@ def _word_xxh3(buf, offsets, n):
         start = lo
         for w in range(k + 1):
             end = ends[w]
-            wh = xxh3_64(buf, start, end - start)
+            length = end - start
+            # (this order of the tests matters: with ``0 < length`` first, LLVM turned the
+            # selects of _xxh3_short back into branches; 0.75 s instead of 0.47 s per 100k docs)
+            if length <= 16 and start + 16 <= size and length > 0:
+                wh = _xxh3_short(buf, start, length)
+            else:
+                wh = xxh3_64(buf, start, length)
             if w >= n:
                 h -= ring[r] * top
             h = h * _NGRAM_MULT + wh

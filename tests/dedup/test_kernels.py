@@ -505,6 +505,24 @@ def test_word_shingle_xxh3_equals_documented_polynomial(real_texts, shingle, nor
     assert hv.tolist() == [_documented_word_hash(s.split(b" ")) for r in ref for s in r]
 
 
+def test_word_hash_of_every_short_length_at_every_position():
+    """Words of 1-16 bytes take a branchless XXH3 (all three length classes computed, one
+    selected) that reads up to 8 bytes around the word; longer words, and words within 16 bytes
+    of the buffer's end, take the general one. Random non-space bytes, every word length 1-24,
+    one word per document and whole runs of words per document: the first word starts at byte
+    0, the last ends at the buffer's end."""
+    rng = np.random.default_rng(7)
+    alphabet = np.array([b for b in range(256) if b != 32], dtype=np.uint8)
+    words = [rng.choice(alphabet, n).tobytes() for n in [*range(1, 25)] * 8]
+    data, offsets = pack(words)
+    hv, counts = K.word_shingle_hashes(data, offsets, 1, 0)
+    assert counts.tolist() == [1] * len(words)
+    assert hv.tolist() == [_documented_word_hash([w]) for w in words]
+    docs = [b" ".join(words[i : i + 9]) for i in range(0, len(words), 9)]
+    hv, counts = K.word_shingle_hashes(*pack(docs), 1, 0)
+    assert hv.tolist() == [_documented_word_hash([w]) for d in docs for w in d.split(b" ")]
+
+
 def test_short_documents_have_one_shingle_and_empty_ones_none():
     texts = ["", "  ...  ", "two words", "Hello, World!", "héllo"]
     for shingle in ("word:5", "char:24"):
