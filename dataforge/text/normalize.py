@@ -189,9 +189,20 @@ class NormalizeText(Step):
             text = _strip_zero_width(text)
             new_lengths = text.str.len_chars()
             zero_width_removed = int((lengths - new_lengths).sum())
-            if self.form != "none" and zero_width_removed:
-                rows = lengths != new_lengths
+            rows = lengths != new_lengths
+            # Deleting an invisible character can make combining marks neighbours, which the
+            # Unicode form then reorders; that can change whether a ZWNJ/ZWJ sits after a
+            # joining letter. Strip and renormalize again until nothing changes, so the step is
+            # idempotent (each round deletes characters, so it ends; real text needs one).
+            for _ in range(_MAX_STRIP_ROUNDS if self.form != "none" else 0):
+                if not rows.any():
+                    break
                 text = _on_rows(text, rows, lambda s: unicode_normalize(s, self.form))
+                before = text.str.len_chars()
+                text = _on_rows(text, rows, _strip_zero_width)
+                after = text.str.len_chars()
+                zero_width_removed += int((before - after).sum())
+                rows = rows & (before != after)
         if self.whitespace == "collapse":
             text = _collapse_whitespace(text, self.max_blank_lines)
         elif self.whitespace == "lines":
@@ -340,6 +351,9 @@ def _unstable_class(form: str) -> str:
             ranges.append([cp, cp])
     body = "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges)
     return f"[{body}\\x{{30000}}-\\x{{10FFFF}}]"
+
+
+_MAX_STRIP_ROUNDS = 32
 
 
 def _strip_zero_width(text: pl.Series) -> pl.Series:
