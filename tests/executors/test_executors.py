@@ -232,5 +232,5 @@ def test_close_after_successful_maps_lets_the_workers_exit():
     assert len(workers) == 1  # the pool's one process ran tasks
     for p in workers:
         p.join(timeout=60)
-    assert all(p.exitcode == 0 for p in workers)
+    assert [p.exitcode for p in workers] == [0], [(p.pid, p.exitcode) for p in workers]  # None: still running
     assert not [p for p in mp.active_children() if p.pid in pids]
