@@ -18,6 +18,7 @@ from typing import Any
 
 from dataforge.config import (
     DEFAULT_MAX_REJECT_RATE,
+    DEFAULT_SHARD_BYTES,
     DEFAULT_SHARD_ROWS,
     ExecutorSpec,
     OutputSpec,
@@ -99,6 +100,7 @@ def clean(
     ray_address: str | None = None,
     task_bytes: int = DEFAULT_TASK_BYTES,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES,
     output_format: str = "arrow",
     compression: str = "zstd",
     keep_dropped: bool = True,
@@ -121,6 +123,8 @@ def clean(
         executor, workers, ray_address: where to run (never changes the output bytes).
         task_bytes: the most input (bytes on disk) one task reads; bigger files are split (never
             changes the output bytes; see :func:`dataforge.io.inputs.plan_tasks`).
+        shard_rows, shard_bytes: the most rows and uncompressed bytes per output shard
+            (``shard_bytes=None``: rows only); see :class:`dataforge.config.OutputSpec`.
         Other arguments: see ``dataforge clean --help``.
 
     Returns:
@@ -165,6 +169,7 @@ def clean(
         id_field=id_field,
         format=format,
         shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
         output_format=output_format,
         compression=compression,
         keep_dropped=keep_dropped,
@@ -191,6 +196,7 @@ def _run_documents(
     format: str | None,
     shard_rows: int,
     output_format: str,
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES,
     compression: str,
     keep_dropped: bool,
     max_reject_rate: float | None,
@@ -218,6 +224,7 @@ def _run_documents(
             format=output_format,
             compression=compression,
             shard_rows=shard_rows,
+            shard_bytes=shard_bytes,
             keep_dropped=keep_dropped,
         ),
         steps=steps,
@@ -255,6 +262,7 @@ def dedup(
     ray_address: str | None = None,
     task_bytes: int = DEFAULT_TASK_BYTES,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES,
     output_format: str = "arrow",
     compression: str = "zstd",
     keep_dropped: bool = True,
@@ -312,6 +320,7 @@ def dedup(
         id_field=id_field,
         format=format,
         shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
         output_format=output_format,
         compression=compression,
         keep_dropped=keep_dropped,

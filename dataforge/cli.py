@@ -327,7 +327,14 @@ def _io_options(f: Any) -> Any:
             type=click.IntRange(min=1),
             default=100_000,
             show_default=True,
-            help="Rows per output shard.",
+            help="Most rows per output shard.",
+        ),
+        click.option(
+            "--shard-bytes",
+            type=ByteSize(),
+            default="64M",
+            show_default=True,
+            help="Most uncompressed bytes per output shard, e.g. 256M (a single bigger row gets a shard of its own).",
         ),
         click.option(
             "--output-format",
@@ -369,6 +376,7 @@ def _api_kwargs(state: _State, opts: dict[str, Any]) -> dict[str, Any]:
         "id_field": opts["id_field"],
         "format": opts["fmt"],
         "shard_rows": opts["shard_rows"],
+        "shard_bytes": opts["shard_bytes"],
         **({"task_bytes": opts["task_bytes"]} if opts["task_bytes"] is not None else {}),
         "output_format": opts["output_format"],
         "compression": opts["compression"],

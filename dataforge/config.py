@@ -8,7 +8,7 @@ A pipeline file looks like this (relative paths are relative to the YAML file's 
       text_field: text
     output:
       path: ../out/clean_web
-      shard_rows: 50000
+      shard_rows: 50000          # and at most shard_bytes (default 64 MiB) per shard
     executor: {kind: local, workers: 1}
     steps:
       - normalize.text: {form: NFC}
@@ -47,6 +47,10 @@ from dataforge.registry import build_step
 from dataforge.step import Step
 
 DEFAULT_SHARD_ROWS = 100_000
+#: Most uncompressed bytes per output shard (MosaicML MDS's default ``size_limit``, 1 << 26):
+#: shards of long documents stay small enough to stream, and a run's shards are written in
+#: parallel once its output passes this size.
+DEFAULT_SHARD_BYTES = 64 << 20
 DEFAULT_MAX_REJECT_RATE = 0.05
 # what a pipeline run writes (or removes) directly under output.path; see runner.py
 OUTPUT_ENTRIES = (
@@ -95,7 +99,12 @@ class OutputSpec:
         path: output folder.
         format: ``arrow`` (Arrow IPC file, default) or ``parquet``.
         compression: ``zstd`` (default), ``lz4`` or ``none``.
-        shard_rows: rows per shard (the last shard may hold fewer).
+        shard_rows: most rows per shard.
+        shard_bytes: most uncompressed bytes per shard (the row sizes of
+            :func:`dataforge.stages.row_bytes`; a single bigger row gets a shard of its own);
+            None for no limit. Shards are filled in order: a shard is closed when it holds
+            ``shard_rows`` rows or when the next row would take it over ``shard_bytes``, so the
+            layout depends only on the rows, never on the executor or the task split.
         keep_dropped: also write dropped rows with their reason under ``dropped/``.
     """
 
@@ -103,6 +112,7 @@ class OutputSpec:
     format: str = "arrow"
     compression: str = "zstd"
     shard_rows: int = DEFAULT_SHARD_ROWS
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES
     keep_dropped: bool = True
 
     def __post_init__(self) -> None:
@@ -112,6 +122,10 @@ class OutputSpec:
         check_output_options(format=self.format, compression=self.compression)
         if not isinstance(self.shard_rows, int) or isinstance(self.shard_rows, bool) or self.shard_rows < 1:
             msg = f"shard_rows must be a positive integer, got {self.shard_rows!r}"
+            raise ConfigError(msg)
+        sb = self.shard_bytes
+        if sb is not None and (not isinstance(sb, int) or isinstance(sb, bool) or sb < 1):
+            msg = f"shard_bytes must be a positive integer (bytes) or null for no limit, got {sb!r}"
             raise ConfigError(msg)
         for entry in OUTPUT_ENTRIES:
             check_write_path(f"output.path ({entry})", os.path.join(self.path, entry), self.path)

@@ -152,6 +152,10 @@ def _check_same_config(pipeline: Pipeline, manifest: dict[str, Any], version: in
 
     was = manifest.get("config") or {}
     now = config_of(pipeline)
+    if "shard_bytes" not in (was.get("output") or {"shard_bytes": None}):
+        # a release made before output.shard_bytes existed: any byte limit may cut the
+        # increment's shards (it changes the shard layout, not which rows are kept)
+        now = {**now, "output": {k: v for k, v in now["output"].items() if k != "shard_bytes"}}
     changed = [
         k for k in ("input", "output", "steps") if k in was and fingerprint(now[k]) != fingerprint(was[k])
     ]

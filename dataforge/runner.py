@@ -61,6 +61,7 @@ from dataforge.stages import (
     live_schema,
     plan_pieces,
     plan_segments,
+    row_bytes,
     run_assemble,
     run_phase,
     run_stage_task,
@@ -136,6 +137,7 @@ def config_of(pipeline: Pipeline) -> dict[str, Any]:
             "format": o.format,
             "compression": o.compression,
             "shard_rows": o.shard_rows,
+            "shard_bytes": o.shard_bytes,
             "keep_dropped": o.keep_dropped,
         },
         "steps": pipeline.steps_spec(),
@@ -605,7 +607,12 @@ def _assemble(
     groups.append(("rejects", rejects_schema, rej_counts))
     written: dict[str, list[dict[str, Any]]] = {}
     for subdir, schema, counts in groups:
-        pieces = plan_pieces([(p, n) for p, n in counts if n], o.shard_rows)
+        pieces = plan_pieces(
+            [(p, n) for p, n in counts if n],
+            o.shard_rows,
+            shard_bytes=o.shard_bytes,
+            sizes=functools.partial(row_bytes, schema=schema),
+        )
         if subdir == "data" and not pieces:
             pieces = [[]]  # always write one (possibly empty) data shard so readers see the schema
         job = AssembleJob(

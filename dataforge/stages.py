@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from dataforge.errors import DataError, OutputError
@@ -637,21 +638,162 @@ def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
     return info.to_dict()
 
 
-def plan_pieces(counts: list[tuple[str, int]], shard_rows: int) -> list[list[tuple[str, int, int]]]:
-    """Cut the concatenation of (file, rows) into shards of ``shard_rows`` rows."""
+def plan_pieces(
+    counts: list[tuple[str, int]],
+    shard_rows: int,
+    *,
+    shard_bytes: int | None = None,
+    sizes: Callable[[str], np.ndarray] | None = None,
+) -> list[list[tuple[str, int, int]]]:
+    """Cut the concatenation of (file, rows) into shards of at most ``shard_rows`` rows and, with
+    ``shard_bytes``, at most that many bytes by ``sizes(file)`` (the bytes of each of the file's
+    rows, :func:`row_bytes`).
+
+    Rows fill shards in order: a shard is closed when it holds ``shard_rows`` rows or when the
+    next row would take it over ``shard_bytes``; a row bigger than ``shard_bytes`` gets a shard
+    of its own. The cuts are a function of the row sequence and sizes alone, not of how the rows
+    are spread over files, so the shards are the same for any task split. Files are taken one at
+    a time (a cumulative sum of one file's sizes and a binary search per cut), so the planner
+    holds one file's sizes, not the corpus's.
+    """
+    if shard_bytes is not None and sizes is None:
+        raise ValueError("plan_pieces: shard_bytes needs sizes")
     shards: list[list[tuple[str, int, int]]] = []
     cur: list[tuple[str, int, int]] = []
     room = shard_rows
+    room_bytes = shard_bytes or 0
     for path, rows in counts:
+        cum = None
+        if shard_bytes is not None and sizes is not None:
+            row_sizes = sizes(path)
+            if row_sizes.shape[0] != rows:
+                msg = f"{path}: {row_sizes.shape[0]} row sizes for {rows} rows"
+                raise OutputError(msg)
+            cum = np.cumsum(row_sizes, dtype=np.int64)
         offset = 0
         while rows - offset > 0:
             take = min(room, rows - offset)
+            before = 0
+            if cum is not None:
+                before = int(cum[offset - 1]) if offset else 0
+                fit = max(int(np.searchsorted(cum, before + room_bytes, side="right")) - offset, 0)
+                take = min(take, fit if fit or cur else 1)  # an empty shard takes one row whatever its size
+            if take == 0:  # the next row does not fit: close this shard
+                shards.append(cur)
+                cur, room, room_bytes = [], shard_rows, shard_bytes or 0
+                continue
             cur.append((path, offset, take))
+            if cum is not None:
+                room_bytes -= int(cum[offset + take - 1]) - before
             offset += take
             room -= take
             if room == 0:
                 shards.append(cur)
-                cur, room = [], shard_rows
+                cur, room, room_bytes = [], shard_rows, shard_bytes or 0
     if cur:
         shards.append(cur)
     return shards
+
+
+def row_bytes(path: str | Path, *, schema: pa.Schema | None = None) -> np.ndarray:
+    """Uncompressed bytes of each row of a work file (live, dropped or rejects) as a shard of
+    ``schema`` holds it (default: the file's own columns), what ``shard_bytes`` limits.
+
+    A row's bytes are the value bytes of its string and binary columns plus the width of its
+    fixed-width ones (taken from ``schema``, so a column the file lacks and a shard fills with
+    nulls counts too), summed through lists and structs; offsets, validity bits and types without
+    a width (dictionaries, maps) count 0, and so does a null string. A name the file lacks is
+    looked up by its work-file name (:data:`OUTPUT_RENAME`), so this measures shards and work
+    files alike. A thin live file counts its own columns and, through ``_src_row``, those it
+    reads from the previous stage's file. Of a string column only the offsets (and validity)
+    buffers are read, not the text.
+    """
+    table = read_ipc(path)
+    meta = table.schema.metadata or {}
+    thin = THIN_BASE in meta
+    base = read_ipc(Path(path).parent / meta[THIN_BASE].decode()) if thin else None
+    if schema is None:
+        names = json.loads(meta[THIN_COLUMNS]) if thin else [c for c in table.column_names if c != SRC_ROW]
+        mine = set(table.column_names)
+        schema = pa.schema(
+            [(table.schema if c in mine or base is None else base.schema).field(c) for c in names]
+        )
+    source = {v: k for k, v in OUTPUT_RENAME.items()}
+    present = set(table.column_names) | set(base.column_names if base is not None else ())
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    from_base: list[str] = []
+    for f in schema:
+        width = _fixed_width(f.type)
+        name = f.name if f.name in present else source.get(f.name, f.name)
+        if width is not None:
+            sizes += width
+        elif name in table.column_names:
+            sizes += _column_bytes(table.column(name))
+        elif base is not None and name in base.column_names:
+            from_base.append(name)
+    if from_base and base is not None and table.num_rows:
+        src = arrow_numpy(table.column(SRC_ROW).combine_chunks())
+        base_sizes = np.zeros(base.num_rows, dtype=np.int64)
+        for name in from_base:
+            base_sizes += _column_bytes(base.column(name))
+        sizes += base_sizes[src]
+    return sizes
+
+
+def _fixed_width(t: pa.DataType) -> int | None:
+    """Bytes per value of a fixed-width type (a boolean: 0), else None."""
+    try:
+        return t.bit_width // 8
+    except ValueError:
+        return None
+
+
+def _column_bytes(column: pa.ChunkedArray) -> np.ndarray:
+    sizes = np.zeros(len(column), dtype=np.int64)
+    pos = 0
+    for chunk in column.chunks:
+        sizes[pos : pos + len(chunk)] = _array_bytes(chunk)
+        pos += len(chunk)
+    return sizes
+
+
+def _validity(arr: pa.Array) -> np.ndarray:
+    """Boolean NumPy mask of the valid slots of ``arr`` (from its bitmap; no pandas import)."""
+    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little")[arr.offset : arr.offset + len(arr)].astype(bool)
+
+
+def _array_bytes(arr: pa.Array) -> np.ndarray | int:
+    """Bytes of each value of ``arr`` (see :func:`row_bytes`); an int when all are equal."""
+    t = arr.type
+    if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+        return arrow_numpy(pc.binary_length(arr).fill_null(0)).astype(np.int64)
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    ):
+        if len(arr) == 0:
+            return 0
+        offsets = np.frombuffer(
+            arr.buffers()[1],
+            dtype=np.int64 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else np.int32,
+        )[arr.offset : arr.offset + len(arr) + 1]
+        lengths = np.diff(offsets).astype(np.int64, copy=False)
+        if arr.null_count:  # a null slot may still span bytes (a value masked out later): 0
+            lengths = np.where(_validity(arr), lengths, 0)
+        return lengths
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        lengths = pc.list_value_length(arr).fill_null(0)
+        counts = arrow_numpy(lengths.combine_chunks() if isinstance(lengths, pa.ChunkedArray) else lengths)
+        inner = np.broadcast_to(np.asarray(_array_bytes(arr.flatten()), dtype=np.int64), (int(counts.sum()),))
+        cum = np.concatenate([[0], np.cumsum(inner)])
+        ends = np.cumsum(counts.astype(np.int64))
+        return cum[ends] - cum[ends - counts]
+    if pa.types.is_struct(t):
+        total: np.ndarray | int = 0
+        for child in arr.flatten():
+            total = total + _array_bytes(child)
+        return total
+    return _fixed_width(t) or 0  # no fixed width (dictionary, map, ...): 0

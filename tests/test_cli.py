@@ -219,6 +219,34 @@ def test_task_bytes_splits_the_input_and_changes_no_byte(cli_runner, tmp_path):
     assert bad.exit_code == 2 and "'lots' is not a size" in bad.output
 
 
+def test_shard_bytes_cuts_the_output_into_more_shards_with_the_same_rows(cli_runner, tmp_path):
+    """``--shard-bytes`` bounds each shard's uncompressed bytes: the rows, their order and the
+    ledger stay those of one big shard; a bad size is a usage error."""
+    import polars as pl
+
+    from dataforge.io.shards import read_manifest, read_shard
+    from dataforge.stages import row_bytes
+
+    src = ROOT / "sample_data" / "news" / "reuters.jsonl.gz"
+    one, cut = tmp_path / "one", tmp_path / "cut"
+    assert invoke(cli_runner, "dedup", src, "-o", one, "--shard-bytes", "1G").exit_code == 0
+    res = invoke(cli_runner, "dedup", src, "-o", cut, "--shard-bytes", "200k")
+    assert res.exit_code == 0, res.output
+
+    def rows(out):
+        return pl.concat([pl.from_arrow(read_shard(out / s["path"])) for s in read_manifest(out)["shards"]])
+
+    shards = read_manifest(cut)["shards"]
+    assert len(read_manifest(one)["shards"]) == 1 and len(shards) > 3
+    for s in shards:
+        assert row_bytes(cut / s["path"]).sum() <= 200 << 10
+    assert rows(cut).equals(rows(one))
+    assert read_manifest(cut)["counts"] == read_manifest(one)["counts"]
+    assert read_manifest(cut)["config"]["output"]["shard_bytes"] == 200 << 10
+    bad = cli_runner.invoke(cli, ["dedup", str(src), "-o", str(tmp_path / "x"), "--shard-bytes", "0"])
+    assert bad.exit_code == 2 and "'0' is not a size" in bad.output
+
+
 def test_run_task_bytes_overrides_the_file_and_is_refused_for_other_kinds(cli_runner, tmp_path):
     import gzip
 

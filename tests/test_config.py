@@ -34,6 +34,15 @@ def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
     assert p.input.paths == (str(tmp_path / "data"),)
     assert p.output.path == str(tmp_path / "out")
     assert p.output.shard_rows == 7
+    assert p.output.shard_bytes == 64 << 20  # the default; `shard_bytes: null` lifts it
+    f.write_text(
+        "input: {paths: [../data]}\noutput: {path: ../out, shard_bytes: null}\nsteps:\n  - dedup.exact: {}\n"
+    )
+    assert load_pipeline(f).output.shard_bytes is None
+    f.write_text(
+        "input: {paths: [../data]}\noutput: {path: ../out, shard_rows: 7}\nsteps:\n  - dedup.exact: {keep: last}\n"
+    )
+    p = load_pipeline(f)
     assert p.steps[0].keep == "last"
     assert p.steps_spec() == [
         {
@@ -59,6 +68,12 @@ def test_valid_pipeline_resolves_paths_relative_to_file(tmp_path):
         ),
         (with_(output={"path": "o", "rows": 3}), "unknown key 'rows' in output; valid: .*shard_rows"),
         (with_(output={"path": "o", "shard_rows": 0}), "shard_rows must be a positive integer, got 0"),
+        (
+            with_(output={"path": "o", "shard_bytes": 0}),
+            "shard_bytes must be a positive integer \\(bytes\\) or null for no limit, got 0",
+        ),
+        (with_(output={"path": "o", "shard_bytes": "64M"}), "shard_bytes must be .*, got '64M'"),
+        (with_(output={"path": "o", "shard_bytes": True}), "shard_bytes must be .*, got True"),
         (with_(output={"path": "o", "format": "csv"}), "unknown output format 'csv'; valid: arrow, parquet"),
         (with_(executor={"kind": "spark"}), "unknown executor 'spark'; valid: local, ray"),
         (with_(steps=[{"dedup.exact_": {}}]), "unknown step 'dedup.exact_'; valid: .*dedup.exact"),

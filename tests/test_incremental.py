@@ -204,3 +204,34 @@ def test_a_changed_pipeline_is_refused(tmp_path):
     _write(inbox / "b.jsonl", _news(5, skip=10))
     with pytest.raises(ConfigError, match="the pipeline's steps changed since release v1"):
         dataforge.run(cfg, incremental=True)
+
+
+def test_a_release_from_before_shard_bytes_takes_increments(tmp_path):
+    """A release whose manifest predates ``output.shard_bytes`` (no such key) takes increments
+    whatever their byte limit; on a newer release a changed shard_bytes is a changed output."""
+    from dataforge.errors import ConfigError
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    _write(inbox / "a.jsonl", _news(10))
+    out = tmp_path / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    dataforge.run(cfg, incremental=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["output"]["shard_bytes"] == 64 << 20
+    del manifest["config"]["output"]["shard_bytes"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    _write(inbox / "b.jsonl", _news(5, skip=10))
+    report = dataforge.run(cfg, incremental=True)
+    assert report.global_info["release"]["increment"]["rows_in"] == 5
+    assert len(_kept_texts(out)) == report.kept == 15
+
+    newer = tmp_path / "newer"
+    cfg2 = _pipeline(tmp_path, inbox, newer)
+    dataforge.run(cfg2, incremental=True)
+    cfg2.write_text(
+        cfg2.read_text().replace("shard_rows: 50", "shard_rows: 50, shard_bytes: 4096"), encoding="utf-8"
+    )
+    _write(inbox / "c.jsonl", _news(5, skip=15))
+    with pytest.raises(ConfigError, match="the pipeline's output changed since release v1"):
+        dataforge.run(cfg2, incremental=True)

@@ -24,11 +24,12 @@ from dataforge.io.inputs import InputSpec, discover
 from dataforge.io.readers import read_batches
 from dataforge.registry import build_step
 from dataforge.runner import run_pipeline
-from dataforge.stages import read_ipc
+from dataforge.stages import read_ipc, row_bytes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLE = ROOT / "sample_data"
 SMALL = 60_000  # task_bytes that splits big.jsonl (~1 MB) into ~17 pieces, the CSV and Parquet too
+SHARD_BYTES = 150_000  # most data shards are cut by bytes (~200 rows), not by shard_rows (300)
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -74,7 +75,7 @@ def pipeline(inputs: Path, out: Path, *, task_bytes: int | None = None, workers:
     return Pipeline(
         name="split-determinism",
         input=spec,
-        output=OutputSpec(path=str(out), shard_rows=300),
+        output=OutputSpec(path=str(out), shard_rows=300, shard_bytes=SHARD_BYTES),
         steps=[
             build_step("normalize.text"),
             build_step("filter.gopher_quality"),
@@ -118,6 +119,23 @@ def test_reference_exercises_every_outcome(reference):
     assert sum(v for k, v in reasons.items() if k.startswith("dedup.exact")) > 0
     assert sum(v for k, v in reasons.items() if k.startswith("filter.gopher_quality")) > 0
     assert report.rejected >= 4
+
+
+def test_shards_are_cut_by_rows_and_bytes_as_documented(reference):
+    """Each shard holds at most shard_rows rows and SHARD_BYTES bytes (by ``row_bytes`` of the
+    shard itself, or it is one row), and is full: the next shard's first row would not fit."""
+    ref, _ = reference
+    cut_by_bytes = 0
+    for sub in ("data", "dropped"):
+        sizes = [row_bytes(p) for p in sorted((ref / sub).glob("part-*.arrow"))]
+        assert len(sizes) > 1
+        for this, after in zip(sizes, [*sizes[1:], None], strict=True):
+            assert len(this) <= 300
+            assert this.sum() <= SHARD_BYTES or len(this) == 1
+            if after is not None:
+                assert len(this) == 300 or this.sum() + after[0] > SHARD_BYTES
+                cut_by_bytes += len(this) < 300
+    assert cut_by_bytes > 3
 
 
 def test_split_plan_cuts_every_splittable_file(split_run):
@@ -228,7 +246,7 @@ def _yaml(inputs: Path, out: Path, path: Path) -> Path:
     data = {
         "name": "split-determinism",  # the manifest holds the name
         "input": {"paths": [str(inputs)], "task_bytes": SMALL},
-        "output": {"path": str(out), "shard_rows": 300},
+        "output": {"path": str(out), "shard_rows": 300, "shard_bytes": SHARD_BYTES},
         "max_reject_rate": None,
         "batch_rows": 128,
         "steps": [
