@@ -222,6 +222,7 @@ def test_close_after_successful_maps_lets_the_workers_exit():
     """close() does not wait for idle workers to shut down, but they do exit."""
     import multiprocessing as mp
     import os
+    import time
 
     ex = make_executor("local", workers=2)
     try:
@@ -230,7 +231,12 @@ def test_close_after_successful_maps_lets_the_workers_exit():
         ex.close()
     workers = [p for p in mp.active_children() if p.pid in pids - {os.getpid()}]
     assert len(workers) == 1  # the pool's one process ran tasks
+    # The pool's own manager thread joins its workers too: when it reaps one first, our join can
+    # return before the shared exit code is recorded (waitpid: no such child), so wait for it.
+    deadline = time.monotonic() + 60
     for p in workers:
         p.join(timeout=60)
-    assert [p.exitcode for p in workers] == [0], [(p.pid, p.exitcode) for p in workers]  # None: still running
+    while any(p.exitcode is None for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [p.exitcode for p in workers] == [0], [(p.pid, p.exitcode) for p in workers]
     assert not [p for p in mp.active_children() if p.pid in pids]
