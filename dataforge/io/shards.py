@@ -290,19 +290,53 @@ def arrow_numpy(arr: pa.Array) -> np.ndarray:
 
 
 def canonical_table(table: pa.Table) -> pa.Table:
-    """The same table in freshly allocated, exactly sized buffers.
+    """The same table in exactly sized buffers that hold only its rows' bytes.
 
-    The Arrow IPC writer writes the buffers an array holds, not only the bytes its rows use: the
-    unused tail of a buffer a slice came from, or the shared data buffers of string views. Those
-    depend on how the rows were batched (which differs with the task split), so without this copy
-    equal tables could give different shard bytes.
+    The Arrow IPC writer writes the buffers an array holds, not only the bytes its rows use: up to
+    7 bytes after a slice's end (it pads from the source buffer), the bytes of null string slots,
+    or the shared data buffers of string views. Those depend on how the rows were batched (which
+    differs with the task split), so without this equal tables could give different shard bytes.
+
+    Columns without nulls whose values sit in one flat buffer (strings, binaries, fixed-width
+    numbers) are re-cut without copying their values: offsets rebased, data buffer sliced to the
+    exact bytes. Other columns (nulls, booleans, views, nested types) are rebuilt with ``take``.
     """
-    plain = pa.schema(
-        [f.with_type(_plain_type(f.type)) for f in table.schema], metadata=table.schema.metadata
-    )
-    t = table.cast(plain) if plain != table.schema else table
-    t = t.take(arrow_indices(np.arange(t.num_rows, dtype=np.int64))).combine_chunks()
-    return t.cast(table.schema) if plain != table.schema else t
+    t = table.combine_chunks()
+    columns = [_canonical_array(c.chunk(0)) if c.num_chunks else c for c in t.columns]
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _canonical_array(arr: pa.Array) -> pa.Array:
+    t = arr.type
+    n = len(arr)
+    if arr.null_count == 0 and t in _FLAT_OFFSETS:
+        bufs = arr.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=_FLAT_OFFSETS[t])[arr.offset : arr.offset + n + 1]
+        start, end = int(offsets[0]), int(offsets[-1])
+        data = bufs[2].slice(start, end - start) if bufs[2] is not None else pa.py_buffer(b"")
+        if start:
+            rebased = pa.py_buffer(offsets - offsets.dtype.type(start))
+        else:
+            width = offsets.dtype.itemsize
+            rebased = bufs[1].slice(arr.offset * width, (n + 1) * width)
+        return pa.Array.from_buffers(t, n, [None, rebased, data])
+    if arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        width = t.bit_width // 8
+        values = arr.buffers()[1].slice(arr.offset * width, n * width)
+        return pa.Array.from_buffers(t, n, [None, values])
+    plain = _plain_type(t)
+    a = arr.cast(plain) if plain != t else arr
+    a = a.take(arrow_indices(np.arange(n, dtype=np.int64)))
+    return a.cast(t) if plain != t else a
+
+
+# the plain string/binary types and their offset width: one offsets buffer into one data buffer
+_FLAT_OFFSETS = {
+    pa.string(): np.int32,
+    pa.binary(): np.int32,
+    pa.large_string(): np.int64,
+    pa.large_binary(): np.int64,
+}
 
 
 _VIEW_TYPES = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
