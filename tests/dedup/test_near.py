@@ -1076,3 +1076,33 @@ def test_jaccard_kernel_matches_python_sets():
     ]
     assert np.array_equal(got, np.array(want))
     assert got[(n - 2) * n + (n - 3)] == 1.0 and got[(n - 1) * n + 5] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bucket_sort_equals_the_full_sort(seed):
+    """The candidates' band tables are sorted by a stable sort on the bucket when their rows come in
+    (_task, _ord) order (reference tasks first): the result must equal the four-key sort, with
+    colliding hashes, one or several bands, and input that is not in that order."""
+    from dataforge.dedup.near import _sort_buckets
+
+    rng = np.random.default_rng(seed)
+    tasks = sorted(rng.choice(np.arange(-3, 6), size=rng.integers(1, 6), replace=False).tolist())
+    frames = []
+    for t in tasks:
+        n = int(rng.integers(0, 300))
+        bands = np.full(n, 2, np.int16) if seed % 2 else rng.integers(0, 3, n).astype(np.int16)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "band": bands,
+                    "hash": rng.integers(0, 20, n).astype(np.uint64),  # many equal hashes
+                    "_task": np.full(n, t, np.int32),
+                    "_ord": np.sort(rng.integers(0, 50, n)).astype(np.int64),
+                }
+            )
+        )
+    table = pl.concat(frames)
+    full = table.sort(["band", "hash", "_task", "_ord"])
+    assert _sort_buckets(table).equals(full)
+    shuffled = table.sample(fraction=1.0, shuffle=True, seed=seed)
+    assert _sort_buckets(shuffled).equals(full)
