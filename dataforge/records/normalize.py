@@ -251,19 +251,17 @@ def normalize_ehr(
         from dataforge.records.ehr.deid import pseudonym
 
         phi = all_phi(raw_patients)
-        rejects = rejects.with_columns(
-            pl.lit(None, dtype=pl.Binary).alias("raw"),
-            pl.col("error").map_elements(
-                lambda e: scrub_text(e, phi=phi, mode=cfg.mode), return_dtype=pl.Utf8
-            ),
-        )
         files = {
             f: f"file-{pseudonym(cfg, 'file', f)}"
             for f in set(rejects["source_file"].to_list()) | set(dropped["source_file"].to_list())
         }
+        # file names first (a path must not be read as a reference), then PHI, record ids, dates
         rejects = rejects.with_columns(
+            pl.lit(None, dtype=pl.Binary).alias("raw"),
             pl.col("source_file").replace_strict(files, return_dtype=pl.Utf8),
-            pl.col("error").str.replace_many(list(files), list(files.values())),
+            pl.col("error")
+            .str.replace_many(list(files), list(files.values()))
+            .map_elements(lambda e: scrub_text(e, phi=phi, mode=cfg.mode), return_dtype=pl.Utf8),
         )
         dropped = dropped.with_columns(
             pl.col("source_file").replace_strict(files, return_dtype=pl.Utf8),

@@ -75,6 +75,7 @@ PHI_COLUMNS = (
     "given",
     "family",
     "maiden",
+    "relatives",  # names of relatives and contacts (FHIR mother's maiden name, Patient.contact)
     "prefix",
     "suffix",
     "address",

@@ -10,10 +10,16 @@ Modes (``--deid``):
     ``age_90_plus = true`` and no age, birth year or death year. ZIP codes keep their first three
     digits, or ``000`` for the 3-digit areas with 20,000 people or fewer (``data/zip3_restricted.csv``).
     Identifiers become salted pseudonyms; file names (Synthea names files after the patient) and
-    source record keys are pseudonymized too. Free text (clinical notes) has the patient's own names,
-    address, city, identifiers and relatives' names replaced, plus e-mail addresses, phone numbers,
-    SSNs, IP addresses and card numbers found by :class:`dataforge.text.pii.PiiRedact`, and every
-    date reduced to its year.
+    source record keys are pseudonymized too. Free text (clinical notes, free-text columns) has the
+    patient's own names, address, city, ZIP and identifiers and their relatives' and contacts' names
+    replaced by typed placeholders (``[NAME]``, ``[ADDRESS]``, ``[LOCATION]``, ``[ZIP]``, ``[ID]``),
+    plus e-mail addresses, phone numbers, SSNs, IP addresses and card numbers found by
+    :class:`dataforge.text.pii.PiiRedact`; URLs; numbers a keyword names as identifiers (account,
+    health plan / Medicare, licence, device serial, record numbers: ``Account # [ID]``); a ZIP after
+    a state code; a capitalized name after a word for a relative (``daughter [NAME]``); ages of 90
+    or more (``90+``); every date reduced to its year (a date with a two-digit year becomes
+    ``[DATE]``), and for a patient aged 90 or more the birth year too (``[YEAR]``). Error messages
+    of rejected records get the same, and lose record ids (UUIDs, ``Condition/<id>``).
 ``date-shift``
     Everything above, except that dates are kept but moved by a per-patient offset of 1 to 365 days
     into the past (derived from the salt and the patient, so every table of one patient moves
@@ -197,93 +203,203 @@ def patient_ages(raw: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 # --------------------------------------------------------------------------- free text
 
+_MONTH_NAME = (
+    r"(?P<mon>Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_YEAR = r"(?P<y>(?:19|20|21)\d\d)"
+#: dates in free text, each with how its parts are read: ``ymd`` / ``mdy`` / ``month`` (a month
+#: name) give a date (shifted in ``date-shift``); ``year`` is a date whose day and month order is
+#: not known (reduced to its year; ``[DATE]`` in ``date-shift``); ``none`` has no usable year
+#: (``[DATE]`` in both modes)
 _DATE_PATTERNS = [
-    # ISO date with optional time: 2014-05-06, 2014-05-06T18:34:30Z
-    re.compile(
-        r"\b(?P<y>(?:19|20|21)\d\d)-(?P<m>[01]\d)-(?P<d>[0-3]\d)(?:[T ][0-2]\d:[0-5]\d(?::[0-5]\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?\b"
+    # ISO date with optional time: 2014-05-06, 2014-05-06T18:34:30Z; 2014/05/06
+    (
+        re.compile(
+            rf"\b{_YEAR}(?P<s>[-/])(?P<m>[01]?\d)(?P=s)(?P<d>[0-3]?\d)"
+            r"(?:[T ][0-2]\d:[0-5]\d(?::[0-5]\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?\b"
+        ),
+        "ymd",
     ),
     # US style 05/06/2014, 5/6/2014
-    re.compile(r"\b(?P<m>[01]?\d)/(?P<d>[0-3]?\d)/(?P<y>(?:19|20|21)\d\d)\b"),
-    # 6 May 2014, May 6, 2014, May 6th 2014
-    re.compile(
-        r"\b(?:(?P<d1>[0-3]?\d)(?:st|nd|rd|th)?\s+)?(?P<mon>Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?(?:\s+(?P<d2>[0-3]?\d)(?:st|nd|rd|th)?)?,?\s+(?P<y>(?:19|20|21)\d\d)\b",
-        re.IGNORECASE,
+    (re.compile(rf"\b(?P<m>[01]?\d)/(?P<d>[0-3]?\d)/{_YEAR}\b"), "mdy"),
+    # 06.05.2014, 6-5-2014: day or month first
+    (re.compile(rf"\b[0-3]?\d(?P<s>[.-])[0-3]?\d(?P=s){_YEAR}\b"), "year"),
+    # 6 May 2014, May 6, 2014, May 6th 2014, 06-May-2014, May-06-2014, March 2014
+    (
+        re.compile(
+            rf"\b(?:(?P<d1>[0-3]?\d)(?:st|nd|rd|th)?[\s-]+)?{_MONTH_NAME}\.?"
+            rf"(?:[\s-]+(?P<d2>[0-3]?\d)(?:st|nd|rd|th)?)?,?[\s-]+{_YEAR}\b",
+            re.IGNORECASE,
+        ),
+        "month",
     ),
+    # 2014-May-06
+    (re.compile(rf"\b{_YEAR}-{_MONTH_NAME}-(?P<d2>[0-3]?\d)\b", re.IGNORECASE), "month"),
+    # two-digit years: 3/7/15, 03/07/15
+    (re.compile(r"\b[01]?\d/[0-3]?\d/\d\d\b"), "none"),
 ]
 _AGE_90 = re.compile(
-    r"\b(?P<age>9\d|1[0-4]\d)(?P<rest>[- ](?:year|yr)s?[- ]old|\s*(?:years?|yrs?|y/o|yo)\b)", re.IGNORECASE
+    r"\b(?P<age>9\d|1[0-4]\d)(?P<rest>[- ](?:year|yr)s?[- ]old|\s*(?:years?|yrs?|y/o|y\.o\.?|yo)(?![\w]))",
+    re.IGNORECASE,
 )
+# "age 93", "aged 93", "age: 93", "age of 93"
+_AGE_90_BEFORE = re.compile(r"\b(?P<pre>aged?\s*(?:of\s+|:\s*|=\s*)?)(?P<age>9\d|1[0-4]\d)\b", re.IGNORECASE)
 _TOKEN = re.compile(r"[^\W\d_]{3,}|\d[\d-]{3,}\d", re.UNICODE)
+# a ZIP code after a state code ("VT 05032", "MA, 02081-1234"); the patient's own ZIP is scrubbed
+# wherever it stands (known PHI)
+_STATE_ZIP = re.compile(
+    r"\b(?P<st>A[KLRSZ]|C[AOT]|D[CE]|F[LM]|G[AU]|HI|I[ADLN]|K[SY]|LA|M[ADEHINOPST]|N[CDEHJMVY]|O[HKR]"
+    r"|P[ARW]|RI|S[CD]|T[NX]|UT|V[AIT]|W[AIVY])(?P<sep>,?\s+)\d{5}(?:-\d{4})?\b"
+)
+_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
+# a number that a keyword says is an identifier (Safe Harbor: account, health plan beneficiary,
+# licence, vehicle, device and serial numbers, record numbers, "any other unique identifying
+# number"): at least 5 characters with a digit, after the keyword and an optional "#", "no.", ":"
+_ID_WORD = (
+    r"(?:account|acct|medicare|medicaid|member|subscriber|policy|insurance|beneficiary|plan|licen[cs]e"
+    r"|(?-i:DL|SN|VIN|MRN)|passport|serial|device|medical\s+record|record|chart|plate|certificate|employee"
+    r"|badge|claim|case)"
+)
+_ID = re.compile(
+    rf"\b(?P<kw>{_ID_WORD}(?:[\s.:#-]+(?:{_ID_WORD}|id|no|num|number))*)"
+    r"(?P<sep>[\s.:#-]*(?:(?:#|no\.?|num|number|id)[\s.:#-]*)?)"
+    r"(?P<id>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{3,}[A-Z0-9])\b",
+    re.IGNORECASE,
+)
+# a capitalized name after a word for a relative or companion ("daughter Priya", "Wife Gertrude55")
+_NOT_A_NAME = (
+    r"(?:Has|Had|Is|Was|Were|With|And|Or|Who|Which|That|The|Deceased|Alive|Died|Passed|Reports?|States?)\b"
+)
+_RELATIVE = re.compile(
+    r"\b(?P<rel>(?i:(?:(?:wife|husband|spouse|partner|daughter|son|mother|father|mom|dad|sister|brother"
+    r"|aunt|uncle|niece|nephew|cousin|grand(?:mother|father|daughter|son|child)|friend|neighbou?r"
+    r"|caregiver|guardian|fianc[eé]e?|girlfriend|boyfriend)(?:-in-law)?)))(?P<sep>,?\s+)"
+    rf"(?!{_NOT_A_NAME})[A-Z][a-z'’-]+\d*(?:\s+(?!{_NOT_A_NAME})[A-Z][a-z'’-]+\d*)?"
+)
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+
+#: the placeholder each PHI column's values become in free text
+PHI_LABELS = {
+    **dict.fromkeys(("name", "given", "family", "maiden", "relatives", "prefix", "suffix"), "NAME"),
+    "address": "ADDRESS",
+    **dict.fromkeys(("city", "county", "birthplace"), "LOCATION"),
+    "phone": "PHONE",
+    "email": "EMAIL",
+    "ssn": "SSN",
+    **dict.fromkeys(("mrn", "drivers", "passport"), "ID"),
+    "zip": "ZIP",
+}
 
 
-def known_phi(patients: pl.DataFrame) -> dict[str, list[str]]:
-    """Per source patient id, the identifying strings to scrub from that patient's free text:
-    every PHI column value, its words, and Synthea-style names without their digit suffix."""
-    cols = [c for c in PHI_COLUMNS if c in patients.columns and c not in ("lat", "lon")]
-    out: dict[str, list[str]] = {}
+def known_phi(
+    patients: pl.DataFrame, *, hide_years: dict[str, set[int]] | None = None
+) -> dict[str, dict[str, str]]:
+    """Per source patient id, the identifying strings to scrub from that patient's free text, each
+    with its placeholder label (``NAME``, ``ADDRESS``, ``ZIP``...), longest first: every PHI column
+    value (and the ZIP), its words, and Synthea-style names without their digit suffix; plus the
+    years in ``hide_years`` (the birth year of a patient aged 90 or more) as ``YEAR``."""
+    cols = [c for c in (*PHI_COLUMNS, "zip") if c in patients.columns and c not in ("lat", "lon")]
+    out: dict[str, dict[str, str]] = {}
     for row in patients.select("patient_id", *cols).iter_rows(named=True):
-        items: set[str] = set()
+        items: dict[str, str] = {}
+        add = items.setdefault  # (value, label): the first column wins (names come first)
         for c in cols:
             v = row[c]
             if not v:
                 continue
             v = str(v).strip()
+            label = PHI_LABELS.get(c, "NAME")
+            if c == "zip":
+                digits = re.sub(r"\D", "", v)
+                if len(digits) >= 5:
+                    add(v, label)
+                    add(digits[:5], label)
+                continue
             if len(v) >= 3:
-                items.add(v)
+                add(v, label)
             for tok in _TOKEN.findall(v):
-                items.add(tok)
+                add(tok, label)
                 bare = re.sub(r"\d+$", "", tok)
                 if len(bare) >= 3:
-                    items.add(bare)
+                    add(bare, label)
             for word in re.split(r"[\s,]+", v):
                 if len(word) >= 3 and not word.isdigit():
-                    items.add(word)
+                    add(word, label)
                 bare = re.sub(r"\d+$", "", word)
                 if len(bare) >= 3 and not bare.isdigit():
-                    items.add(bare)
+                    add(bare, label)
+        for year in sorted((hide_years or {}).get(row["patient_id"], ())):
+            add(str(year), "YEAR")
         # longest first so "Temika453" is replaced before "Temika"
-        out[row["patient_id"]] = sorted(items, key=lambda s: (-len(s), s))
+        out[row["patient_id"]] = {k: items[k] for k in sorted(items, key=lambda s: (-len(s), s))}
     return out
 
 
 @dataclass
 class TextScrubber:
-    """Redacts one patient's known PHI, PII patterns and dates from free text."""
+    """Redacts one patient's known PHI, identifier and date patterns from free text.
+
+    In order: dates (reduced to the year, or shifted in ``date-shift``; a date in one of
+    ``hide_years`` becomes ``[DATE]``), ages of 90 or more (``90+``), URLs, identifiers named by a
+    keyword (``Account # 7712-99831`` -> ``Account # [ID]``), a ZIP after a state code, names after
+    a word for a relative (``daughter [NAME]``), then the patient's known PHI strings (typed
+    placeholders: ``[NAME]``, ``[ADDRESS]``, ``[ZIP]``, ``[ID]``, ``[YEAR]``...).
+    """
 
     mode: str
     shift: int = 0
+    hide_years: frozenset[int] = frozenset()
 
-    def scrub(self, text: str, phi: list[str]) -> tuple[str, int]:
+    def scrub(self, text: str, phi: dict[str, str] | list[str]) -> tuple[str, int]:
         n = 0
-        if phi:
-            pattern = re.compile(
-                r"(?<![\w])(?:" + "|".join(re.escape(p) for p in phi) + r")(?![\w])", re.IGNORECASE
-            )
-            text, k = pattern.subn("[NAME]", text)
-            n += k
-        for pat in _DATE_PATTERNS:
-            text, k = pat.subn(self._date, text)
+        for pat, kind in _DATE_PATTERNS:
+            text, k = pat.subn(functools.partial(self._date, kind=kind), text)
             n += k
         text, k = _AGE_90.subn(lambda m: f"90+{m.group('rest')}", text)
         n += k
+        text, k = _AGE_90_BEFORE.subn(lambda m: f"{m.group('pre')}90+", text)
+        n += k
+        text, k = _URL.subn("[URL]", text)
+        n += k
+        text, k = _ID.subn(lambda m: f"{m.group('kw')}{m.group('sep')}[ID]", text)
+        n += k
+        text, k = _STATE_ZIP.subn(lambda m: f"{m.group('st')}{m.group('sep')}[ZIP]", text)
+        n += k
+        text, k = _RELATIVE.subn(lambda m: f"{m.group('rel')}{m.group('sep')}[NAME]", text)
+        n += k
+        if phi:
+            labels = phi if isinstance(phi, dict) else dict.fromkeys(phi, "NAME")
+            lower = {p.lower(): label for p, label in reversed(labels.items())}
+            pattern = re.compile(
+                r"(?<![\w])(?:" + "|".join(re.escape(p) for p in labels) + r")(?![\w])", re.IGNORECASE
+            )
+            text, k = pattern.subn(lambda m: f"[{lower.get(m.group(0).lower(), 'NAME')}]", text)
+            n += k
         return text, n
 
-    def _date(self, m: re.Match[str]) -> str:
-        if self.mode == "date-shift":
-            import datetime as dt
+    def _date(self, m: re.Match[str], *, kind: str) -> str:
+        if kind == "none":
+            return "[DATE]"
+        year = int(m.group("y"))
+        if year in self.hide_years:
+            return "[DATE]"
+        if self.mode != "date-shift":
+            return m.group("y")
+        if kind == "year":
+            return "[DATE]"
+        import datetime as dt
 
-            try:
-                year = int(m.group("y"))
-                gd = m.groupdict()
-                if gd.get("mon"):
-                    month = _MONTHS[gd["mon"][:3].lower()]
-                    day = int(gd.get("d1") or gd.get("d2") or 1)
-                else:
-                    month, day = int(gd["m"]), int(gd["d"])
-                return (dt.date(year, month, day) - dt.timedelta(days=self.shift)).isoformat()
-            except (ValueError, KeyError):
-                return "[DATE]"
-        return m.group("y")
+        try:
+            gd = m.groupdict()
+            if kind == "month":
+                month = _MONTHS[gd["mon"][:3].lower()]
+                day = int(gd.get("d1") or gd.get("d2") or 1)
+            else:
+                month, day = int(gd["m"]), int(gd["d"])
+            return (dt.date(year, month, day) - dt.timedelta(days=self.shift)).isoformat()
+        except (ValueError, KeyError):
+            return "[DATE]"
 
 
 _MONTHS = {
@@ -317,7 +433,8 @@ def deidentify(
             if "patient_id" in f.columns:
                 ids.update(f["patient_id"].drop_nulls().unique().to_list())
         shifts = {p: shift_days(cfg, p) for p in ids}
-    phi_by_patient = known_phi(patients) if cfg.mode != "off" and patients.height else {}
+    hide = _hidden_years(patients, old, cfg) if cfg.mode != "off" else {}
+    phi_by_patient = known_phi(patients, hide_years=hide) if cfg.mode != "off" and patients.height else {}
     for c in PHI_COLUMNS:
         if c in patients.columns:
             n = patients[c].drop_nulls().len()
@@ -362,11 +479,11 @@ def deidentify(
         if cfg.mode == "safe-harbor" and times:
             f = f.with_columns([pl.lit(None, dtype=f.schema[c]).alias(c) for c in times])
         if table == "note":
-            f, k = _scrub_notes(f, raw, cfg, shifts)
+            f, k = _scrub_notes(f, phi_by_patient, cfg, shifts, hide)
             counters["note_redactions"] += k
         free = [c for c in FREE_TEXT_COLUMNS.get(table, ()) if c in f.columns]
         if free and cfg.mode != "off" and f.height:
-            f, k = _scrub_columns(f, free, phi_by_patient, cfg, shifts)
+            f, k = _scrub_columns(f, free, phi_by_patient, cfg, shifts, hide)
             if k:
                 counters[f"free_text_redactions:{table}"] += k
         for col, kind in (("patient_id", "patient"), ("encounter_id", "encounter"), ("record_id", "record")):
@@ -395,8 +512,29 @@ FREE_TEXT_COLUMNS = {
 }
 
 
+def _hidden_years(patients: pl.DataFrame, old: set[str], cfg: DeidConfig) -> dict[str, set[int]]:
+    """Per patient aged 90 or more, the years to hide from their free text: the birth year (which
+    tells the age), and in ``date-shift`` the year before (a shifted birth date can fall there)."""
+    if not old or "birth_date" not in patients.columns:
+        return {}
+    out: dict[str, set[int]] = {}
+    for pid, born in patients.select("patient_id", "birth_date").iter_rows():
+        if pid in old and born is not None:
+            out[pid] = {born.year, born.year - 1} if cfg.mode == "date-shift" else {born.year}
+    return out
+
+
+def _scrubber(cfg: DeidConfig, pid: str, shifts: dict[str, int], hide: dict[str, set[int]]) -> TextScrubber:
+    return TextScrubber(cfg.mode, shifts.get(pid, 0), frozenset(hide.get(pid, ())))
+
+
 def _scrub_columns(
-    frame: pl.DataFrame, cols: list[str], phi: dict[str, list[str]], cfg: DeidConfig, shifts: dict[str, int]
+    frame: pl.DataFrame,
+    cols: list[str],
+    phi: dict[str, dict[str, str]],
+    cfg: DeidConfig,
+    shifts: dict[str, int],
+    hide: dict[str, set[int]],
 ) -> tuple[pl.DataFrame, int]:
     total = 0
     pids = frame["patient_id"].to_list()
@@ -406,7 +544,7 @@ def _scrub_columns(
         for i, v in enumerate(values):
             if not v or (v[0].isdigit() and _PLAIN_NUMBER.match(v)):
                 continue
-            new, k = TextScrubber(cfg.mode, shifts.get(pids[i], 0)).scrub(v, phi.get(pids[i], []))
+            new, k = _scrubber(cfg, pids[i], shifts, hide).scrub(v, phi.get(pids[i], {}))
             if k:
                 values[i] = new
                 total += k
@@ -435,13 +573,16 @@ def _zip3(cfg: DeidConfig) -> pl.Expr:
 
 
 def _scrub_notes(
-    notes: pl.DataFrame, raw: dict[str, pl.DataFrame], cfg: DeidConfig, shifts: dict[str, int]
+    notes: pl.DataFrame,
+    phi: dict[str, dict[str, str]],
+    cfg: DeidConfig,
+    shifts: dict[str, int],
+    hide: dict[str, set[int]],
 ) -> tuple[pl.DataFrame, int]:
     if cfg.mode == "off" or not notes.height:
         return notes.with_columns(pl.lit(0, dtype=pl.Int32).alias("redactions")), 0
     from dataforge.text.pii import PiiRedact
 
-    phi = known_phi(raw.get("patient", pl.DataFrame(schema={"patient_id": pl.Utf8})))
     redacted = PiiRedact().apply(notes.select(pl.col("text").fill_null(""))).frame
     texts, counts = [], []
     for pid, text, k0 in zip(
@@ -450,7 +591,7 @@ def _scrub_notes(
         redacted["pii_count"].to_list(),
         strict=True,
     ):
-        t, k = TextScrubber(cfg.mode, shifts.get(pid, 0)).scrub(text, phi.get(pid, []))
+        t, k = _scrubber(cfg, pid, shifts, hide).scrub(text, phi.get(pid, {}))
         texts.append(t)
         counts.append(k + k0)
     f = notes.with_columns(
@@ -459,19 +600,34 @@ def _scrub_notes(
     return f, sum(counts)
 
 
-def scrub_text(text: str, *, phi: list[str], mode: str) -> str:
-    """Scrub a free-text string (e.g. a reject's error message) of known PHI and dates."""
+def scrub_text(text: str, *, phi: dict[str, str] | list[str], mode: str) -> str:
+    """Scrub a free-text string (e.g. a reject's error message): known PHI, dates, identifiers named
+    by a keyword, URLs, relatives' names, and record identifiers (UUIDs, ``Patient/<id>``
+    references), which in a message could link it back to the source."""
     if mode == "off":
         return text
-    return TextScrubber(mode).scrub(text, phi)[0]
+    text = TextScrubber(mode).scrub(text, phi)[0]
+    text = _UUID.sub("[ID]", text)
+    return _REFERENCE.sub(lambda m: f"{m.group('type')}/[ID]", text)
 
 
-def all_phi(patients: pl.DataFrame) -> list[str]:
-    """Every known PHI string of every patient (longest first)."""
-    items: set[str] = set()
+# a FHIR reference or resource name in a message: "Condition/cond-1"
+_REFERENCE = re.compile(
+    r"\b(?P<type>Patient|Encounter|Condition|Observation|Procedure|Medication(?:Request|Administration"
+    r"|Statement|Dispense)?|Immunization|AllergyIntolerance|CarePlan|CareTeam|DiagnosticReport"
+    r"|DocumentReference|Claim|ExplanationOfBenefit|Coverage|Device|ImagingStudy|Organization"
+    r"|Practitioner(?:Role)?|Location|Provenance|SupplyDelivery|Goal|ServiceRequest|RelatedPerson"
+    r"|Specimen|QuestionnaireResponse|Composition|Bundle)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+)
+
+
+def all_phi(patients: pl.DataFrame) -> dict[str, str]:
+    """Every known PHI string of every patient with its placeholder label (longest first)."""
+    items: dict[str, str] = {}
     for v in known_phi(patients).values():
-        items.update(v)
-    return sorted(items, key=lambda s: (-len(s), s))
+        for k, label in v.items():
+            items.setdefault(k, label)
+    return {k: items[k] for k in sorted(items, key=lambda s: (-len(s), s))}
 
 
 def describe(cfg: DeidConfig) -> dict[str, Any]:

@@ -43,7 +43,8 @@ source id of the target resource.
   ``suffix`` and ``name`` (``text`` or given + family); ``name.use == maiden`` gives ``maiden``.
   ``telecom`` phone/email; identifiers SSN (system ``http://hl7.org/fhir/sid/us-ssn`` or type
   ``SS``), MRN (``MR``), driver's license (``DL``), passport (``PPN``); ``patient-birthPlace``
-  -> ``birthplace`` ("city, state, country").
+  -> ``birthplace`` ("city, state, country"); the ``patient-mothersMaidenName`` extension and the
+  names of ``contact`` entries -> ``relatives`` (PHI: scrubbed from the patient's free text).
 * Encounter -> ``encounter``: ``class`` v3 ActCode -> canonical word (``AMB`` -> ambulatory,
   ``EMER`` -> emergency, ``IMP``/``ACUTE``/``NONAC`` -> inpatient, ``HH`` -> home, ``VR`` ->
   virtual, ``SS``/``OBSENC`` -> outpatient, ``PRENC`` -> ambulatory; anything else lower-cased).
@@ -110,6 +111,7 @@ SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
 RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
 BIRTHPLACE_URL = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+MAIDEN_NAME_URL = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 GEOLOCATION_URL = "http://hl7.org/fhir/StructureDefinition/geolocation"
 
 # OMB race / ethnicity categories (urn:oid:2.16.840.1.113883.6.238) -> the words Synthea's CSV uses
@@ -900,6 +902,7 @@ class _Mapper:
             "death_date": death,
             "deceased": deceased,
         }
+        relatives: list[str] = []  # names of relatives and contacts: PHI to scrub from free text
         exts = [e for e in _list(res.get("extension"), w, "extension") if isinstance(e, dict)]
         for e in exts:
             url = e.get("url")
@@ -911,6 +914,8 @@ class _Mapper:
                 addr = _obj(e.get("valueAddress"), w, "birthPlace.valueAddress")
                 parts = [_str(addr.get(k)) for k in ("city", "state", "country")]
                 row["birthplace"] = ", ".join(p for p in parts if p) or None
+            elif url == MAIDEN_NAME_URL and isinstance(e.get("valueString"), str):
+                relatives.append(e["valueString"])
         marital = _obj(res.get("maritalStatus"), w, "maritalStatus")
         code, _, display = self._coding(marital, w, "maritalStatus") if marital else (None, None, None)
         row["marital_status"] = code or display
@@ -944,6 +949,16 @@ class _Mapper:
         maiden = next((n for n in names if n.get("use") == "maiden"), None)
         if maiden is not None:
             row["maiden"] = _str(maiden.get("family"))
+        for contact in _list(res.get("contact"), w, "contact"):
+            cname = contact.get("name") if isinstance(contact, dict) else None
+            if isinstance(cname, dict):
+                parts = [
+                    cname.get("text"),
+                    *_list(cname.get("given"), w, "contact.name.given"),
+                    cname.get("family"),
+                ]
+                relatives += [x for x in parts if isinstance(x, str) and x.strip()]
+        row["relatives"] = " ".join(relatives) or None
         # contact
         for t in _list(res.get("telecom"), w, "telecom"):
             if isinstance(t, dict) and isinstance(t.get("value"), str):

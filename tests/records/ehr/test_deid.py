@@ -188,4 +188,84 @@ def test_salt_required(monkeypatch):
 def test_known_phi_variants():
     phi = known_phi(raw_tables()["patient"])["P1"]
     assert "Temika453" in phi and "Temika" in phi and "676 Kirlin Village Suite 22" in phi
-    assert phi.index("Temika453") < phi.index("Temika")  # longest first
+    order = list(phi)
+    assert order.index("Temika453") < order.index("Temika")  # longest first
+    assert phi["Temika453"] == "NAME" and phi["676 Kirlin Village Suite 22"] == "ADDRESS"
+    assert phi["02081"] == "ZIP" and phi["999-33-2827"] == "SSN" and phi["Walpole"] == "LOCATION"
+
+
+def _scrub(text: str, *, pid: str = "P1", mode: str = "safe-harbor") -> str:
+    raw = raw_tables()
+    raw["note"] = raw["note"].with_columns(pl.lit(text).alias("text"), pl.lit(pid).alias("patient_id"))
+    cfg = DeidConfig(mode=mode, salt=b"test-salt-123")
+    out, _ = deidentify(raw, source="fhir", cfg=cfg)
+    return out["note"]["text"][0]
+
+
+def test_note_identifiers_named_by_a_keyword_urls_zip_and_relatives():
+    text = _scrub(
+        "Account # 7712-99831. Medicare ID 1EG4-TE5-MK72. Driver licence S99912345. "
+        "Device serial SN-A9937-ZZ. MRN: 00123456. Portal https://mychart.example.org/u/x9 ok. "
+        "Lives at 1 Elm St, Hanover VT 05032-1234 with daughter Priya and son-in-law Tom Smith; "
+        "Wife Gertrude55 came. ZIP 02081 on file."
+    )
+    for leak in (
+        "7712-99831",
+        "1EG4-TE5-MK72",
+        "S99912345",
+        "A9937",
+        "00123456",
+        "mychart",
+        "05032",
+        "Priya",
+        "Tom",
+        "Gertrude55",
+        "02081",
+    ):
+        assert leak not in text, (leak, text)
+    assert "Account # [ID]" in text and "Medicare ID [ID]" in text and "[URL]" in text
+    assert "VT [ZIP]" in text and "daughter [NAME]" in text and "ZIP [ZIP]" in text  # P1's own ZIP
+
+
+def test_note_ages_and_date_formats():
+    text = _scrub(
+        "age 93, aged 95, 91 y.o., 92yo. Seen 3/7/15, 03-Mar-2015, Mar-03-2015, 2015/03/07, "
+        "07.03.2015 and 2015-Mar-07."
+    )
+    assert "93" not in text and "95" not in text and "91" not in text and "92" not in text
+    assert text.count("90+") == 4
+    assert "3/7/15" not in text and "[DATE]" in text
+    assert "Mar" not in text and "03" not in text and "07" not in text
+    assert text.count("2015") == 5  # every date with a 4-digit year keeps its year
+
+
+def test_note_birth_year_of_a_patient_aged_90_plus_is_hidden():
+    # P2 was born 1925-06-01 and is 90+ (last record 2020): the birth year tells the age
+    text = _scrub("Born 1925, born on 1925-06-01; seen 2020-07-01.", pid="P2")
+    assert "1925" not in text and "[YEAR]" in text and "[DATE]" in text
+    assert "2020" in text
+    shifted = _scrub("Born 1925, born on 1925-06-01.", pid="P2", mode="date-shift")
+    assert "1925" not in shifted and "1924" not in shifted and "06-" not in shifted
+    # P1 (born 2011, 4 years old) keeps the year
+    assert "2011" in _scrub("Born 2011.")
+
+
+def test_clinical_text_is_not_over_redacted():
+    text = (
+        "LDL 130 mg/dL 12345 units? no. BP 120/80, A1c 6.5, temp 98.6. Age 45. Record 2014 reviewed. "
+        "Mother has diabetes; father Deceased. Plan: return in 2 weeks, 2 tablets twice daily."
+    )
+    assert _scrub(text) == text.replace("Record 2014", "Record 2014")
+
+
+def test_reject_messages_lose_record_ids_and_relatives():
+    from dataforge.records.ehr.deid import scrub_text
+
+    msg = scrub_text(
+        'b.json entry 3: Condition/cond-1 has no code ({"text": "Fall, per daughter Priya"}); '
+        "Id '09fbd99b-6f3b-4f9c-8f0a-2d9b1a7c5e11' repeats an earlier row",
+        phi={},
+        mode="safe-harbor",
+    )
+    assert "cond-1" not in msg and "Priya" not in msg and "09fbd99b" not in msg
+    assert "Condition/[ID]" in msg and "b.json entry 3" in msg

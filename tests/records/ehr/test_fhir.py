@@ -325,7 +325,15 @@ def test_patient_details_and_missing_optionals(tmp_path):
         telecom=[{"system": "email", "value": "a@example.org"}],
         identifier=[{"type": {"coding": [{"code": "PPN"}]}, "value": "X1"},
                     {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "999-12-3456"}],
+        contact=[{"relationship": [{"text": "daughter"}], "name": {"given": ["Priya"], "family": "Rao"}},
+                 {"name": {"text": "Tom Jones"}}, {"telecom": []}],
     )  # fmt: skip
+    full["extension"].append(
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+            "valueString": "Gertrude55",
+        }
+    )
     bare = {"resourceType": "Patient", "id": "p-3"}
     write_json(tmp_path / "b.json", bundle(full, bare))
     ex = read_fhir([tmp_path / "b.json"])
@@ -342,6 +350,8 @@ def test_patient_details_and_missing_optionals(tmp_path):
         "X1",
         "999-12-3456",
     )
+    # relatives' and contacts' names are PHI (scrubbed from free text)
+    assert a["relatives"] == "Gertrude55 Priya Rao Tom Jones"
     b = p["p-3"]
     assert all(
         v is None for k, v in b.items() if k not in ("patient_id", "source_file", "source_row", "source_ref")
