@@ -316,13 +316,27 @@ class _LineChunk:
         return self.head is not None or self.end > self.start
 
 
-def _iter_line_chunks(stream: IO[bytes]) -> Iterator[tuple[_LineChunk, str | None, bytes]]:
+_BOM = b"\xef\xbb\xbf"
+
+
+def _iter_line_chunks(
+    stream: IO[bytes], *, strip_bom: bool = False
+) -> Iterator[tuple[_LineChunk, str | None, bytes]]:
     """Yield (lines, None, b"") per read chunk; on a broken stream, a last (lines, error, partial
-    line) and stop. Lines exclude the newline."""
+    line) and stop. Lines exclude the newline. With ``strip_bom``, a UTF-8 byte order mark at the
+    very start is dropped (editors on Windows write one)."""
     rest = b""  # the start of a line that continues in the next read
     while True:
         try:
             data = stream.read(_CHUNK)
+            if strip_bom and data:
+                while len(data) < len(_BOM) and _BOM.startswith(data):
+                    more = stream.read(len(_BOM) - len(data))
+                    if not more:
+                        break
+                    data += more
+                data = data.removeprefix(_BOM)
+                strip_bom = False
         except _STREAM_ERRORS as exc:
             yield _LineChunk(None, b"", 0, 0), f"compressed stream is truncated or corrupt: {exc}", rest
             return
@@ -390,7 +404,8 @@ def _read_jsonl(
     lineno = piece.first_line - 1 if piece is not None else 0
     simple = _simple_keys(tf, idf)
     with open_piece(f, piece) as stream:
-        for chunk, stream_error, tail in _iter_line_chunks(stream):
+        at_start = piece is None or piece.start == 0
+        for chunk, stream_error, tail in _iter_line_chunks(stream, strip_bom=at_start):
             n = _simple_jsonl_chunk(f.path, chunk, lineno + 1, row + 1, simple, b) if chunk and simple else 0
             lines = chunk.lines() if not n else []
             if n:

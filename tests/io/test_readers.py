@@ -103,6 +103,23 @@ def test_jsonl_crlf_and_missing_final_newline(tmp_path):
     assert rejects.height == 0
 
 
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_jsonl_byte_order_mark_at_the_start_is_dropped(tmp_path, compression):
+    """A BOM at the start of the file is not part of the first record (a BOM further on is
+    malformed input: that line is rejected)."""
+    data = b'\xef\xbb\xbf{"id": "a", "text": "one"}\n{"text": "two"}\n\xef\xbb\xbf{"text": "three"}\n'
+    path = tmp_path / {"none": "b.jsonl", "gzip": "b.jsonl.gz", "zstd": "b.jsonl.zst"}[compression]
+    if compression == "gzip":
+        data = gzip.compress(data, mtime=0)
+    elif compression == "zstd":
+        data = zstandard.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    docs, rejects = read_all(path)
+    assert docs["text"].to_list() == ["one", "two"] and docs["id"][0] == "a"
+    assert docs["_line"].to_list() == [1, 2]
+    assert rejects["source_line"].to_list() == [3] and rejects["reason"].to_list() == ["bad_json"]
+
+
 def test_custom_text_and_id_fields(make_jsonl):
     path = make_jsonl("r.jsonl", [{"newid": 12, "body": "text here", "title": "T"}])
     docs, _ = read_all(path, text_field="body", id_field="newid")
