@@ -6,7 +6,8 @@ exit codes in one place (:func:`_errors`):
 ====  ================================================================================
 0     success (or: nothing to do, the output is up to date)
 1     data errors: more malformed input than ``--max-reject-rate``, a corrupt shard
-2     usage, configuration, input or output errors (bad option, missing path, ...)
+2     usage, configuration, input or output errors (bad option, missing path, ...), and what
+      the machine refuses (no permission, read-only or full file system)
 3     internal error (a bug: please report it; ``-v`` shows the traceback)
 ====  ================================================================================
 """
@@ -14,13 +15,14 @@ exit codes in one place (:func:`_errors`):
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -115,12 +117,37 @@ def _errors(state: _State) -> Iterator[None]:
         sys.exit(130)
     except (click.exceptions.Exit, click.ClickException, SystemExit):
         raise
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            _internal(state, exc)
+        # the machine said no (permissions, read-only or full file system): not a bug
+        where = f" {exc.filename}" if exc.filename else ""
+        click.secho(f"error: cannot access{where}: {exc.strerror or exc}", fg="red", err=True)
+        sys.exit(2)
     except Exception as exc:
-        if state.verbose:
-            traceback.print_exc()
-        click.secho(f"internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
-        click.secho("this is a bug in dataforge; rerun with -v for the traceback", err=True)
-        sys.exit(3)
+        _internal(state, exc)
+
+
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+}
+
+
+def _internal(state: _State, exc: BaseException) -> NoReturn:
+    """Exit 3 for an exception no library code expected (called while it is being handled)."""
+    if state.verbose:
+        traceback.print_exc()
+    click.secho(f"internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
+    click.secho("this is a bug in dataforge; rerun with -v for the traceback", err=True)
+    sys.exit(3)
 
 
 class _RichProgress:

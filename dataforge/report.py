@@ -39,7 +39,8 @@ class RunReport:
         name: the pipeline's name.
         output: the output folder.
         ledger: the counts per step and reason (``ledger.steps``: one entry per step).
-        status: ``ok``, ``up_to_date`` (a rerun that did nothing) or ``reject_rate_exceeded``.
+        status: ``ok``, ``up_to_date`` (a rerun that did nothing), ``reject_rate_exceeded`` or
+            ``input_truncated`` (an input file ended early: its unread records cannot be counted).
         shards: the shards written to ``data/``: path, rows, bytes, sha256.
         dropped_shards: the same for ``dropped/``.
         reject_shards: the same for ``rejects/``.
@@ -67,7 +68,7 @@ class RunReport:
     name: str
     output: str
     ledger: Ledger
-    status: str = "ok"  # ok | up_to_date | reject_rate_exceeded
+    status: str = "ok"  # ok | up_to_date | reject_rate_exceeded | input_truncated
     shards: list[dict[str, Any]] = field(default_factory=list)
     dropped_shards: list[dict[str, Any]] = field(default_factory=list)
     reject_shards: list[dict[str, Any]] = field(default_factory=list)
@@ -124,7 +125,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True unless the reject rate was exceeded (``status`` is ``ok`` or ``up_to_date``)."""
+        """True unless the input failed the run (``status`` is ``ok`` or ``up_to_date``)."""
         return self.status in ("ok", "up_to_date")
 
     def to_dict(self) -> dict[str, Any]:

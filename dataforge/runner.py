@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import dataforge
 from dataforge.config import Pipeline
@@ -48,7 +49,7 @@ from dataforge.executors.local import LocalExecutor
 from dataforge.html import REPORT_HTML, write_report_or_log
 from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_from_json, tasks_to_json
 from dataforge.io.readers import check_file
-from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
+from dataforge.io.shards import MANIFEST, read_manifest, read_shard, write_bytes_atomic, write_json_atomic
 from dataforge.ledger import Ledger, StepCounts
 from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
 from dataforge.schemas import extend, load_schema, schema_to_json
@@ -226,13 +227,17 @@ def _clear_outputs(out: Path, *, keep_work: bool) -> None:
     report_dirs: set[str] = set(REPORT_DIRS)
     with contextlib.suppress(DataError):
         report_dirs |= set(read_manifest(out).get("reports", {}))
-    (out / MANIFEST).unlink(missing_ok=True)
-    for name in (REPORT_JSON, REPORT_MD, REPORT_HTML):
-        (out / name).unlink(missing_ok=True)
-    for name in ("data", "dropped", "rejects", *sorted(report_dirs)) + (() if keep_work else (WORK_DIR,)):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for p in out.glob(".*.tmp-*"):
-        p.unlink(missing_ok=True)
+    try:
+        (out / MANIFEST).unlink(missing_ok=True)
+        for name in (REPORT_JSON, REPORT_MD, REPORT_HTML):
+            (out / name).unlink(missing_ok=True)
+        for name in ("data", "dropped", "rejects", *sorted(report_dirs)) + (() if keep_work else (WORK_DIR,)):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for p in out.glob(".*.tmp-*"):
+            p.unlink(missing_ok=True)
+    except OSError as exc:
+        msg = f"cannot replace the previous output in {out}: {exc.filename or out}: {exc.strerror or exc}"
+        raise OutputError(msg) from None
 
 
 # --------------------------------------------------------------------------- run
@@ -282,6 +287,9 @@ def run_pipeline(
             shutil.rmtree(out / WORK_DIR, ignore_errors=True)
             for tmp in out.glob(".*.tmp-*"):
                 tmp.unlink(missing_ok=True)
+        failure = _failure(stored, out)
+        if failure is not None:  # the same inputs fail the same way: say so again, do not pass
+            raise RejectRateError(f"{failure} (output up to date: the run is not repeated)", stored)
         stored.status = "up_to_date"
         return stored
     work = out / WORK_DIR / run_key.split(":")[1][:16]
@@ -316,9 +324,11 @@ def run_pipeline(
     report.peak_rss_mb = peak_rss_mb()
     report.max_reject_rate = pipeline.max_reject_rate
     report.dataforge_version = dataforge.__version__
-    rate_exceeded = pipeline.max_reject_rate is not None and report.reject_rate > pipeline.max_reject_rate
-    if rate_exceeded:
-        report.status = "reject_rate_exceeded"
+    if pipeline.max_reject_rate is not None:
+        if report.reject_rate > pipeline.max_reject_rate:
+            report.status = "reject_rate_exceeded"
+        elif report.rejected_by_reason.get("truncated"):
+            report.status = "input_truncated"
     # the reports first, the manifest last: a folder with a manifest is always a complete run
     write_json_atomic(out / REPORT_JSON, report.to_dict())
     write_bytes_atomic(out / REPORT_MD, report.markdown().encode("utf-8"))
@@ -326,14 +336,41 @@ def run_pipeline(
     _write_manifest(pipeline, files, out, report, config, config_fp)
     if not keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
-    if rate_exceeded:
-        msg = (
+    failure = _failure(report, out)
+    if failure is not None:
+        raise RejectRateError(failure, report)
+    return report
+
+
+def _failure(report: RunReport, out: Path) -> str | None:
+    """Why a finished run failed on its input (its ``status``), or None when it did not."""
+    if report.status == "reject_rate_exceeded":
+        return (
             f"{report.rejected:,} of {report.rows_in:,} input rows were malformed "
-            f"({report.reject_rate:.2%} > max_reject_rate {pipeline.max_reject_rate:.2%}); "
+            f"({report.reject_rate:.2%} > max_reject_rate {report.max_reject_rate:.2%}); "
             f"see {out / 'rejects'} and {out / REPORT_MD}"
         )
-        raise RejectRateError(msg, report)
-    return report
+    if report.status == "input_truncated":
+        files = _truncated_files(out)
+        return (
+            f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): "
+            f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}; the records after the break "
+            "could not be read and are not counted (set max_reject_rate to null to accept this); "
+            f"see {out / 'rejects'} (reason truncated) and {out / REPORT_MD}"
+        )
+    return None
+
+
+def _truncated_files(out: Path) -> list[str]:
+    """The input files with a ``truncated`` reject, from the run's ``rejects/`` shards."""
+    files: set[str] = set()
+    for path in sorted((out / "rejects").glob("part-*")):
+        with contextlib.suppress(DataError):
+            t = read_shard(path)
+            if "reason" in t.column_names and "source_file" in t.column_names:
+                hit = t.filter(pc.equal(t.column("reason"), "truncated"))
+                files.update(hit.column("source_file").to_pylist())
+    return sorted(files)
 
 
 def _plan(

@@ -57,6 +57,34 @@ def test_clean_up_to_date_second_time(cli_runner, tmp_path):
     assert "up to date" in again.output
 
 
+def test_output_on_a_read_only_file_system_exit_2_not_a_bug(cli_runner, tmp_path, monkeypatch):
+    """The machine refusing a write (read-only or full file system, no permission) is exit 2 with
+    the path, wherever it happens; the previous output being impossible to clear is an OutputError."""
+    import errno
+
+    args = ("clean", DEFECTS, "-o", tmp_path / "o", "--max-reject-rate", "0.5")
+    assert invoke(cli_runner, *args).exit_code == 0
+    real_unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    result = invoke(cli_runner, *args, "--force")
+    assert result.exit_code == 2, result.output
+    assert "cannot replace the previous output" in result.output and "Read-only file system" in result.output
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/part-00000.arrow")
+
+    monkeypatch.setattr("dataforge.api.run_pipeline", full)
+    result = invoke(cli_runner, *args, "--force")
+    assert result.exit_code == 2, result.output
+    assert "/somewhere/part-00000.arrow" in result.output and "No space left" in result.output
+    assert "internal error" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

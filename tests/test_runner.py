@@ -472,6 +472,40 @@ def test_reject_rate_exceeded_still_writes_outputs(tmp_path):
     assert RunReport.load(out).status == "reject_rate_exceeded"
     assert verify_shards(out) == []
 
+    # the same inputs fail the same way on a rerun: not "up to date" with exit 0
+    with pytest.raises(RejectRateError, match="7 of 70 input rows were malformed.*not repeated"):
+        dataforge.clean([str(DEFECTS)], output=out, max_reject_rate=0.05)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_truncated_input_file_fails_the_run(tmp_path, compression):
+    """A file that ends early lost an unknown number of records: one ``truncated`` reject is far
+    below any reject rate, so the run fails on it by name (after writing its outputs), unless
+    max_reject_rate is null."""
+    import zstandard
+
+    lines = b"".join(
+        json.dumps({"id": str(i), "text": f"document number {i} " * 20}).encode() + b"\n" for i in range(400)
+    )
+    packed = (
+        gzip.compress(lines, mtime=0) if compression == "gzip" else zstandard.ZstdCompressor().compress(lines)
+    )
+    src = tmp_path / ("cut.jsonl.gz" if compression == "gzip" else "cut.jsonl.zst")
+    src.write_bytes(packed[: len(packed) // 3])
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(lines)
+    out = tmp_path / "t"
+    with pytest.raises(RejectRateError, match=r"1 input file\(s\) end early.*cut\.jsonl") as info:
+        dataforge.clean([str(good), str(src)], output=out, max_reject_rate=0.05)
+    report = info.value.report
+    assert report.status == "input_truncated" and not report.ok
+    assert report.rejected_by_reason == {"truncated": 1} and report.reject_rate < 0.05
+    assert RunReport.load(out).status == "input_truncated" and verify_shards(out) == []
+    with pytest.raises(RejectRateError, match="end early"):  # and again on a rerun
+        dataforge.clean([str(good), str(src)], output=out, max_reject_rate=0.05)
+    accepted = dataforge.clean([str(good), str(src)], output=tmp_path / "a", max_reject_rate=None)
+    assert accepted.status == "ok" and accepted.rejected_by_reason == {"truncated": 1}
+
 
 def test_empty_input_file_gives_empty_schema_shard(tmp_path):
     src = tmp_path / "empty.jsonl"

@@ -154,6 +154,13 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
             f"<div class='warn'>Reject rate {report.get('reject_rate', 0):.2%} is above max_reject_rate "
             f"{report.get('max_reject_rate')}: the run exited non-zero after writing its outputs.</div>"
         )
+    if status == "input_truncated":
+        n = report.get("ledger", {}).get("rejected_by_reason", {}).get("truncated", 0) or "some"
+        body.append(
+            f"<div class='warn'>{n} input file(s) end early (truncated or corrupt): the records after "
+            "the break could not be read and are not in these counts (rejects/, reason "
+            "<code>truncated</code>). The run exited non-zero after writing its outputs.</div>"
+        )
     body += _funnel(report)
     samples = _samples(out, report)
     minhash = [
