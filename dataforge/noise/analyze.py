@@ -36,7 +36,7 @@ from dataforge.io.shards import (
 )
 from dataforge.ledger import Ledger, LedgerError, StepCounts
 from dataforge.noise.data import LabelledData, load_labelled
-from dataforge.noise.issues import RANK_BY, check_filter_by, find_issues
+from dataforge.noise.issues import ESTIMATE_METHOD, RANK_BY, check_filter_by, find_issues
 from dataforge.noise.probs import (
     MODELS,
     ProbResult,
@@ -100,8 +100,8 @@ def _flag(y: np.ndarray, probs: np.ndarray, *, filter_by: str) -> np.ndarray:
         return np.asarray(find_label_issues(y, probs, filter_by=filter_by), dtype=bool)
 
 
-def _encode_labels(data: LabelledData, folds: int | None) -> tuple[np.ndarray, list[Any], list[str]]:
-    """Labels as codes 0..K-1 over the sorted distinct labels; the warnings about classes."""
+def _encode_labels(data: LabelledData) -> tuple[np.ndarray, list[Any]]:
+    """Labels as codes 0..K-1 over the sorted distinct labels, and those labels."""
     labels = data.frame["label"]
     classes = sorted(labels.unique().to_list())
     if len(classes) < 2:
@@ -113,17 +113,46 @@ def _encode_labels(data: LabelledData, folds: int | None) -> tuple[np.ndarray, l
         raise InputError(msg)
     index = {c: i for i, c in enumerate(classes)}
     codes = np.fromiter((index[v] for v in labels.to_list()), dtype=np.int64, count=labels.len())
-    warnings: list[str] = []
-    if folds:
-        counts = np.bincount(codes, minlength=len(classes))
-        rare = [(classes[i], int(n)) for i, n in enumerate(counts) if n < folds]
-        if rare:
-            listed = ", ".join(f"{c!r} ({n})" for c, n in rare[:10])
-            warnings.append(
-                f"{len(rare)} class(es) have fewer examples than the {folds} folds: {listed}; their rows are scored by"
-                " models that saw few or none of them, so their flags are unreliable (consider dropping rare classes)"
-            )
-    return codes, classes, warnings
+    return codes, classes
+
+
+NOT_ASSESSED_REASON = "class_too_small"
+
+
+def _small_classes(y: np.ndarray, classes: list[Any], *, folds: int) -> tuple[np.ndarray, list[str]]:
+    """The classes with fewer examples than ``folds`` (a bool per class) and the warning about them.
+
+    Such a class cannot have an out-of-sample model of its own: some of its rows are in no training
+    fold, their probability of their own class is ~0 and cleanlab's per-class threshold for it
+    falls to ~0, so every row of every other class with any probability of it would count as
+    "truly" that class (600 newsgroup posts, 3 of them relabelled into 2 tiny classes: 149 flags
+    instead of 77, precision against the planted flips 0.43 instead of 0.75). They are left out of
+    the features, the folds, the models and cleanlab; their rows are reported as not assessed.
+    """
+    counts = np.bincount(y, minlength=len(classes))
+    small = counts < folds
+    if not small.any():
+        return small, []
+    big = [(classes[i], int(n)) for i, n in enumerate(counts) if not small[i]]
+    rare = [(classes[i], int(n)) for i, n in enumerate(counts) if small[i]]
+    listed = ", ".join(f"{c!r} ({n})" for c, n in rare[:10]) + (
+        f" and {len(rare) - 10} more" if len(rare) > 10 else ""
+    )
+    if len(big) < 2:
+        shown = ", ".join(f"{c!r} ({n})" for c, n in big) or "none"
+        msg = (
+            f"label-noise detection needs at least 2 classes with as many examples as the {folds} folds, got"
+            f" {len(big)}: {shown}; too small: {listed}; lower folds or add examples"
+        )
+        raise InputError(msg)
+    n_rows = int(counts[small].sum())
+    warning = (
+        f"{len(rare)} class(es) have fewer examples than the {folds} folds: {listed}; their {n_rows:,} row(s) were"
+        f" not assessed (no out-of-sample model can learn such a class): never flagged, left out of the models"
+        f" and of cleanlab's thresholds, in issues.parquet with assessed = false and not_assessed_reason"
+        f" {NOT_ASSESSED_REASON!r}"
+    )
+    return small, [warning]
 
 
 _MISSING = object()  # a field absent from a record
@@ -302,6 +331,7 @@ def _write_fixed(
         pl.select(detail).to_series().alias("drop_detail"),
     ).filter(drop_mask)
     n_relabel = int(relabel_mask.sum())
+    n_not_assessed = int((~issues_frame["assessed"]).sum())  # kept as given: classes too small to assess
     ledger = Ledger(
         rows_in=data.rows_in,
         kept=kept.height,
@@ -312,7 +342,10 @@ def _write_fixed(
                 rows_in=data.frame.height,
                 kept=kept.height,
                 dropped=Counter({"label_issue": dropped.height} if dropped.height else {}),
-                counters=Counter({"relabelled": n_relabel, "flagged": int(flagged.sum())}),
+                counters=Counter(
+                    {"relabelled": n_relabel, "flagged": int(flagged.sum())}
+                    | ({"not_assessed": n_not_assessed} if n_not_assessed else {})
+                ),
             )
         ],
     )
@@ -446,7 +479,11 @@ def noise_report(
         pred_probs_index: a column holding each row's row number in ``pred_probs`` (when the
             probabilities cover a larger set than the input, e.g. a labelled subset of a test set).
         model: ``auto``, ``tfidf-logreg``, ``hgb`` or ``ensemble``.
-        folds: cross-validation folds.
+        folds: cross-validation folds. A class with fewer examples than the folds cannot be learnt
+            out of sample (some of its rows would be in no training fold), and would corrupt
+            cleanlab's thresholds for the other classes: its rows are not assessed (left out of the
+            models and cleanlab, never flagged, ``assessed`` false in issues.parquet, listed in
+            ``NoiseReport.not_assessed`` and a warning). Fewer than 2 classes left is an error.
         rounds: cross-validation rounds; each round after the first trains without the rows the
             previous round flagged (``prune_by_noise_rate``, iterative re-scoring) and predicts every
             row again. 2 by default: on 20news with 20 % injected noise it raised detection F1 from
@@ -530,8 +567,23 @@ def noise_report(
     if data.frame.height < 2 * folds and pred_probs is None:
         msg = f"only {data.frame.height} usable rows: at least {2 * folds} are needed for {folds}-fold cross-validation"
         raise InputError(msg)
-    y, classes, class_warnings = _encode_labels(data, folds if pred_probs is None else None)
-    warnings = list(data.warnings) + class_warnings
+    y, classes = _encode_labels(data)
+    warnings = list(data.warnings)
+    # rows analysed by cleanlab; the others (classes smaller than the folds) are reported as not assessed
+    assessed = np.ones(data.frame.height, dtype=bool)
+    not_assessed: list[dict[str, Any]] = []
+    if pred_probs is None:
+        small, class_warnings = _small_classes(y, classes, folds=folds)
+        warnings += class_warnings
+        if small.any():
+            counts = np.bincount(y, minlength=len(classes))
+            not_assessed = [
+                {"class": str(classes[i]), "examples": int(counts[i]), "reason": NOT_ASSESSED_REASON}
+                for i in np.flatnonzero(small)
+            ]
+            assessed = ~small[y]
+            y = (np.cumsum(~small) - 1)[y[assessed]]  # codes over the assessed classes
+            classes = [c for c, s in zip(classes, small, strict=True) if not s]
     k = len(classes)
     class_names = [str(c) for c in classes]
     if pred_probs is not None:
@@ -556,12 +608,22 @@ def noise_report(
         t0 = time.perf_counter()
         text = data.text_col is not None
         members = list(members_for(model, text=text))
+        # features are fitted on the assessed rows only; the others are predicted, never trained on
+        frame = data.frame if assessed.all() else data.frame.filter(pl.Series(assessed))
+        rest = None if assessed.all() else data.frame.filter(pl.Series(~assessed))
         if text:
-            X = text_features(data.frame["text"].to_list(), members=tuple(members))
+            X, X_rest = text_features(
+                frame["text"].to_list(),
+                members=tuple(members),
+                extra=rest["text"].to_list() if rest is not None else None,
+            )
             categorical = None
         else:
-            mat, categorical = tabular_features(data.frame, data.feature_cols, data.categorical)
+            mat, categorical, mat_rest = tabular_features(
+                frame, data.feature_cols, data.categorical, extra=rest
+            )
             X = {m: mat for m in members}
+            X_rest = {m: mat_rest for m in members} if mat_rest is not None else None
         timings["features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         from dataforge.executors.base import make_executor
@@ -575,7 +637,7 @@ def noise_report(
         )
         try:
             result = cross_val_probs(
-                X, y, n_classes=k, folds=folds, seed=seed, executor=ex, categorical=categorical
+                X, y, n_classes=k, folds=folds, seed=seed, executor=ex, categorical=categorical, extra=X_rest
             )
             for r in range(2, rounds + 1):
                 # re-score: models trained without the rows the previous round flagged
@@ -594,6 +656,7 @@ def noise_report(
                     executor=ex,
                     categorical=categorical,
                     exclude=flagged,
+                    extra=X_rest,
                 )
         finally:
             if ex is not None:
@@ -612,7 +675,24 @@ def noise_report(
     )
     timings["cleanlab"] = time.perf_counter() - t0
     label_values = pl.Series("label", classes, dtype=data.frame["label"].dtype)
-    suggested = label_values.gather(found.suggested)
+    n_rows = data.frame.height
+    # row i of the assessed rows -> its place among all rows; not-assessed rows get nulls
+    where = np.zeros(n_rows, dtype=np.int64)
+    where[assessed] = np.arange(int(assessed.sum()))
+    at = pl.Series(where, dtype=pl.Int64).set(pl.Series(~assessed), None)
+
+    def spread(values: np.ndarray, dtype: Any) -> pl.Series:
+        return pl.Series(values, dtype=dtype).gather(at)
+
+    suggested_idx = np.zeros(n_rows, dtype=np.int64)
+    suggested_idx[assessed] = found.suggested
+    suggested_prob = spread(found.suggested_prob, pl.Float64)
+    if result.extra is not None:
+        # not-assessed rows: the closest assessed class, by the fold models (which never saw them)
+        suggested_idx[~assessed] = result.extra.argmax(axis=1)
+        suggested_prob = suggested_prob.scatter(np.flatnonzero(~assessed), result.extra.max(axis=1))
+    is_issue = np.zeros(n_rows, dtype=bool)
+    is_issue[assessed] = found.is_issue
     given = data.frame["label"]
     issues_cols: dict[str, Any] = {
         "id": data.frame["id"],
@@ -620,16 +700,20 @@ def noise_report(
         "source_row": data.frame["source_row"],
         "source_line": data.frame["source_line"],
         "given_label": given,
-        "suggested_label": suggested.alias("suggested_label"),
-        "label_quality": pl.Series(found.quality, dtype=pl.Float64),
-        "given_prob": pl.Series(found.given_prob, dtype=pl.Float64),
-        "suggested_prob": pl.Series(found.suggested_prob, dtype=pl.Float64),
-        "is_issue": pl.Series(found.is_issue, dtype=pl.Boolean),
-        "rank": pl.Series(found.rank, dtype=pl.Int64),
+        "suggested_label": label_values.gather(suggested_idx).alias("suggested_label"),
+        "label_quality": spread(found.quality, pl.Float64),
+        "given_prob": spread(found.given_prob, pl.Float64),
+        "suggested_prob": suggested_prob,
+        "is_issue": pl.Series(is_issue, dtype=pl.Boolean),
+        "rank": spread(found.rank, pl.Int64),
+        "assessed": pl.Series(assessed, dtype=pl.Boolean),
+        "not_assessed_reason": pl.Series(
+            [None if a else NOT_ASSESSED_REASON for a in assessed.tolist()], dtype=pl.Utf8
+        ),
     }
-    if found.outlier_score is not None:
-        issues_cols["outlier_score"] = pl.Series(found.outlier_score, dtype=pl.Float64)
-        issues_cols["is_outlier"] = pl.Series(found.is_outlier, dtype=pl.Boolean)
+    if found.outlier_score is not None and found.is_outlier is not None:
+        issues_cols["outlier_score"] = spread(found.outlier_score, pl.Float64)
+        issues_cols["is_outlier"] = spread(found.is_outlier, pl.Boolean)
     excerpts = _excerpts(data)
     issues_cols["excerpt"] = pl.Series("excerpt", excerpts, dtype=pl.Utf8)
     issues_frame = pl.DataFrame(issues_cols)
@@ -674,6 +758,7 @@ def noise_report(
         class_counts=[int(c) for c in np.bincount(y, minlength=k)],
         num_flagged=int(found.is_issue.sum()),
         num_issues_estimate=found.num_issues_estimate,
+        issues_estimate_method=ESTIMATE_METHOD,
         health_score=found.health_score,
         noise_matrix=[[round(float(v), 5) for v in row] for row in found.noise_matrix],
         per_class=found.per_class,
@@ -681,6 +766,8 @@ def noise_report(
         quality_histogram=histogram(found.quality, found.is_issue),
         top_issues=top,
         warnings=warnings,
+        num_not_assessed=int((~assessed).sum()),
+        not_assessed=not_assessed,
         num_outliers=int(found.is_outlier.sum()) if found.is_outlier is not None else None,
         rounds=round_info,
         fix=fix_info,
@@ -695,6 +782,15 @@ def noise_report(
     )
     if report.rows_in != report.rows_used + report.rejected:
         msg = f"noise report counts do not add up: {report.rows_in} != {report.rows_used} + {report.rejected}"
+        raise LedgerError(msg)
+    assessed_rows = report.rows_used - report.num_not_assessed
+    if sum(report.class_counts) != assessed_rows or report.num_not_assessed != sum(
+        c["examples"] for c in report.not_assessed
+    ):
+        msg = (
+            f"noise report counts do not add up: {report.rows_used} used != {sum(report.class_counts)} assessed"
+            f" (by class) + {sum(c['examples'] for c in report.not_assessed)} not assessed (by class)"
+        )
         raise LedgerError(msg)
     try:
         out.mkdir(parents=True, exist_ok=True)

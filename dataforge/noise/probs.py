@@ -16,6 +16,10 @@ Models (``--model``):
   logistic regression, complement naive Bayes and a linear SVM with isotonic calibration, all on
   the same word TF-IDF; tabular: HGB and a standardised logistic regression.
 - ``auto``: ``ensemble`` for text, ``hgb`` for tabular.
+
+Every model copes with classes smaller than the folds, the svm's inner calibration folds included
+(``_fit_predict``); ``noise_report`` still leaves such classes out, as their rows cannot be
+predicted out of sample by a model that learnt their class.
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ TABULAR_MEMBERS = ("hgb", "logreg")
 
 @dataclass
 class ProbResult:
-    """Averaged out-of-sample probabilities and each member model's own."""
+    """Averaged out-of-sample probabilities and each member model's own; ``extra``: the averaged
+    probabilities of the rows predicted but never trained on (None without)."""
 
     pred_probs: np.ndarray
     members: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: np.ndarray | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     folds: int = 5
@@ -68,50 +74,76 @@ def members_for(model: str, *, text: bool) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- features
 
 
-def text_features(texts: list[str], *, members: tuple[str, ...]) -> dict[str, Any]:
+def text_features(
+    texts: list[str], *, members: tuple[str, ...], extra: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Label-free sparse features, shared by the text members: word 1-2-gram TF-IDF (sublinear tf).
 
+    The vocabulary and IDF weights are fitted on ``texts`` only; ``extra`` texts (rows that are
+    predicted but never trained on) are transformed with them, so they change nothing for ``texts``.
     Character n-grams were measured too (see benchmarks/results/noise_quality.md): +0.01 F1 at ~10x
     the time on long posts, so they are not used.
+
+    Returns:
+        The feature matrix of ``texts`` per member, and of ``extra`` per member (None without).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    word = TfidfVectorizer(
+    vec = TfidfVectorizer(
         sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_df=0.9, max_features=1_000_000, dtype=np.float32
     )
     try:
-        xw = word.fit_transform(texts)
+        xw = vec.fit_transform(texts)
     except ValueError:  # every text empty or only stop-words: fall back to single characters
-        xw = TfidfVectorizer(analyzer="char", dtype=np.float32).fit_transform(texts)
-    return dict.fromkeys(members, xw)
+        vec = TfidfVectorizer(analyzer="char", dtype=np.float32)
+        xw = vec.fit_transform(texts)
+    xe = vec.transform(extra) if extra else None
+    return dict.fromkeys(members, xw), (dict.fromkeys(members, xe) if xe is not None else None)
 
 
 def tabular_features(
-    frame: pl.DataFrame, cols: list[str], categorical: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Float matrix (NaN = missing; categorical columns as ordinal codes of the sorted values) and the categorical mask."""
-    out = np.empty((frame.height, len(cols)), dtype=np.float64)
+    frame: pl.DataFrame, cols: list[str], categorical: list[str], *, extra: pl.DataFrame | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Float matrix (NaN = missing; categorical columns as ordinal codes of the sorted values), the
+    categorical mask, and the matrix of the ``extra`` rows (None without) coded with the codes of
+    ``frame`` (a category absent from ``frame`` is missing)."""
+    frames = [frame] if extra is None else [frame, extra]
+    outs = [np.empty((f.height, len(cols)), dtype=np.float64) for f in frames]
     mask = np.zeros(len(cols), dtype=bool)
     for j, c in enumerate(cols):
-        s = frame[c]
         if c in categorical:
             mask[j] = True
-            values = sorted(v for v in s.unique().to_list() if v is not None)
+            values = sorted(v for v in frame[c].unique().to_list() if v is not None)
             if len(values) > 250:
                 msg = f"categorical feature {c!r} has {len(values)} distinct values (at most 250 are supported); encode it first"
                 raise DataError(msg)
             codes = {v: float(i) for i, v in enumerate(values)}
-            out[:, j] = [np.nan if v is None else codes[v] for v in s.to_list()]
+            for f, out in zip(frames, outs, strict=True):
+                out[:, j] = [codes.get(v, np.nan) if v is not None else np.nan for v in f[c].to_list()]
         else:
-            out[:, j] = s.cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return out, mask
+            for f, out in zip(frames, outs, strict=True):
+                out[:, j] = f[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return outs[0], mask, (outs[1] if extra is not None else None)
 
 
 # --------------------------------------------------------------------------- models
 
 
-def make_estimator(member: str, *, seed: int, categorical: np.ndarray | None = None) -> Any:
-    """A fresh, unfitted estimator for ``member`` (fixed random_state)."""
+CALIBRATION_FOLDS = 3  # the svm's isotonic calibration: inner stratified folds
+
+
+def make_estimator(
+    member: str,
+    *,
+    seed: int,
+    categorical: np.ndarray | None = None,
+    calibration_folds: int = CALIBRATION_FOLDS,
+) -> Any:
+    """A fresh, unfitted estimator for ``member`` (fixed random_state).
+
+    ``calibration_folds``: inner cross-validation folds of the svm's calibrator (each class of its
+    training rows needs at least that many examples; see ``_fit_predict``).
+    """
     if member == "tfidf-logreg":
         from sklearn.linear_model import LogisticRegression
 
@@ -124,7 +156,9 @@ def make_estimator(member: str, *, seed: int, categorical: np.ndarray | None = N
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import LinearSVC
 
-        return CalibratedClassifierCV(LinearSVC(C=0.5, random_state=seed), cv=3, method="isotonic")
+        return CalibratedClassifierCV(
+            LinearSVC(C=0.5, random_state=seed), cv=calibration_folds, method="isotonic"
+        )
     if member == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -158,6 +192,55 @@ class FoldJob:
 SINGLE_THREAD_ROWS = 20_000
 
 
+def _constant(y: np.ndarray, n_rows: int, n_classes: int) -> np.ndarray:
+    """The class frequencies of ``y`` for every row (uniform when ``y`` is empty): the prediction
+    of a model that cannot be fitted because its training rows hold fewer than two classes."""
+    prior = np.bincount(y, minlength=n_classes).astype(np.float64) if len(y) else np.ones(n_classes)
+    return np.tile(prior / prior.sum(), (n_rows, 1))
+
+
+def _fit_predict(
+    member: str,
+    X_train: Any,
+    y_train: np.ndarray,
+    X_pred: list[Any],
+    *,
+    seed: int,
+    n_classes: int,
+    categorical: Any,
+) -> list[np.ndarray]:
+    """Fit ``member`` on the training rows and predict each matrix of ``X_pred``: [rows, n_classes] each.
+
+    Robust to tiny classes: a class absent from the training rows gets probability 0; training rows
+    with fewer than two classes give their class frequencies as a constant prediction. The svm's
+    calibrator splits its training rows again (stratified, ``CALIBRATION_FOLDS``): it uses as many
+    inner folds as its smallest class has examples (at least 2), and leaves out of its training the
+    classes with a single example (the svm gives them probability 0; the ensemble's other members
+    still score them).
+    """
+    calibration_folds = CALIBRATION_FOLDS
+    if member == "svm":
+        present, counts = np.unique(y_train, return_counts=True)
+        if (counts < 2).any():
+            rows = np.isin(y_train, present[counts >= 2])
+            X_train, y_train = X_train[rows], y_train[rows]
+            counts = counts[counts >= 2]
+        if len(counts):
+            calibration_folds = int(min(CALIBRATION_FOLDS, counts.min()))
+    if len(np.unique(y_train)) < 2:
+        return [_constant(y_train, X.shape[0], n_classes) for X in X_pred]
+    est = make_estimator(member, seed=seed, categorical=categorical, calibration_folds=calibration_folds)
+    est.fit(X_train, y_train)
+    outs = []
+    cols = np.asarray(est.classes_, dtype=np.int64)
+    for X in X_pred:
+        out = np.zeros((X.shape[0], n_classes), dtype=np.float64)
+        if X.shape[0]:
+            out[:, cols] = est.predict_proba(X)
+        outs.append(out)
+    return outs
+
+
 def _fit_fold(
     job: FoldJob,
     *,
@@ -166,8 +249,10 @@ def _fit_fold(
     folds: list[tuple[np.ndarray, np.ndarray]],
     categorical: Any,
     exclude: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """Fit on the other folds (minus ``exclude`` rows), predict the held-out fold: probabilities [len(test), K] and seconds."""
+    extra: Any = None,
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Fit on the other folds (minus ``exclude`` rows), predict the held-out fold and the ``extra``
+    rows (never trained on): probabilities [len(test), K], [len(extra), K] (None without) and seconds."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -177,21 +262,26 @@ def _fit_fold(
     train, test = folds[job.fold]
     if exclude is not None:
         train = train[~exclude[train]]
-    est = make_estimator(job.member, seed=job.seed, categorical=categorical)
     # OpenMP threads cost more than they give on small folds (HGB on 178 rows: 20 s with 2 threads,
     # 4 s with 1, identical probabilities); big folds keep every core.
     threads = 1 if len(train) < SINGLE_THREAD_ROWS else None
     with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
-        est.fit(X[train], y[train])
-        proba = est.predict_proba(X[test])
-    out = np.zeros((len(test), job.n_classes), dtype=np.float64)
-    out[:, np.asarray(est.classes_, dtype=np.int64)] = proba
-    return out, time.perf_counter() - t0
+        preds = _fit_predict(
+            job.member,
+            X[train],
+            y[train],
+            [X[test]] if extra is None else [X[test], extra],
+            seed=job.seed,
+            n_classes=job.n_classes,
+            categorical=categorical,
+        )
+    return preds[0], (preds[1] if extra is not None else None), time.perf_counter() - t0
 
 
-def _run_job(job: FoldJob, payload: dict[str, Any]) -> tuple[np.ndarray, float]:
+def _run_job(job: FoldJob, payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, float]:
+    extra = payload.get("extra")
     return _fit_fold(
         job,
         X=payload["X"][job.member],
@@ -199,6 +289,7 @@ def _run_job(job: FoldJob, payload: dict[str, Any]) -> tuple[np.ndarray, float]:
         folds=payload["folds"],
         categorical=payload.get("categorical"),
         exclude=payload.get("exclude"),
+        extra=extra[job.member] if extra is not None else None,
     )
 
 
@@ -227,8 +318,13 @@ def cross_val_probs(
     executor: Any = None,
     categorical: np.ndarray | None = None,
     exclude: np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ProbResult:
     """Out-of-sample probabilities for every member in ``X`` (member -> feature matrix).
+
+    Every member copes with classes smaller than the folds (see ``_fit_predict``), but such a
+    class's rows are predicted by models that saw few or none of its examples: ``noise_report``
+    leaves those classes out (``extra``) rather than scoring them.
 
     Args:
         X: feature matrix per member model (see ``text_features``/``tabular_features``).
@@ -240,24 +336,32 @@ def cross_val_probs(
         categorical: categorical column mask for tabular models.
         exclude: rows never used for training (e.g. the previous round's flags); they are still
             predicted, by models that did not see them.
+        extra: feature matrix per member of more rows, never trained on, that every fold's model
+            predicts; their probabilities (averaged over folds and members) are ``ProbResult.extra``.
     """
     split = stratified_folds(y, folds=folds, seed=seed)
     jobs = [FoldJob(member=m, fold=f, seed=seed, n_classes=n_classes) for m in X for f in range(len(split))]
-    payload = {"X": X, "y": y, "folds": split, "categorical": categorical, "exclude": exclude}
+    payload = {"X": X, "y": y, "folds": split, "categorical": categorical, "exclude": exclude, "extra": extra}
     fn = functools.partial(_run_job, payload=payload)
     t0 = time.perf_counter()
     results = executor.map(fn, jobs) if executor is not None else [fn(j) for j in jobs]
     members: dict[str, np.ndarray] = {}
+    extras: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     for m in X:
         members[m] = np.zeros((len(y), n_classes), dtype=np.float64)
+        if extra is not None:
+            extras[m] = np.zeros((extra[m].shape[0], n_classes), dtype=np.float64)
         seconds[m] = 0.0
-    for job, (proba, secs) in zip(jobs, results, strict=True):
+    for job, (proba, proba_extra, secs) in zip(jobs, results, strict=True):
         members[job.member][split[job.fold][1]] = proba
+        if proba_extra is not None:
+            extras[job.member] += proba_extra / len(split)
         seconds[job.member] += secs
-    for p in members.values():
+    for p in [*members.values(), *extras.values()]:
         p /= np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
     avg = np.mean(np.stack(list(members.values())), axis=0)
+    extra_avg = np.mean(np.stack(list(extras.values())), axis=0) if extras else None
     accuracy = {m: float((p.argmax(axis=1) == y).mean()) for m, p in members.items()}
     log.info(
         "cross-validated %d model(s) x %d folds in %.1f s; accuracy vs given labels: %s",
@@ -266,4 +370,6 @@ def cross_val_probs(
         time.perf_counter() - t0,
         ", ".join(f"{m} {a:.3f}" for m, a in accuracy.items()),
     )
-    return ProbResult(pred_probs=avg, members=members, accuracy=accuracy, seconds=seconds, folds=len(split))
+    return ProbResult(
+        pred_probs=avg, members=members, extra=extra_avg, accuracy=accuracy, seconds=seconds, folds=len(split)
+    )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dataforge.html.kit import REPORT_HTML  # noqa: F401 - re-exported: the noise report's files
+from dataforge.noise.issues import ESTIMATE_METHOD
 
 REPORT_JSON = "report.json"
 ISSUES_PARQUET = "issues.parquet"
@@ -22,8 +23,9 @@ ISSUES_PARQUET = "issues.parquet"
 class NoiseReport:
     """What ``dataforge noise-report`` found; ``to_dict`` is ``report.json``.
 
-    Counts always add up: ``rows_in == rows_used + rejected`` and, with a fix,
-    ``rows_used == kept + dropped`` (relabelled rows are kept).
+    Counts always add up: ``rows_in == rows_used + rejected``, ``rows_used == assessed +
+    not_assessed`` and, with a fix, ``rows_used == kept + dropped`` (relabelled and not-assessed
+    rows are kept).
 
     Attributes:
         output: the report folder.
@@ -36,16 +38,25 @@ class NoiseReport:
             out-of-fold accuracy. ``folds``, ``seed``: the cross-validation.
         filter_by, rank_by: cleanlab's ``find_label_issues`` filter and the quality score that
             orders flagged rows.
-        classes, class_counts: class names (in label order) and rows per class.
+        classes, class_counts: the assessed classes (in label order; the classes of the noise
+            matrix and ``per_class``) and their rows.
         num_flagged: rows flagged as label issues; ``num_issues_estimate``: cleanlab's estimate of
             how many labels are wrong; ``health_score``: cleanlab's overall label health (0-1).
+        issues_estimate_method: how ``num_issues_estimate`` is computed:
+            ``cleanlab.count.num_label_issues`` with ``off_diagonal_calibrated``, the calibrated
+            confident joint's off-diagonal mass (cleanlab's default, ``off_diagonal``, counts
+            rows and is well under the truth: 34 for 60 planted flips, 69 for 120).
         noise_matrix: estimated ``P(given label | true label)``, classes x classes.
         per_class: per class, cleanlab's ``rank_classes_by_label_quality``: label issues, inverse
             label issues, label noise, inverse label noise and label quality score.
         overlapping: class pairs cleanlab finds confused, with their number of overlapping rows.
-        quality_histogram: ``edges`` (0-1), counts of ``all`` and of ``flagged`` rows per bin.
+        quality_histogram: ``edges`` (0-1), counts of ``all`` assessed and of ``flagged`` rows per bin.
         top_issues: the first 5,000 flagged rows by rank (the columns of ``issues.parquet``).
         warnings: anything the user should know (tiny classes, few rows per fold, ...).
+        num_not_assessed, not_assessed: rows not assessed, and per class ``class``, ``examples``
+            and ``reason``: with a model, a class with fewer examples than the folds
+            (``class_too_small``) cannot be learnt out of sample, so its rows are left out of the
+            models and cleanlab (never flagged; ``assessed`` false in issues.parquet).
         num_outliers: rows flagged as outliers when outlier scoring ran, else None.
         rounds: one entry per re-scoring round (``--rounds``): rows flagged and member accuracy.
         fix: with ``--fix drop|relabel``: what the fixed output holds and where (empty without).
@@ -80,6 +91,9 @@ class NoiseReport:
     quality_histogram: dict[str, list[float]]
     top_issues: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    num_not_assessed: int = 0
+    not_assessed: list[dict[str, Any]] = field(default_factory=list)
+    issues_estimate_method: str = ESTIMATE_METHOD
     num_outliers: int | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     fix: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +117,8 @@ class NoiseReport:
                 "rows_in": self.rows_in,
                 "rows_used": self.rows_used,
                 "rejected": self.rejected,
+                "assessed": self.rows_used - self.num_not_assessed,
+                "not_assessed": self.num_not_assessed,
                 "flagged": self.num_flagged,
                 "issues_estimate": self.num_issues_estimate,
                 "outliers": self.num_outliers,
@@ -123,9 +139,13 @@ class NoiseReport:
             "rank_by": self.rank_by,
             "health": {
                 "overall_label_health_score": round(self.health_score, 6),
+                "issues_estimate_method": self.issues_estimate_method,
+                "issues_estimate_doc": "cleanlab.count.num_label_issues: estimated number of wrong labels"
+                " among the assessed rows",
                 "flagged_fraction": round(self.flagged_fraction, 6),
                 "classes": self.classes,
                 "class_counts": self.class_counts,
+                "not_assessed_classes": self.not_assessed,
                 "noise_matrix": self.noise_matrix,
                 "noise_matrix_doc": "P(given label = row class | true label = column class)",
                 "per_class": self.per_class,
@@ -143,12 +163,18 @@ class NoiseReport:
 
     def summary_lines(self) -> list[str]:
         """A few lines for the terminal."""
+        used = f"used {self.rows_used:,}"
+        if self.num_not_assessed:
+            used += f" (assessed {self.rows_used - self.num_not_assessed:,} + not assessed {self.num_not_assessed:,})"
+        estimate = (
+            "calibrated" if self.issues_estimate_method == ESTIMATE_METHOD else self.issues_estimate_method
+        )
         lines = [
-            f"rows in {self.rows_in:,} = used {self.rows_used:,} + rejected {self.rejected:,}",
+            f"rows in {self.rows_in:,} = {used} + rejected {self.rejected:,}",
             f"model {self.model} ({', '.join(f'{m} acc {a:.3f}' for m, a in self.member_accuracy.items()) or 'given pred_probs'}),"
             f" {self.folds} folds",
-            f"flagged {self.num_flagged:,} label issues ({self.flagged_fraction:.1%}; cleanlab estimate {self.num_issues_estimate:,}),"
-            f" label health {self.health_score:.3f}",
+            f"flagged {self.num_flagged:,} label issues ({self.flagged_fraction:.1%}; cleanlab estimate"
+            f" {self.num_issues_estimate:,} wrong labels, {estimate}), label health {self.health_score:.3f}",
         ]
         if self.fix:
             f = self.fix

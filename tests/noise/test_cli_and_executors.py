@@ -100,3 +100,36 @@ def test_ray_folds_give_the_same_report(tmp_path):
     dataforge.noise_report(WINE, output=tmp_path / "local", **kw)
     dataforge.noise_report(WINE, output=tmp_path / "ray", executor="ray", workers=2, **kw)
     assert _issues(tmp_path / "local").equals(_issues(tmp_path / "ray"))
+
+
+def _news_with_rare_classes(tmp_path: Path) -> Path:
+    from ..conftest import read_jsonl_gz, write_jsonl
+
+    rows = read_jsonl_gz(SAMPLE / "labels" / "20news.jsonl.gz")[:200]
+    rare = [
+        {**rows[i], "id": f"rare-{i}", "label": label}
+        for i, label in ((0, "misc.rare"), (1, "misc.rarer"), (2, "misc.rarer"))
+    ]
+    return write_jsonl(tmp_path / "rare.jsonl", rows[:100] + rare + rows[100:])
+
+
+def test_cli_default_model_with_a_rare_class_reports_it_not_assessed(cli_runner, tmp_path):
+    # was exit 3 ("internal error"): the svm's calibrator could not split a class of 1-2 examples
+    out = tmp_path / "r"
+    result = invoke(cli_runner, "noise-report", _news_with_rare_classes(tmp_path), "-o", out, "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    assert "rows in 203 = used 203 (assessed 200 + not assessed 3) + rejected 0" in result.output
+    assert "'misc.rare' (1), 'misc.rarer' (2)" in " ".join(result.output.split())
+    assert json.loads((out / "report.json").read_text())["counts"]["not_assessed"] == 3
+
+
+def test_two_workers_give_the_same_report_with_rows_not_assessed(tmp_path):
+    import dataforge
+
+    path = _news_with_rare_classes(tmp_path)
+    kw = dict(model="ensemble", rounds=2, seed=1)
+    dataforge.noise_report(path, output=tmp_path / "a", workers=1, **kw)
+    dataforge.noise_report(path, output=tmp_path / "b", workers=2, **kw)
+    a, b = _issues(tmp_path / "a"), _issues(tmp_path / "b")
+    assert a.equals(b)
+    assert a.filter(~pl.col("assessed"))["suggested_label"].null_count() == 0
