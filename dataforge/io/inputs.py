@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import itertools
+import json
 import logging
 import mmap
 import os
@@ -135,14 +136,47 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith((".", "_")) for part in rel)
 
 
+def _in_output(path: Path, root: Path, cache: dict[Path, bool]) -> bool:
+    """Whether ``path`` is inside a dataforge output folder below ``root`` (one holding a dataforge
+    ``manifest.json``): a run writing its output into its input folder must not read that output
+    (shards, reports) back as input on the next run."""
+    for folder in path.relative_to(root).parents:
+        if folder == Path("."):
+            break
+        d = root / folder
+        if d not in cache:
+            cache[d] = _is_dataforge_output(d)
+        if cache[d]:
+            return True
+    return False
+
+
+def _is_dataforge_output(folder: Path) -> bool:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "dataforge_version" in doc
+
+
 def _expand(raw: str, forced: str | None) -> list[str]:
     """Expand one user path into data files (sorted, deterministic)."""
     if os.path.isdir(raw):
         root = Path(raw)
+        if _is_dataforge_output(root) and (root / "data").is_dir():
+            log.info("%s is a dataforge output: reading its data/ shards", raw)
+            root = root / "data"
+        outputs: dict[Path, bool] = {}
         found = [
             str(p)
             for p in sorted(root.rglob("*"))
-            if p.is_file() and not _is_hidden(p, root) and detect_format(str(p), forced)
+            if p.is_file()
+            and not _is_hidden(p, root)
+            and detect_format(str(p), forced)
+            and not _in_output(p, root, outputs)
         ]
         if not found:
             msg = f"input folder {raw!r} holds no data files (looked for {', '.join(sorted(_EXT_FORMAT))}, optionally .gz/.zst)"

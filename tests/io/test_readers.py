@@ -282,6 +282,57 @@ def test_folder_recursion_order_dedupe_and_hidden(tmp_path, make_jsonl):
     assert [f.compression for f in files] == ["gzip", "none", "zstd"]
 
 
+def test_output_folders_inside_an_input_folder_are_not_read(tmp_path):
+    """``clean d -o d/out``: the next run must not read d/out's shards and reports as input (and so
+    finds its output up to date); a dataforge output given as the input reads its data/ shards."""
+    import dataforge
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.jsonl").write_text(
+        "".join(json.dumps({"id": str(i), "text": f"doc {i} " * 30}) + "\n" for i in range(20))
+    )
+    first = dataforge.clean([str(d)], output=d / "out")
+    assert [f.path for f in discover(InputSpec(paths=(str(d),)))] == [str(d / "a.jsonl")]
+    again = dataforge.clean([str(d)], output=d / "out")
+    assert again.status == "up_to_date"
+    other = dataforge.clean([str(d)], output=d / "out2")  # reads a.jsonl only, not out/
+    assert (other.rows_in, other.rejected) == (first.rows_in, 0)
+    # a folder merely holding a file called manifest.json is not an output
+    (d / "sub").mkdir()
+    (d / "sub" / "manifest.json").write_text('{"name": "not ours"}')
+    (d / "sub" / "b.jsonl").write_text('{"text": "kept"}\n')
+    assert str(d / "sub" / "b.jsonl") in [f.path for f in discover(InputSpec(paths=(str(d),)))]
+    # the output folder itself as the input: its data/ shards, not its reports
+    files = discover(InputSpec(paths=(str(d / "out"),)))
+    assert files and all("/out/data/" in f.path for f in files)
+
+
+def test_a_dataforge_output_read_again_keeps_one_meta_object(tmp_path):
+    """clean, then dedup over clean's output: the original fields stay at the top of ``meta``
+    (not a JSON string inside a new object), the previous run's columns are added beside them."""
+    import dataforge
+
+    src = tmp_path / "m.jsonl"
+    prose = Path(__file__).resolve().parent.parent.parent / "sample_data" / "pretraining" / "prose.jsonl.gz"
+    with gzip.open(prose, "rt") as fh:
+        texts = [json.loads(line)["text"] for _, line in zip(range(12), fh)]
+    rows = [{"id": f"d{i}", "text": t, "title": f"T{i}", "year": 2000 + i} for i, t in enumerate(texts)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataforge.clean([str(src)], output=tmp_path / "c")
+    dataforge.dedup([str(tmp_path / "c" / "data")], output=tmp_path / "d")
+    out = pl.concat([pl.read_ipc(p) for p in sorted((tmp_path / "d" / "data").glob("*.arrow"))])
+    metas = [json.loads(m) for m in out["meta"].to_list()]
+    assert [m["title"] for m in metas] == [f"T{i}" for i in range(12)]
+    assert all(m["year"] == 2000 + i and "meta" not in m for i, m in enumerate(metas))
+    assert all(m["source_file"] == str(src) for m in metas)  # the first run's provenance, kept
+    # a meta column that is not a JSON object is kept as a field, like any other column
+    t = pa.table({"text": ["a b c d e f"], "meta": ["plain words"], "k": [1]})
+    pq.write_table(t, tmp_path / "p.parquet")
+    docs, _ = read_all(tmp_path / "p.parquet")
+    assert json.loads(docs["meta"][0]) == {"meta": "plain words", "k": 1}
+
+
 def test_compression_detected_by_magic_not_name(tmp_path):
     path = tmp_path / "mislabeled.jsonl"
     path.write_bytes(gzip.compress(b'{"text": "hidden gzip"}\n'))
