@@ -868,7 +868,12 @@ def _columnar_batch(
         ids = pl.Series(idf, [None] * n, pl.Utf8)
     ids = pl.select(pl.coalesce(ids, pl.lit(f"{path}#row") + rows.cast(pl.Utf8))).to_series()
     others = [c for c in df.columns if c not in (tf, idf)]
-    meta = _meta_json(df.select(others)) if others else pl.Series("meta", [None] * n, pl.Utf8)
+    if "meta" in others and df["meta"].dtype == pl.Utf8:
+        # a dataforge output read again: its meta stays one object, not a string inside a new one
+        rest = [c for c in others if c != "meta"]
+        meta = _merge_meta(df["meta"], _meta_json(df.select(rest)) if rest else None)
+    else:
+        meta = _meta_json(df.select(others)) if others else pl.Series("meta", [None] * n, pl.Utf8)
     bad = pl.Series(reasons, dtype=pl.Utf8).is_not_null()
     docs = pl.DataFrame(
         {
@@ -899,6 +904,29 @@ def _meta_json(frame: pl.DataFrame) -> pl.Series:
         return safe.select(pl.struct(pl.all()).struct.json_encode().alias("meta")).to_series()
     except pl.exceptions.PolarsError:
         return safe.select(pl.struct(pl.all().cast(pl.Utf8)).struct.json_encode().alias("meta")).to_series()
+
+
+def _merge_meta(meta: pl.Series, rest: pl.Series | None) -> pl.Series:
+    """The ``meta`` column of a columnar input (a JSON object per row, as dataforge writes it) with
+    the other columns' fields added where it has no field of that name. A row whose meta is not a
+    JSON object keeps it as a field ``meta`` (as any other column)."""
+    out: list[str | None] = []
+    extra = rest.to_list() if rest is not None else [None] * meta.len()
+    for m, r in zip(meta.to_list(), extra, strict=True):
+        obj: Any = None
+        if m is not None:
+            try:
+                obj = orjson.loads(m)
+            except orjson.JSONDecodeError:
+                obj = None
+            if not isinstance(obj, dict):
+                obj = {"meta": m}
+        fields = orjson.loads(r) if r is not None else {}
+        merged = dict(obj or {})
+        for k, v in fields.items():
+            merged.setdefault(k, v)
+        out.append(_dumps(merged) if merged else None)
+    return pl.Series("meta", out, dtype=pl.Utf8)
 
 
 def _raw_rows(df: pl.DataFrame, idx: list[int]) -> list[bytes]:
