@@ -661,7 +661,9 @@ def _read_csv(f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = 
         encoding = "utf-8" if tail else "utf-8-sig"
         text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
         tap = _LineTap(text)
-        reader = csv.reader(tap, delimiter=f.delimiter)
+        # strict: a quote that does not close where a field ends (an unclosed quote swallowing the
+        # next records, text after a closing quote) is a bad_csv reject, not a merged record
+        reader = csv.reader(tap, delimiter=f.delimiter, strict=True)
         if tail:
             # a later piece of a split CSV (no quotes: one line per record, one-line header)
             assert piece is not None

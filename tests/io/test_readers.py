@@ -160,6 +160,25 @@ def test_csv_quoted_multiline_ragged_and_bad_utf8(tmp_path):
     assert rejects.filter(pl.col("reason") == "bad_utf8")["raw"][0] == b'4,"bad \xff",c\n'
 
 
+def test_csv_unclosed_quote_is_rejected_not_merged_into_a_kept_record(tmp_path):
+    """A quote that never closes swallows the lines after it: the record it opens is rejected
+    (bad_csv, with its file, line and raw bytes), and no kept text holds another record's line; at
+    the end of the file too. Text after a closing quote is malformed as well."""
+    path = tmp_path / "q.csv"
+    path.write_bytes(
+        b'id,text\n1,"fine"\n2,"never closed\n3,third record\n4,"quoted, fourth"\n5,fifth\n6,"at the end\n'
+    )
+    docs, rejects = read_all(path)
+    assert "1" in docs["id"].to_list() and all("record" not in t and "closed" not in t for t in docs["text"])
+    assert rejects.filter(pl.col("reason") == "bad_csv")["source_line"].to_list()[0] == 3
+    assert b"never closed" in rejects.filter(pl.col("source_line") == 3)["raw"][0]
+    assert rejects["source_line"].to_list()[-1] == 7 and rejects["reason"][-1] == "bad_csv"  # at the end
+    junk = tmp_path / "j.csv"
+    junk.write_bytes(b'id,text\n1,"closed" then more\n2,ok\n')
+    docs, rejects = read_all(junk)
+    assert docs["id"].to_list() == ["2"] and rejects["reason"].to_list() == ["bad_csv"]
+
+
 def test_tsv_by_extension(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text("id\ttext\nx\tsome, text\n")
