@@ -474,9 +474,10 @@ def _simple_jsonl_chunk(
         n = has_id.shape[0]
         lines = np.arange(line, line + n, dtype=np.int64)
         id_col = pl.Series("id", _large_strings(ids, i_off))
-        if not has_id.all():  # the generated id of a record without one: <file>:<line>
-            generated = pl.Series("id", [f"{path}:{x}" for x in lines[~has_id].tolist()], dtype=pl.Utf8)
-            id_col = id_col.scatter(np.flatnonzero(~has_id), generated)
+        given = has_id & (np.diff(i_off) > 0)  # an empty id is no id, as in CSV
+        if not given.all():  # the generated id of a record without one: <file>:<line>
+            generated = pl.Series("id", [f"{path}:{x}" for x in lines[~given].tolist()], dtype=pl.Utf8)
+            id_col = id_col.scatter(np.flatnonzero(~given), generated)
         frame = pl.DataFrame(
             {
                 "id": id_col,
@@ -535,7 +536,7 @@ def _fast_jsonl_chunk(
     if any(m is not None and _EXP_FLOAT.search(m) for m in metas):
         return False  # possibly an integer beyond 64 bits: the line-by-line path keeps it exact
     ids = [
-        v if type(v) is str else (f"{path}:{first_line + i}" if v is None else str(v))
+        v if type(v) is str and v else (f"{path}:{first_line + i}" if v is None or v == "" else str(v))
         for i, v in enumerate(raw_ids)
     ]
     b.docs_bulk(
@@ -593,7 +594,7 @@ def _parse_json_line(
         id_value = rec.get(idf)
         others = {k: v for k, v in rec.items() if k != tf and k != idf}
         meta = _dumps(others) if others else None
-    if id_value is None:
+    if id_value is None or id_value == "":
         id_ = f"{path}:{lineno}"
     elif isinstance(id_value, str):
         id_ = id_value
@@ -868,6 +869,7 @@ def _columnar_batch(
         ids = pl.Series(idf, [None] * n, pl.Utf8)
     else:
         ids = pl.Series(idf, [None] * n, pl.Utf8)
+    ids = ids.replace("", None)  # an empty id is no id
     ids = pl.select(pl.coalesce(ids, pl.lit(f"{path}#row") + rows.cast(pl.Utf8))).to_series()
     others = [c for c in df.columns if c not in (tf, idf)]
     if "meta" in others and df["meta"].dtype == pl.Utf8:

@@ -179,6 +179,37 @@ def test_csv_unclosed_quote_is_rejected_not_merged_into_a_kept_record(tmp_path):
     assert docs["id"].to_list() == ["2"] and rejects["reason"].to_list() == ["bad_csv"]
 
 
+@pytest.mark.parametrize("layout", ["simple", "general", "bad_line", "csv", "parquet"])
+def test_an_empty_id_is_no_id_in_every_format(tmp_path, layout):
+    """``"id": ""`` gets the generated id (file and line or row), as a missing or null id does and as
+    CSV always did: an empty string does not identify a record (two would collide)."""
+    recs = [
+        {"id": "", "text": "one"},
+        {"id": "k", "text": "two"},
+        {"text": "three"},
+        {"id": None, "text": "four"},
+    ]
+    if layout in ("simple", "general", "bad_line"):
+        path = tmp_path / "e.jsonl"
+        lines = [json.dumps(r) for r in recs]
+        if layout == "general":  # a nested value sends the chunk through orjson, in bulk
+            lines = [json.dumps({**r, "tags": ["x", {"y": 1}]}) for r in recs]
+        if layout == "bad_line":  # a malformed line: line by line
+            lines.append("{not json")
+        path.write_text("\n".join(lines) + "\n")
+        expect = [f"{path}:1", "k", f"{path}:3", f"{path}:4"]
+    elif layout == "csv":
+        path = tmp_path / "e.csv"
+        path.write_text("id,text\n,one\nk,two\n,three\n,four\n")
+        expect = [f"{path}:2", "k", f"{path}:4", f"{path}:5"]
+    else:
+        path = tmp_path / "e.parquet"
+        pq.write_table(pa.table({"id": ["", "k", None, None], "text": ["one", "two", "three", "four"]}), path)
+        expect = [f"{path}#row0", "k", f"{path}#row2", f"{path}#row3"]
+    docs, _ = read_all(path)
+    assert docs["id"].to_list() == expect
+
+
 def test_tsv_by_extension(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text("id\ttext\nx\tsome, text\n")
