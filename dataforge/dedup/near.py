@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ from dataforge.io.shards import arrow_indices, atomic_path, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
+
+log = logging.getLogger(__name__)
 
 VERIFY = ("none", "estimate", "exact")
 # Date formats tried in this order for keep=oldest/newest when date_format is not given (per value:
@@ -322,6 +325,32 @@ class MinHashDedup(GlobalStep):
             )
         return {"file": f.path, "documents": offset, "rejected": rejected}
 
+    def _keep_value_coverage(self, plan: pl.DataFrame, nodes: _Nodes) -> dict[str, int]:
+        """How many clustered documents had the value the keep policy sorts by; warn when some or
+        all did not (the policy then falls back to input order among them, silently otherwise)."""
+        members = plan.filter(pl.col("code").is_in([_KEPT, _NEAR]))["node"].to_numpy()
+        values = nodes.attrs["value"].to_numpy()[members] if members.size else np.empty(0)
+        missing = int(np.isnan(values).sum())
+        what = f"the date field {self.date_field!r}" if self.keep in ("oldest", "newest") else "the field"
+        if members.size and missing == members.size:
+            log.warning(
+                "keep %s: %s is missing or not a number in all %d clustered documents; "
+                "each cluster keeps its first document (input order)",
+                self.keep,
+                what,
+                members.size,
+            )
+        elif missing:
+            log.warning(
+                "keep %s: %s is missing or not a number in %d of %d clustered documents; "
+                "those are kept only when no member of their cluster has it",
+                self.keep,
+                what,
+                missing,
+                members.size,
+            )
+        return {"clustered": int(members.size), "missing": missing}
+
     def candidates(self, ctx: GlobalContext, part: int) -> dict[str, Any]:
         """Candidate pairs of band partition ``part``: documents sharing a band bucket."""
         # reference files first, the last reference first (its ``_task`` is -(item + 1)), then the
@@ -415,6 +444,8 @@ class MinHashDedup(GlobalStep):
         info["clusters"] = int(plan.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique())
         info["near_duplicates"] = int((plan["code"] == _NEAR).sum())
         info["reference_duplicates"] = int((plan["code"] == _REF).sum())
+        if self.keep in ("oldest", "newest") or self.keep.startswith("field:"):
+            info["keep_value"] = self._keep_value_coverage(plan, nodes)
         written: list[pl.DataFrame] = []
 
         def pieces() -> Iterator[pl.DataFrame]:

@@ -413,6 +413,19 @@ def test_keep_policies_through_the_api(tmp_path, keep, kept):
     assert f"keep={keep}" in dropped["drop_detail"][0]
 
 
+@pytest.mark.parametrize(("keep", "missing"), [("field:score", 2), ("field:nowhere", 4), ("oldest", 1)])
+def test_keep_policy_says_when_its_value_is_missing(tmp_path, caplog, keep, missing):
+    """A keep policy whose field is missing (or not a number) in clustered documents falls back to
+    input order among them: the run says how many lacked it, in the report and the log."""
+    caplog.set_level("WARNING", logger="dataforge.dedup.near")
+    out, report, data, _ = run(tmp_path, KEEP_RECORDS, keep=keep)
+    cover = report.global_info["dedup.minhash"]["finalize"]["keep_value"]
+    assert cover == {"clustered": 4, "missing": missing}
+    assert ("in all 4 clustered" if missing == 4 else f"in {missing} of 4 clustered") in caplog.text
+    if missing == 4:
+        assert data["id"].to_list() == ["a"]  # the first document
+
+
 def test_keep_ties_go_to_input_order(tmp_path):
     records = [
         {"id": "p", "text": " ".join(BASE), "score": 2},
