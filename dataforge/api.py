@@ -95,6 +95,7 @@ def clean(
     text_field: str = "text",
     id_field: str = "id",
     format: str | None = None,
+    csv_delimiter: str | None = None,
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
@@ -118,6 +119,7 @@ def clean(
         preset: ``gopher``, ``c4``, ``fineweb`` or ``none``.
         pii: ``redact``, ``detect`` or ``off``.
         lang: keep only these languages; None skips language identification.
+        csv_delimiter: the delimiter of CSV inputs (one character; default ``,``, tab for ``.tsv``).
         config: a YAML file whose ``steps:`` replace the built steps, and/or whose ``options:``
             (``{step: {option: value}}``) override step options.
         executor, workers, ray_address: where to run (never changes the output bytes).
@@ -168,6 +170,7 @@ def clean(
         text_field=text_field,
         id_field=id_field,
         format=format,
+        csv_delimiter=csv_delimiter,
         shard_rows=shard_rows,
         shard_bytes=shard_bytes,
         output_format=output_format,
@@ -194,6 +197,7 @@ def _run_documents(
     text_field: str,
     id_field: str,
     format: str | None,
+    csv_delimiter: str | None,
     shard_rows: int,
     shard_bytes: int | None,
     output_format: str,
@@ -217,6 +221,7 @@ def _run_documents(
             format=format,
             text_field=text_field,
             id_field=id_field,
+            csv_delimiter=csv_delimiter,
             task_bytes=task_bytes,
         ),
         output=OutputSpec(
@@ -257,6 +262,7 @@ def dedup(
     text_field: str = "text",
     id_field: str = "id",
     format: str | None = None,
+    csv_delimiter: str | None = None,
     executor: str = "local",
     workers: int = 1,
     ray_address: str | None = None,
@@ -319,6 +325,7 @@ def dedup(
         text_field=text_field,
         id_field=id_field,
         format=format,
+        csv_delimiter=csv_delimiter,
         shard_rows=shard_rows,
         shard_bytes=shard_bytes,
         output_format=output_format,

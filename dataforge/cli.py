@@ -348,6 +348,11 @@ def _io_options(f: Any) -> Any:
             default=None,
             help="Input format (default: from file names).",
         ),
+        click.option(
+            "--csv-delimiter",
+            default=None,
+            help="Delimiter of CSV inputs, one character (default: comma; tab for .tsv files).",
+        ),
         click.option("--task-bytes", type=ByteSize(), default=None, help=TASK_BYTES_HELP),
         click.option(
             "--shard-rows",
@@ -402,6 +407,7 @@ def _api_kwargs(state: _State, opts: dict[str, Any]) -> dict[str, Any]:
         "text_field": opts["text_field"],
         "id_field": opts["id_field"],
         "format": opts["fmt"],
+        "csv_delimiter": opts["csv_delimiter"],
         "shard_rows": opts["shard_rows"],
         "shard_bytes": opts["shard_bytes"],
         **({"task_bytes": opts["task_bytes"]} if opts["task_bytes"] is not None else {}),

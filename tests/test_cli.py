@@ -57,6 +57,21 @@ def test_clean_up_to_date_second_time(cli_runner, tmp_path):
     assert "up to date" in again.output
 
 
+def test_csv_delimiter_option(cli_runner, tmp_path):
+    src = tmp_path / "semi.csv"
+    src.write_text(
+        "id;text;tag\n"
+        + "".join(f"{i};document number {i} about the river and the market;t{i}\n" for i in range(5))
+    )
+    out = tmp_path / "o"
+    result = invoke(cli_runner, "dedup", src, "-o", out, "--csv-delimiter", ";")
+    assert result.exit_code == 0, result.output
+    assert "rows in 5 = kept" in result.output
+    assert invoke(cli_runner, "dedup", src, "-o", tmp_path / "p").exit_code == 2  # no 'text' column with ","
+    bad = invoke(cli_runner, "dedup", src, "-o", tmp_path / "q", "--csv-delimiter", ";;")
+    assert bad.exit_code == 2 and "one character" in bad.output
+
+
 def test_output_on_a_read_only_file_system_exit_2_not_a_bug(cli_runner, tmp_path, monkeypatch):
     """The machine refusing a write (read-only or full file system, no permission) is exit 2 with
     the path, wherever it happens; the previous output being impossible to clear is an OutputError."""

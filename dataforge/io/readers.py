@@ -31,6 +31,7 @@ import logging
 import re
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -653,6 +654,18 @@ def _csv_header(f: InputFile) -> list[str]:
             raise InputError(msg) from None
 
 
+def _columns_hint(header: list[str], delimiter: str) -> str:
+    """The header's columns for an error message (at most 20, each cut to 40 characters), and a
+    hint when the file seems to use another delimiter than ``delimiter``."""
+    shown = [h if len(h) <= 40 else h[:37] + "..." for h in header[:20]]
+    text = ", ".join(repr(h) for h in shown) + (f" ... ({len(header)} in all)" if len(header) > 20 else "")
+    if len(header) == 1:
+        other = next((d for d in (";", "\t", "|", ",") if d != delimiter and d in header[0]), None)
+        if other is not None:
+            text += f" (one column: is the delimiter {other!r}? use --csv-delimiter / input.csv_delimiter)"
+    return text
+
+
 def _read_csv(f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = None) -> Iterator[ReadBatch]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     tf, idf = spec.text_field, spec.id_field
@@ -677,7 +690,7 @@ def _read_csv(f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = 
                 return
             line0, first_row = 0, 0
         if tf not in header:
-            msg = f"{f.path}: CSV header has no text column {tf!r}; columns: {', '.join(header)}"
+            msg = f"{f.path}: CSV header has no text column {tf!r}; columns: {_columns_hint(header, f.delimiter)}"
             raise InputError(msg)
         dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
         if dup is not None:  # a second column of the same name would overwrite the first in meta
@@ -956,11 +969,52 @@ def check_file(f: InputFile, spec: InputSpec) -> None:
     elif f.format == "csv":
         header = _csv_header(f)
         if header and spec.text_field not in header:
-            msg = f"{f.path}: CSV header has no text column {spec.text_field!r}; columns: {', '.join(header)}"
+            msg = (
+                f"{f.path}: CSV header has no text column {spec.text_field!r}; "
+                f"columns: {_columns_hint(header, f.delimiter)}"
+            )
             raise InputError(msg)
         dup = next((h for i, h in enumerate(header) if h in header[:i]), None)
         if dup is not None:
             msg = f"{f.path}: CSV header repeats column {dup!r}; columns: {', '.join(header)}"
+            raise InputError(msg)
+    elif f.format == "jsonl":
+        _check_jsonl_field(f, spec)
+
+
+#: a JSONL file whose first this-many records are all objects without the text field is refused up
+#: front (a wrong ``--text-field``), instead of rejecting every line; fewer go the per-line way
+JSONL_FIELD_CHECK_RECORDS = 20
+
+
+def _check_jsonl_field(f: InputFile, spec: InputSpec) -> None:
+    """Refuse a JSONL file whose first records all lack the text field, naming the fields seen."""
+    seen: Counter[str] = Counter()
+    n = 0
+    try:
+        with open_binary(f) as stream:
+            head = stream.read(1 << 20)
+    except _STREAM_ERRORS:
+        return  # read errors are the reader's to report, line by line
+    for line in head.split(b"\n")[:-1] if len(head) == 1 << 20 else head.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line.removeprefix(_BOM) if n == 0 else line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if spec.text_field in rec:
+            return
+        seen.update(rec.keys())
+        n += 1
+        if n >= JSONL_FIELD_CHECK_RECORDS:
+            fields = ", ".join(repr(k) for k, _ in seen.most_common(12))
+            msg = (
+                f"{f.path}: none of the first {n} records has the text field {spec.text_field!r} "
+                f"(fields seen: {fields}); set --text-field (input.text_field)"
+            )
             raise InputError(msg)
 
 

@@ -210,6 +210,37 @@ def test_an_empty_id_is_no_id_in_every_format(tmp_path, layout):
     assert docs["id"].to_list() == expect
 
 
+def test_jsonl_without_the_text_field_is_refused_up_front(tmp_path):
+    """A wrong text field on JSONL stops before any work (as on CSV and Parquet), naming the fields
+    seen; a short file whose records lack it still gets a per-line reject each."""
+    many = tmp_path / "body.jsonl.gz"
+    many.write_bytes(
+        gzip.compress(b"".join(json.dumps({"id": i, "body": "x"}).encode() + b"\n" for i in range(25)))
+    )
+    spec = InputSpec(paths=(str(many),))
+    with pytest.raises(
+        InputError, match=r"none of the first 20 records has the text field 'text'.*'id', 'body'"
+    ):
+        check_file(discover(spec)[0], spec)
+    check_file(
+        discover(InputSpec(paths=(str(many),), text_field="body"))[0],
+        InputSpec(paths=(str(many),), text_field="body"),
+    )
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({"id": i, "body": "x"}) + "\n" for i in range(5)))
+    docs, rejects = read_all(few)
+    assert docs.height == 0 and rejects["reason"].to_list() == ["missing_text"] * 5
+
+
+def test_csv_with_another_delimiter_gets_a_hint(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("id;text\n1;hello\n")
+    with pytest.raises(InputError, match=r"columns: 'id;text' \(one column: is the delimiter ';'\?"):
+        read_all(path)
+    docs, _ = read_all(path, csv_delimiter=";")
+    assert docs["text"].to_list() == ["hello"]
+
+
 def test_tsv_by_extension(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text("id\ttext\nx\tsome, text\n")
@@ -220,7 +251,7 @@ def test_tsv_by_extension(tmp_path):
 def test_csv_without_text_column_is_an_input_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("id,body\n1,x\n")
-    with pytest.raises(InputError, match="no text column 'text'.*id, body"):
+    with pytest.raises(InputError, match="no text column 'text'.*'id', 'body'"):
         read_all(path)
 
 
