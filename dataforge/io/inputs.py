@@ -324,8 +324,13 @@ def plan_tasks(
     """
     target = task_bytes
     per_file = [_split_file(f, target) for f in files]
+    # a piece's first line is the newlines before it: the last piece of a file need not be counted,
+    # except in CSV, where every piece is also searched for quotes (see _number_lines)
     jobs = [
-        (fi, pi) for fi, pieces in enumerate(per_file) for pi, p in enumerate(pieces) if p.kind == "bytes"
+        (fi, pi)
+        for fi, pieces in enumerate(per_file)
+        for pi, p in enumerate(pieces)
+        if p.kind == "bytes" and (pi < len(pieces) - 1 or files[fi].format == "csv")
     ]
     if jobs:
         items = [
@@ -471,7 +476,8 @@ def _number_lines(f: InputFile, pieces: list[Piece], counts: list[tuple[int, int
     out: list[Piece] = []
     lines_before = 0
     header = 1 if f.format == "csv" else 0
-    for p, (nl, _) in zip(pieces, counts):
+    counts = counts + [(0, 0)] * (len(pieces) - len(counts))  # the uncounted last piece
+    for p, (nl, _) in zip(pieces, counts, strict=True):
         row = max(lines_before - header, 0)
         out.append(dataclasses.replace(p, first_line=lines_before + 1, first_row=row))
         lines_before += nl
