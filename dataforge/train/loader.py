@@ -1,4 +1,4 @@
-"""Read curriculum shards for training: deterministic shuffle, exactly-once partition, exact resume.
+"""Read curriculum shards for training: deterministic shuffle, equal readers, exact resume.
 
 The contract is ``docs/curriculum.md``. A curriculum output holds, per stage, Arrow IPC shards
 listed in ``manifest.json`` with their rows and sha256. :class:`ShardDataset` reads one stage;
@@ -19,16 +19,28 @@ Epoch order (a pure function of seed, epoch, stage)
       memory-mapped shards, so memory is bounded however large a shard is.
     * The *global order* is the concatenation, in shard order, of every shard's permuted blocks.
 
-Partition (which reader gets which positions)
-    * ``shard`` split (the default when the stage has at least ``R`` shards): shards are taken in
-      the epoch's shard order and each is given to the reader with the fewest rows so far (ties go
-      to the lowest slot), which keeps readers within one shard's rows of each other. A reader's
-      sequence is its shards' permuted blocks, in that order.
-    * ``row`` split (the default when there are fewer shards than readers; or ``partition="row"``):
-      the global order of ``N`` rows is cut into ``R`` contiguous ranges, reader ``g`` gets
-      positions ``[g*N//R, (g+1)*N//R)``: sizes differ by at most one row and a reader only opens the
-      shards its range touches. Any world size works (readers beyond ``N`` get no rows).
-    Either way every row of the stage is read exactly once per epoch over all readers.
+Partition (which reader gets which positions, before balancing)
+    * ``row`` split (``partition="row"``, and ``auto`` unless ``balance="none"``): the global order
+      of ``N`` rows is cut into ``R`` contiguous ranges, reader ``g`` gets positions
+      ``[g*N//R, (g+1)*N//R)``. A reader opens only the shards its range touches (about
+      ``N / R / shard_rows + 2``), so locality stays shard-level for any ``R``.
+    * ``shard`` split (``partition="shard"``, and ``auto`` with ``balance="none"`` when the stage has
+      at least ``R`` shards): shards are taken in the epoch's shard order and each is given to the
+      reader with the fewest rows so far (ties go to the lowest slot), which keeps readers within
+      one shard's rows of each other. A reader's sequence is its shards' permuted blocks.
+
+Balance (``balance``: every reader yields the same number of rows per epoch)
+    Under DDP every rank must take the same number of steps, or the ranks with more wait forever
+    at the end of the epoch. The quota is ``ceil(N / R)`` rows with ``balance="pad"`` (default) and
+    ``floor(N / R)`` with ``"drop"``. Readers above the quota hand the tail of their sequence to a
+    pool (in slot order); readers below it take from the pool (in slot order), then, with ``pad``,
+    from the start of the epoch's global order (cycled when ``N < R``). So with ``pad`` every row is
+    read at least once per epoch and ``R * ceil(N / R) - N`` (fewer than ``R``) rows a second time;
+    with ``drop`` every row at most once and ``N mod R`` rows are skipped in that epoch (others in
+    the next, when shuffled). The row split pads or drops at most one row per reader; the shard
+    split moves up to a shard's rows, and a reader may then read pieces of many shards.
+    ``balance="none"``: every row exactly once, reader sizes differ (by at most one row with the
+    row split, by up to a shard's rows with the shard split).
 
 Resume
     A reader's sequence is a list of *segments* ``(shard, block, start, stop)`` (a contiguous run
@@ -43,8 +55,16 @@ Resume
 
 Reading uses ``pa.memory_map`` + ``pa.ipc.open_file``: only the record batches overlapping the
 current block are decoded, and ``take`` (shuffled) or zero-copy ``slice`` (not shuffled) builds the
-rows. With ``verify=True`` each shard's size and sha256 are checked against the manifest the first
-time a process opens it; a missing, truncated or corrupt shard raises :class:`DataError` naming it.
+rows. Checks against the manifest, each raising :class:`DataError` naming the shard:
+
+* the manifest itself: its top-level ``shards`` list must agree with the stages' lists
+  (:func:`shard_list_disagreements`), when the dataset is made;
+* ``precheck`` (before the first row of each epoch, for the shards this reader reads from there to
+  the epoch's end): ``size`` (default; one ``stat`` per shard: missing or truncated shards fail
+  before step 0 instead of mid-epoch), ``sha256`` (also hashes those shards up front: the bytes
+  ``verify`` would hash anyway, read before the first batch instead of as it goes) or ``none``;
+  :meth:`ShardDataset.check_files` checks the whole stage on demand;
+* ``verify=True``: each shard's size and sha256 the first time a process opens it.
 
 Example:
     >>> ds = ShardDataset("OUT", stage=1, rank=0, world_size=2, seed=0, batch_size=64)  # doctest: +SKIP
@@ -56,10 +76,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
 import logging
+import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +103,8 @@ DEFAULT_SHUFFLE_BLOCK_ROWS = 8192
 BATCH_FORMATS = ("arrow", "numpy", "python")
 TOKEN_DTYPE = np.int32  # token ids inside the packer (token batches are returned as int64)
 PARTITIONS = ("auto", "shard", "row")
+BALANCES = ("pad", "drop", "none")
+PRECHECKS = ("size", "sha256", "none")
 _TEXT_COLUMNS = ("text", "prompt", "response", "context")
 
 # (resolved path, size, mtime_ns, expected sha256) of shards this process has already verified.
@@ -181,7 +205,70 @@ def load_curriculum_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(manifest.get("stages"), list) or not manifest["stages"]:
         msg = f"{path}: curriculum manifest lists no stages"
         raise DataError(msg)
+    disagreements = shard_list_disagreements(manifest)
+    if disagreements:
+        shown = "; ".join(f"{p}: {what}" for p, what in disagreements[:3])
+        more = f"; and {len(disagreements) - 3} more" if len(disagreements) > 3 else ""
+        msg = (
+            f"{path}/manifest.json: its top-level `shards` list and its stages' `shards` lists disagree "
+            f"(edited or corrupt; rebuild it, or run `dataforge validate {path}`): {shown}{more}"
+        )
+        raise DataError(msg)
     return manifest
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str) and len(value) > 20:  # a sha256: its first 16 hex digits
+        return value[:16] + "..."
+    return repr(value)
+
+
+def shard_list_disagreements(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where a curriculum manifest's top-level ``shards`` list and its stages' ``shards`` lists
+    disagree, as ``(shard path, what differs)``; empty when they agree (or when the manifest has no
+    top-level list, as older ones may not).
+
+    The builder writes every stage entry, unchanged and in stage order, to the top-level list
+    (which ``dataforge inspect --verify`` checks); the loader reads the stage lists.
+    """
+    top = manifest.get("shards")
+    if top is None:
+        return []
+    if not isinstance(top, list):
+        return [("manifest.json", f"`shards` is {type(top).__name__}, not a list")]
+    staged: dict[str, tuple[Any, Mapping[str, Any]]] = {}
+    out: list[tuple[str, str]] = []
+    for st in manifest.get("stages") or []:
+        for entry in (st.get("shards") or []) if isinstance(st, Mapping) else []:
+            if isinstance(entry, Mapping) and "path" in entry:
+                if entry["path"] in staged:
+                    out.append((str(entry["path"]), "listed twice in the stages' `shards` lists"))
+                staged[entry["path"]] = (st.get("stage"), entry)
+    listed: dict[str, Mapping[str, Any]] = {}
+    for entry in top:
+        if not isinstance(entry, Mapping) or "path" not in entry:
+            out.append(("manifest.json", f"top-level `shards` entry {entry!r} has no path"))
+            continue
+        path = str(entry["path"])
+        if path in listed:
+            out.append((path, "listed twice in the top-level `shards` list"))
+            continue
+        listed[path] = entry
+        if path not in staged:
+            out.append((path, "in the top-level `shards` list but in no stage's `shards`"))
+            continue
+        stage, mine = staged[path]
+        diffs = [
+            f"{k} {_show(entry.get(k))} in `shards`, {_show(mine.get(k))} in stage {stage}"
+            for k in sorted(set(entry) | set(mine))
+            if entry.get(k) != mine.get(k)
+        ]
+        if diffs:
+            out.append((path, "; ".join(diffs)))
+    for path, (stage, _entry) in staged.items():
+        if path not in listed:
+            out.append((path, f"in stage {stage}'s `shards` but not in the top-level `shards` list"))
+    return out
 
 
 def _stage_entry(manifest: Mapping[str, Any], stage: int, path: str | Path) -> dict[str, Any]:
@@ -210,20 +297,28 @@ class ShardDataset:
         columns: columns to return (default all).
         drop_last: drop this reader's final incomplete batch.
         verify: check size and sha256 of each shard against the manifest when it is opened.
-        partition: ``auto`` (shard split when there are at least ``R`` shards, else row split),
-            ``shard`` or ``row``; see the module docstring.
+        partition: ``auto`` (row split; shard split when ``balance="none"`` and there are at least
+            ``R`` shards), ``shard`` or ``row``; see the module docstring.
+        balance: ``pad`` (every reader yields ``ceil(N / R)`` rows per epoch, fewer than ``R``
+            rows repeated), ``drop`` (``floor(N / R)``, fewer than ``R`` rows skipped) or ``none``
+            (every row exactly once, reader sizes differ: not for DDP).
+        precheck: ``size`` (before each epoch's first row, the shards this reader will read must
+            exist with the manifest's size: one ``stat`` each), ``sha256`` (and their checksums,
+            read up front) or ``none``.
         num_workers, worker_id: DataLoader workers of this rank (set by the torch adapter).
         tokenizer: for token mode and token counts; default :class:`ByteTokenizer`.
         prefetch: decode the next block in a background thread (two blocks in memory at most).
 
     Raises:
         ConfigError: a bad argument, or a stage the manifest does not have.
-        DataError: no manifest, or (``verify``) a shard that is missing or does not match it.
+        DataError: no manifest, a manifest whose shard lists disagree, or (``precheck`` when an
+            epoch starts, ``verify`` when a shard is opened) a shard that is missing or does not
+            match the manifest.
 
     Example:
         >>> from dataforge.train import ShardDataset
         >>> ds = ShardDataset("out/tour/curriculum", stage=1, seed=0, batch_size=64)
-        >>> sum(batch.num_rows for batch in ds) == len(ds) == ds.num_rows
+        >>> sum(batch.num_rows for batch in ds) == len(ds) == ds.num_rows  # one reader: no padding
         True
         >>> state = ds.state_dict()  # save it with the checkpoint; load_state_dict(state) resumes
     """
@@ -244,6 +339,8 @@ class ShardDataset:
         drop_last: bool = False,
         verify: bool = True,
         partition: str = "auto",
+        balance: str = "pad",
+        precheck: str = "size",
         num_workers: int = 1,
         worker_id: int = 0,
         tokenizer: Any = None,
@@ -303,6 +400,9 @@ class ShardDataset:
         if partition not in PARTITIONS:
             msg = f"unknown partition {partition!r}; valid: {choices(PARTITIONS)}"
             raise ConfigError(msg)
+        if balance not in BALANCES:
+            msg = f"unknown balance {balance!r}; valid: {choices(BALANCES)}"
+            raise ConfigError(msg)
         readers = self.world_size * self.num_workers
         if partition == "shard" and len(self.shards) < readers:
             msg = (
@@ -310,14 +410,27 @@ class ShardDataset:
                 f"stage {self.stage} has {len(self.shards)}; use partition='row' or 'auto'"
             )
             raise ConfigError(msg)
-        if partition == "auto":
-            partition = "shard" if len(self.shards) >= readers else "row"
+        if partition == "auto":  # whole shards only when the readers need not be equal
+            partition = "shard" if balance == "none" and len(self.shards) >= readers else "row"
         self.partition = partition
+        if balance == "drop" and 0 < self.num_rows < readers:
+            msg = (
+                f"balance='drop' leaves every reader 0 rows: stage {self.stage} has {self.num_rows} rows "
+                f"for world_size x num_workers = {readers} readers; use balance='pad'"
+            )
+            raise ConfigError(msg)
+        self.balance = balance
+        if precheck not in PRECHECKS:
+            msg = f"unknown precheck {precheck!r}; valid: {choices(PRECHECKS)}"
+            raise ConfigError(msg)
+        self.precheck = precheck
 
         self._open: dict[int, _OpenShard] = {}
         self._lock = threading.Lock()
         self._file_schema: pa.Schema | None = None
         self._segments_cache: dict[tuple[int, int], list[Segment]] = {}
+        self._assignment_cache: dict[int, list[list[int]]] = {}
+        self._prechecked: set[int] = set()  # epochs whose shards the precheck has checked
         self._position = 0  # rows yielded in this epoch (row mode)
         self._token_pos: tuple[int, int] = (0, 0)  # (row, token offset) where the next sequence starts
         self._mode = "rows"
@@ -360,7 +473,7 @@ class ShardDataset:
         return (
             f"ShardDataset({str(self.path)!r}, stage={self.stage}, rank={self.rank}, "
             f"world_size={self.world_size}, worker={self.worker_id}/{self.num_workers}, "
-            f"seed={self.seed}, epoch={self.epoch}, partition={self.partition!r})"
+            f"seed={self.seed}, epoch={self.epoch}, partition={self.partition!r}, balance={self.balance!r})"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -418,18 +531,89 @@ class ShardDataset:
         return perm.astype(np.int64) + start
 
     def assignment(self, epoch: int | None = None) -> list[list[int]]:
-        """Shard split: the shards each reader gets in this epoch (empty lists for row split)."""
+        """Shard split: the shards each reader is dealt in this epoch, before balancing (empty
+        lists for the row split)."""
         epoch = self.epoch if epoch is None else epoch
+        cached = self._assignment_cache.get(epoch)
+        if cached is not None:
+            return cached
         readers = self.num_readers
         out: list[list[int]] = [[] for _ in range(readers)]
-        if self.partition != "shard":
-            return out
-        load = [0] * readers
-        for s in self.shard_order(epoch):
-            g = min(range(readers), key=lambda r: (load[r], r))
-            out[g].append(s)
-            load[g] += self.shards[s].rows
+        if self.partition == "shard":
+            heap = [(0, g) for g in range(readers)]  # (rows so far, slot): least loaded, then lowest slot
+            for s in self.shard_order(epoch):
+                load, g = heapq.heappop(heap)
+                out[g].append(s)
+                heapq.heappush(heap, (load + self.shards[s].rows, g))
+        if len(self._assignment_cache) > 8:
+            self._assignment_cache.clear()
+        self._assignment_cache[epoch] = out
         return out
+
+    def _global_segments(self, epoch: int, lo: int, hi: int) -> list[Segment]:
+        """Positions ``[lo, hi)`` of the epoch's global order (every shard's permuted blocks, in
+        shard order) as segments."""
+        segs: list[Segment] = []
+        pos = 0
+        if lo >= hi:
+            return segs
+        for s in self.shard_order(epoch):
+            n_shard = self.shards[s].rows
+            if pos + n_shard <= lo:  # the whole shard is before the range: skip its blocks
+                pos += n_shard
+                continue
+            for k, n in self._blocks(s, epoch):
+                a, e = max(lo, pos), min(hi, pos + n)
+                if a < e:
+                    segs.append(Segment(s, k, a - pos, e - pos))
+                pos += n
+                if pos >= hi:
+                    return segs
+        return segs
+
+    def _home_segments(self, epoch: int, slot: int) -> list[Segment]:
+        """A reader's sequence before balancing: its dealt shards (shard split) or its range of
+        the global order (row split)."""
+        if self.partition == "shard":
+            return [
+                Segment(s, k, 0, n)
+                for s in self.assignment(epoch)[slot]
+                for k, n in self._blocks(s, epoch)
+                if n > 0
+            ]
+        total, readers = self.num_rows, self.num_readers
+        return self._global_segments(epoch, slot * total // readers, (slot + 1) * total // readers)
+
+    def _home_rows(self, epoch: int) -> list[int]:
+        """Rows of every reader's sequence before balancing."""
+        if self.partition == "shard":
+            return [sum(self.shards[s].rows for s in a) for a in self.assignment(epoch)]
+        total, readers = self.num_rows, self.num_readers
+        return [(g + 1) * total // readers - g * total // readers for g in range(readers)]
+
+    @staticmethod
+    def _cut(segs: list[Segment], lo: int, hi: int) -> list[Segment]:
+        """Positions ``[lo, hi)`` of the concatenation of ``segs``."""
+        out: list[Segment] = []
+        pos = 0
+        for seg in segs:
+            a, e = max(lo, pos), min(hi, pos + seg.rows)
+            if a < e:
+                out.append(Segment(seg.shard, seg.block, seg.start + a - pos, seg.start + e - pos))
+            pos += seg.rows
+            if pos >= hi:
+                break
+        return out
+
+    def quota(self) -> int | None:
+        """Rows every reader yields per epoch: ``ceil(N / R)`` with ``balance="pad"``,
+        ``floor(N / R)`` with ``"drop"``; None with ``"none"`` (readers differ)."""
+        total, readers = self.num_rows, self.num_readers
+        if self.balance == "pad":
+            return -(-total // readers)
+        if self.balance == "drop":
+            return total // readers
+        return None
 
     def segments(self, epoch: int | None = None, slot: int | None = None) -> list[Segment]:
         """This reader's sequence of segments in this epoch (a pure function of the config)."""
@@ -439,28 +623,49 @@ class ShardDataset:
         cached = self._segments_cache.get(key)
         if cached is not None:
             return cached
-        segs: list[Segment] = []
-        if self.partition == "shard":
-            for s in self.assignment(epoch)[slot]:
-                segs.extend(Segment(s, k, 0, n) for k, n in self._blocks(s, epoch) if n > 0)
-        else:
-            total = self.num_rows
-            lo = slot * total // self.num_readers
-            hi = (slot + 1) * total // self.num_readers
-            pos = 0
-            for s in self.shard_order(epoch):
-                for k, n in self._blocks(s, epoch):
-                    a, e = max(lo, pos), min(hi, pos + n)
-                    if a < e:
-                        segs.append(Segment(s, k, a - pos, e - pos))
-                    pos += n
-                    if pos >= hi:
-                        break
-                if pos >= hi:
-                    break
+        segs = self._home_segments(epoch, slot)
+        quota = self.quota()
+        if quota is not None:
+            segs = self._balanced(epoch, slot, segs, quota)
         if len(self._segments_cache) > 64:
             self._segments_cache.clear()
         self._segments_cache[key] = segs
+        return segs
+
+    def _balanced(self, epoch: int, slot: int, home: list[Segment], quota: int) -> list[Segment]:
+        """``home`` cut or filled to exactly ``quota`` rows (see "Balance" in the module doc).
+
+        Readers above the quota give the tail of their sequence to a pool (in slot order);
+        readers below it take, in slot order, from the pool, then from the padding: the epoch's
+        global order from its start (cycled). Pool rows nobody takes are dropped.
+        """
+        sizes = self._home_rows(epoch)
+        own = min(sizes[slot], quota)
+        segs = self._cut(home, 0, own) if own < sizes[slot] else list(home)
+        need = quota - own
+        if not need:
+            return segs
+        lo = sum(max(0, quota - n) for n in sizes[:slot])  # what the readers before take
+        hi = lo + need
+        pool = 0
+        for g, n in enumerate(sizes):
+            over = n - quota
+            if over <= 0:
+                continue
+            a, e = max(lo, pool), min(hi, pool + over)
+            if a < e:
+                donor = self._home_segments(epoch, g)
+                segs += self._cut(donor, quota + a - pool, quota + e - pool)
+            pool += over
+            if pool >= hi:
+                return segs
+        total = self.num_rows
+        start, stop = max(lo, pool) - pool, hi - pool  # padding positions, cycled over the stage
+        while start < stop and total:
+            a = start % total
+            e = min(total, a + stop - start)
+            segs += self._global_segments(epoch, a, e)
+            start += e - a
         return segs
 
     # -------------------------------------------------------------------------------- reading
@@ -515,22 +720,74 @@ class ShardDataset:
                 return i
         return 0
 
-    def _verify(self, entry: ShardEntry, file: Path) -> None:
-        st = file.stat()
-        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, entry.sha256)
-        if key in _VERIFIED:
-            return
+    def _file_problem(self, entry: ShardEntry, *, digest: bool) -> str | None:
+        """Why the shard's file does not match its manifest entry (missing, size, and with
+        ``digest`` its sha256; a digest is computed once per process and file version), else None."""
+        file = self.path / entry.path
+        try:
+            st = file.stat()
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return f"{entry.path}: shard listed in {self.path}/manifest.json is missing"
         if entry.bytes >= 0 and st.st_size != entry.bytes:
-            msg = (
+            return (
                 f"{entry.path}: shard is {st.st_size} bytes, manifest says {entry.bytes} "
                 "(truncated or replaced)"
             )
-            raise DataError(msg)
-        digest = sha256_file(file)
-        if digest != entry.sha256:
-            msg = f"{entry.path}: sha256 mismatch: file has {digest}, manifest says {entry.sha256}"
-            raise DataError(msg)
+        if not digest:
+            return None
+        key = (str(file.resolve()), st.st_size, st.st_mtime_ns, entry.sha256)
+        if key in _VERIFIED:
+            return None
+        actual = sha256_file(file)
+        if actual != entry.sha256:
+            return f"{entry.path}: sha256 mismatch: file has {actual}, manifest says {entry.sha256}"
         _VERIFIED.add(key)
+        return None
+
+    def _verify(self, entry: ShardEntry, file: Path) -> None:
+        problem = self._file_problem(entry, digest=True)
+        if problem is not None:
+            raise DataError(problem)
+
+    def check_files(self, level: str = "size", *, shards: Iterable[int] | None = None) -> None:
+        """Check shard files against the manifest now, before reading them.
+
+        Args:
+            level: ``size`` (each file exists and has the manifest's byte size: one ``stat`` per
+                shard) or ``sha256`` (also its checksum: reads each file whole, at most once per
+                process and file version).
+            shards: stage shard indices to check (default: every shard of the stage).
+
+        Raises:
+            DataError: naming every shard that is missing or does not match.
+        """
+        if level not in ("size", "sha256"):
+            msg = f"unknown check level {level!r}; valid: sha256, size"
+            raise ConfigError(msg)
+        indices = range(len(self.shards)) if shards is None else sorted(set(shards))
+        problems = [p for i in indices if (p := self._file_problem(self.shards[i], digest=level == "sha256"))]
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            msg = f"stage {self.stage}: {len(problems)} shard(s) do not match the manifest: {shown}"
+            raise DataError(msg)
+
+    def _precheck_epoch(self, epoch: int, position: int) -> None:
+        """``precheck``: before the first rows of an epoch, check the shards this reader reads
+        from ``position`` to the end of the epoch (once per epoch)."""
+        if self.precheck == "none" or epoch in self._prechecked:
+            return
+        needed: set[int] = set()
+        pos = 0
+        for seg in self.segments(epoch):
+            if pos + seg.rows > position:
+                needed.add(seg.shard)
+            pos += seg.rows
+        self.check_files(self.precheck, shards=needed)
+        if len(self._prechecked) > 64:
+            self._prechecked.clear()
+        self._prechecked.add(epoch)
 
     def _decode_segment(
         self, seg: Segment, epoch: int, columns: list[str] | None
@@ -602,6 +859,7 @@ class ShardDataset:
         on the segment list, without reading them.
         """
         epoch = self.epoch if epoch is None else epoch
+        self._precheck_epoch(epoch, position)
         segs = self.segments(epoch)
         starts = [0]
         for seg in segs:
@@ -882,6 +1140,7 @@ class ShardDataset:
             "worker_id": self.worker_id,
             "shuffle": self.shuffle,
             "shuffle_block_rows": self.shuffle_block_rows,
+            "balance": self.balance,  # before partition: it decides what `auto` resolves to
             "partition": self.partition,
             "batch_size": self.batch_size,
             "data": self.data_fingerprint(),
@@ -932,11 +1191,14 @@ class ShardDataset:
             raise ConfigError(msg)
         mine = self._config()
         for key, value in mine.items():
-            if key in state and state[key] != value:
+            # a state saved before `balance` existed was saved by readers that did not balance
+            saved = state.get(key, "none" if key == "balance" else value)
+            if saved != value:
                 what = "shard list" if key == "data" else key
+                hint = f" (pass balance={saved!r} to resume it)" if key == "balance" else ""
                 msg = (
-                    f"cannot resume: the state was saved with {what}={state[key]!r}, "
-                    f"this dataset has {what}={value!r}"
+                    f"cannot resume: the state was saved with {what}={saved!r}, "
+                    f"this dataset has {what}={value!r}{hint}"
                 )
                 raise ConfigError(msg)
         self.epoch = _check_int("epoch", state["epoch"], minimum=0)
@@ -1101,11 +1363,17 @@ class CurriculumLoader:
       blend of Megatron's ``BlendedDataset``), so the realized mix matches the weights to within
       one batch.
 
-    Budgets are global: each of the ``R = world_size * num_workers`` readers takes ``N // R`` (the
-    first ``N % R`` readers one more), so all ranks make the same number of rows per phase. A stage
-    read past its end continues with its next epoch (new shuffle); a stage used by several phases
-    continues where the last one stopped. :meth:`state_dict` / :meth:`load_state_dict` resume
-    mid-schedule exactly (phase, progress, mix counters and every stage's epoch and position).
+    Budgets are global and split over the ``R = world_size * num_workers`` readers by ``balance``:
+    ``pad`` (default) gives every reader ``ceil(N / R)`` (up to ``R - 1`` more than ``N`` in all),
+    ``drop`` ``floor(N / R)`` (up to ``R - 1`` fewer), ``none`` ``N // R`` and the first ``N % R``
+    readers one more (exactly ``N``, but a reader can get one batch more than another).
+    With row budgets every reader therefore yields the same number of rows and batches per phase;
+    with token budgets the same tokens (up to the row that reaches its share), but the number of
+    batches follows the rows' lengths and can differ between readers. A stage read past its end
+    continues with its next epoch (new shuffle; each stage epoch is read exactly once over the
+    readers); a stage used by several phases continues where the last one stopped.
+    :meth:`state_dict` / :meth:`load_state_dict` resume mid-schedule exactly (phase, progress, mix
+    counters and every stage's epoch and position).
     """
 
     def __init__(
@@ -1122,12 +1390,18 @@ class CurriculumLoader:
         columns: Sequence[str] | None = None,
         verify: bool = True,
         partition: str = "auto",
+        balance: str = "pad",
+        precheck: str = "size",
         num_workers: int = 1,
         worker_id: int = 0,
         tokenizer: Any = None,
         format: str = "arrow",
     ) -> None:
         self.path = Path(path)
+        if balance not in BALANCES:
+            msg = f"unknown balance {balance!r}; valid: {choices(BALANCES)}"
+            raise ConfigError(msg)
+        self.balance = balance
         self.manifest = load_curriculum_manifest(self.path)
         valid = [int(s["stage"]) for s in self.manifest["stages"]]
         self.phases = parse_schedule(schedule, valid)
@@ -1153,6 +1427,8 @@ class CurriculumLoader:
                 columns=None,
                 verify=verify,
                 partition=partition,
+                balance="none",  # the budgets balance the readers; an epoch is read exactly once
+                precheck=precheck,
                 num_workers=num_workers,
                 worker_id=worker_id,
                 tokenizer=self.tokenizer,
@@ -1180,7 +1456,11 @@ class CurriculumLoader:
         self._pending = False
 
     def share(self, amount: int) -> int:
-        """This reader's part of a global budget."""
+        """This reader's part of a global budget (see ``balance``)."""
+        if self.balance == "pad":
+            return -(-amount // self.readers)
+        if self.balance == "drop":
+            return amount // self.readers
         return amount // self.readers + (1 if self.slot < amount % self.readers else 0)
 
     def __len__(self) -> int:
@@ -1238,6 +1518,7 @@ class CurriculumLoader:
     def _config(self) -> dict[str, Any]:
         ds = next(iter(self.datasets.values()))
         cfg = {k: v for k, v in ds._config().items() if k not in ("stage", "data")}
+        cfg["balance"] = self.balance  # how budgets are split (the stages are read unbalanced)
         cfg["schedule"] = [p.to_dict() for p in self.phases]
         cfg["data"] = {str(s): d.data_fingerprint() for s, d in self.datasets.items()}
         return cfg
@@ -1260,10 +1541,11 @@ class CurriculumLoader:
             msg = "not a CurriculumLoader state (kind must be 'curriculum_loader')"
             raise ConfigError(msg)
         for key, value in self._config().items():
-            if key in state and state[key] != value:
-                msg = (
-                    f"cannot resume: the state was saved with {key}={state[key]!r}, this loader has {value!r}"
-                )
+            # a state saved before `balance` existed split budgets as balance='none' does
+            saved = state.get(key, "none" if key == "balance" else value)
+            if saved != value:
+                hint = f" (pass balance={saved!r} to resume it)" if key == "balance" else ""
+                msg = f"cannot resume: the state was saved with {key}={saved!r}, this loader has {value!r}{hint}"
                 raise ConfigError(msg)
         self._reset()
         self.phase = int(state["phase"])

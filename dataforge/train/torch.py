@@ -7,9 +7,13 @@ Partition
     Each DataLoader worker process gets a copy of the dataset. In ``__iter__`` a worker reads
     ``get_worker_info()`` (``num_workers``, ``id``) and the rank/world size (the constructor's
     arguments, else ``torch.distributed`` when it is initialized, else 0/1) and builds a
-    :class:`~dataforge.train.ShardDataset` for its reader slot, so every row of the stage is read
-    once per epoch over all ranks x workers. The dataset yields whole batches: use
-    ``DataLoader(ds, batch_size=None, num_workers=W)``.
+    :class:`~dataforge.train.ShardDataset` for its reader slot. With the default ``balance="pad"``
+    every reader (so every rank) yields the same number of rows and batches per epoch, and every row
+    of the stage is read at least once over all ranks x workers (fewer than ``world_size x W`` rows
+    twice); ``balance="none"`` reads every row exactly once with unequal ranks. The dataset yields
+    whole batches: use ``DataLoader(ds, batch_size=None, num_workers=W)``. Token mode packs each
+    reader's rows into sequences, so the number of token batches follows the rows' token counts
+    and can differ between ranks.
 
 Batches
     Row mode: a dict, numeric columns as tensors (a column with nulls stays a list), strings and
@@ -162,6 +166,8 @@ class TorchIterableDataset(IterableDataset):
         drop_last: bool = False,
         verify: bool = True,
         partition: str = "auto",
+        balance: str = "pad",
+        precheck: str = "size",
         tokenizer: Any = None,
         seq_len: int | None = None,
         format: str = "torch",
@@ -185,6 +191,8 @@ class TorchIterableDataset(IterableDataset):
             "drop_last": drop_last,
             "verify": verify,
             "partition": partition,
+            "balance": balance,
+            "precheck": precheck,
             "tokenizer": tokenizer,
         }
         self._resume: dict[str, Any] | None = None

@@ -2,6 +2,9 @@
 
 Checks (every shard of every stage, against ``manifest.json``):
 
+* the manifest's top-level ``shards`` list (what ``dataforge inspect --verify`` checks) and the
+  stages' ``shards`` lists (what the loader reads) list the same shards with the same fields; a
+  shard where they disagree is named with both values and the file's own size and sha256;
 * the file exists, its size and sha256 match;
 * it opens as an Arrow IPC file (a truncated or corrupt file is named, not a traceback);
 * its schema has the declared stage schema's columns and types;
@@ -39,6 +42,7 @@ import pyarrow.ipc as ipc
 from dataforge.errors import ConfigError, DataError
 from dataforge.io.shards import read_manifest, sha256_file
 from dataforge.schemas import extend, load_schema
+from dataforge.train.loader import shard_list_disagreements
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,7 @@ def check_shards(out: str | Path) -> ValidationResult:
             f"`dataforge validate` checks curriculum outputs (use `dataforge inspect --verify` for others)"
         )
         raise DataError(msg)
+    files: dict[str, tuple[int, str]] = {}  # path -> (bytes, sha256) of the files hashed below
     for stage in manifest.get("stages", []):
         declared = _declared(stage.get("schema", {}).get("name", ""))
         stage_rows = stage_tokens = 0
@@ -152,6 +157,7 @@ def check_shards(out: str | Path) -> ValidationResult:
                 )
                 continue
             digest = sha256_file(p)
+            files[rel] = (size, digest)
             if digest != entry["sha256"]:
                 result.problems.append(
                     f"{rel}: sha256 {digest[:16]}..., manifest says {entry['sha256'][:16]}..."
@@ -192,7 +198,44 @@ def check_shards(out: str | Path) -> ValidationResult:
             )
         result.rows += stage_rows
         result.tokens += stage_tokens
+    result.problems += _list_disagreements(out, manifest, files)
     return result
+
+
+def _list_disagreements(out: Path, manifest: dict[str, Any], files: dict[str, tuple[int, str]]) -> list[str]:
+    """One problem per shard where the manifest's two shard lists disagree, with what the file has
+    and which list's entry does not match it."""
+    problems = []
+    top = {e["path"]: e for e in manifest.get("shards") or [] if isinstance(e, dict) and "path" in e}
+    staged = {
+        e["path"]: (st.get("stage"), e)
+        for st in manifest.get("stages") or []
+        for e in st.get("shards") or []
+        if isinstance(e, dict) and "path" in e
+    }
+    for rel, what in shard_list_disagreements(manifest):
+        msg = f"{rel}: the manifest's shard lists disagree: {what}"
+        p = out / rel
+        if rel not in files and p.is_file():
+            files[rel] = (p.stat().st_size, sha256_file(p))
+        if rel in files:
+            size, digest = files[rel]
+            msg += f"; the file has {size} bytes, sha256 {digest[:16]}..."
+            wrong = [
+                name
+                for name, entry in (
+                    ("the top-level `shards` entry", top.get(rel)),
+                    (
+                        f"stage {staged[rel][0]}'s entry" if rel in staged else "",
+                        staged.get(rel, (0, None))[1],
+                    ),
+                )
+                if entry is not None and (entry.get("sha256") != digest or entry.get("bytes") != size)
+            ]
+            if wrong:
+                msg += f" ({' and '.join(wrong)} {'do' if len(wrong) > 1 else 'does'} not match the file)"
+        problems.append(msg)
+    return problems
 
 
 def _unigram_entropy(counts: list[int]) -> float:

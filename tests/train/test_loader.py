@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from dataforge.errors import ConfigError, DataError
 from dataforge.io.shards import write_json_atomic, write_shard
 from dataforge.train import ByteTokenizer, CurriculumBatch, CurriculumLoader, ShardDataset
+from dataforge.train.loader import shard_list_disagreements
 from dataforge.train.tokenizer import tokenizer_spec, training_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,44 +221,62 @@ def stage_ids(out: Path, stage: int) -> list[str]:
     return ids_of(ShardDataset(out, stage=stage, shuffle=False, verify=False))
 
 
-# ------------------------------------------------------------------------------ exactly once
+# ------------------------------------------------------------------- partition and balance
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     sizes=st.lists(st.integers(0, 30), min_size=1, max_size=10),
     world_size=st.integers(1, 8),
     num_workers=st.integers(1, 3),
     block=st.sampled_from([1, 3, 8, 64]),
-    partition=st.sampled_from(["auto", "row"]),
+    partition=st.sampled_from(["auto", "row", "shard"]),
+    balance=st.sampled_from(["pad", "drop", "none"]),
     seed=st.integers(0, 3),
     epoch=st.integers(0, 2),
 )
-def test_every_row_exactly_once_over_ranks_and_workers(
-    cache_dir, sizes, world_size, num_workers, block, partition, seed, epoch
+def test_every_reader_gets_its_quota_and_every_row_is_covered(
+    cache_dir, sizes, world_size, num_workers, block, partition, balance, seed, epoch
 ):
-    out = cached_curriculum(cache_dir, {1: sizes}, text_len=30)
-    per_reader = all_reader_ids(
-        out,
-        world_size=world_size,
-        num_workers=num_workers,
-        stage=1,
-        seed=seed,
-        epoch=epoch,
-        batch_size=7,
-        shuffle_block_rows=block,
-        partition=partition,
-        verify=False,
-    )
-    flat = [i for ids in per_reader for i in ids]
-    assert len(flat) == len(set(flat)) == sum(sizes)
-    assert set(flat) == set(stage_ids(out, 1))
     readers = world_size * num_workers
-    split = "shard" if partition == "auto" and len(sizes) >= readers else "row"
-    if split == "row":  # positions split evenly: reader sizes differ by at most one row
-        lengths = [len(ids) for ids in per_reader]
+    n = sum(sizes)
+    kw = dict(stage=1, seed=seed, epoch=epoch, batch_size=7, shuffle_block_rows=block)
+    kw.update(partition=partition, balance=balance, verify=False)
+    out = cached_curriculum(cache_dir, {1: sizes}, text_len=30)
+    if partition == "shard" and len(sizes) < readers:
+        with pytest.raises(ConfigError, match="partition='shard' needs at least"):
+            ShardDataset(out, **kw, world_size=world_size, num_workers=num_workers)
+        return
+    if balance == "drop" and 0 < n < readers:
+        with pytest.raises(ConfigError, match="balance='drop' leaves every reader 0 rows"):
+            ShardDataset(out, **kw, world_size=world_size, num_workers=num_workers)
+        return
+    datasets = [
+        ShardDataset(out, rank=r, world_size=world_size, num_workers=num_workers, worker_id=w, **kw)
+        for r in range(world_size)
+        for w in range(num_workers)
+    ]
+    per_reader = [ids_of(ds) for ds in datasets]
+    lengths = [len(ids) for ids in per_reader]
+    assert lengths == [len(ds) for ds in datasets]
+    flat = [i for ids in per_reader for i in ids]
+    every = set(stage_ids(out, 1))
+    if balance == "pad":  # the same rows everywhere, every row at least once, < R repeats
+        assert lengths == [-(-n // readers)] * readers
+        assert set(flat) == every and len(flat) - n < readers
+    elif balance == "drop":  # the same rows everywhere, no row twice, < R rows left out
+        assert lengths == [n // readers] * readers
+        assert len(set(flat)) == len(flat) and set(flat) <= every and n - len(flat) < readers
+    else:  # exactly once, readers may differ
+        assert len(flat) == len(set(flat)) == n and set(flat) == every
+    if balance != "none":  # equal rows -> equal batches: DDP ranks take the same number of steps
+        assert len({ds.num_batches() for ds in datasets}) == 1
+    split = datasets[0].partition
+    assert split == ("shard" if partition == "shard" or (partition == "auto" and balance == "none"
+                               and len(sizes) >= readers) else "row")  # fmt: skip
+    if split == "row" and balance == "none":  # positions split evenly
         assert max(lengths) - min(lengths) <= 1
-    else:  # every shard is read by exactly one reader
+    if split == "shard" and balance == "none":  # every shard is read by exactly one reader
         owner = {}
         for g, ids in enumerate(per_reader):
             for i in ids:
@@ -267,15 +286,20 @@ def test_every_row_exactly_once_over_ranks_and_workers(
 
 def test_partition_choice_and_len(small):
     ds = ShardDataset(small, stage=1, world_size=2, num_workers=2, worker_id=1)
-    assert ds.partition == "shard"  # 4 shards, 4 readers
-    assert ShardDataset(small, stage=1, world_size=5).partition == "row"
+    assert ds.partition == "row" and ds.balance == "pad"  # balanced readers: contiguous row ranges
+    whole = ShardDataset(small, stage=1, world_size=2, num_workers=2, worker_id=1, balance="none")
+    assert whole.partition == "shard"  # unbalanced, 4 shards for 4 readers: whole shards
+    assert ShardDataset(small, stage=1, world_size=5, balance="none").partition == "row"
     assert ShardDataset(small, stage=1, world_size=2, partition="row").partition == "row"
+    assert ShardDataset(small, stage=1, world_size=2, partition="shard").partition == "shard"
     total = 0
-    for r in range(3):
+    for r in range(3):  # 202 rows over 3 readers: 68 each, two rows repeated
         d = ShardDataset(small, stage=1, world_size=3, rank=r, batch_size=16)
-        assert len(d) == len(ids_of(d))
+        assert len(d) == len(ids_of(d)) == d.quota() == 68
         total += len(d)
-    assert total == ds.num_rows == 202
+    assert total == 204 and ds.num_rows == 202
+    assert ShardDataset(small, stage=1, world_size=3, balance="drop").quota() == 67
+    assert ShardDataset(small, stage=1, world_size=3, balance="none").quota() is None
     assert ds.num_tokens == sum(
         s["tokens"] for s in json.loads((small / "manifest.json").read_text())["stages"][0]["shards"]
     )
@@ -286,13 +310,40 @@ def test_partition_shard_with_too_few_shards_is_a_config_error(small):
         ShardDataset(small, stage=1, world_size=4, num_workers=2, partition="shard")
     with pytest.raises(ConfigError, match="unknown partition 'rows'; valid: auto, row, shard"):
         ShardDataset(small, stage=1, partition="rows")
+    with pytest.raises(ConfigError, match="unknown balance 'even'; valid: drop, none, pad"):
+        ShardDataset(small, stage=1, balance="even")
+    with pytest.raises(ConfigError, match="unknown balance 'even'; valid: drop, none, pad"):
+        CurriculumLoader(small, schedule=[{"stage": 1, "rows": 5}], balance="even")
+    with pytest.raises(ConfigError, match="unknown precheck 'full'; valid: none, sha256, size"):
+        ShardDataset(small, stage=1, precheck="full")
 
 
 def test_world_size_larger_than_rows(cache_dir):
     out = cached_curriculum(cache_dir, {1: [3]}, text_len=20)
-    per_reader = all_reader_ids(out, world_size=8, num_workers=1, stage=1, batch_size=2)
-    assert sorted(i for ids in per_reader for i in ids) == sorted(stage_ids(out, 1))
+    everything = sorted(stage_ids(out, 1))
+    per_reader = all_reader_ids(out, world_size=8, num_workers=1, stage=1, batch_size=2, balance="none")
+    assert sorted(i for ids in per_reader for i in ids) == everything
     assert sum(1 for ids in per_reader if not ids) == 5
+    padded = all_reader_ids(out, world_size=8, num_workers=1, stage=1, batch_size=2)
+    assert [len(ids) for ids in padded] == [1] * 8  # the 3 rows cycled: every reader one step
+    assert sorted(set(i for ids in padded for i in ids)) == everything
+    with pytest.raises(ConfigError, match="balance='drop' leaves every reader 0 rows: stage 1 has 3 rows"):
+        ShardDataset(out, stage=1, world_size=8, balance="drop")
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_take_the_same_number_of_steps_on_unequal_shards(cache_dir, world_size):
+    """The case that hung DDP: 1000 rows in 97-row shards (the last 30), batches of 16. Unbalanced,
+    whole shards give the ranks different batch counts; the default gives them the same."""
+    out = cached_curriculum(cache_dir, {1: [97] * 10 + [30]}, text_len=20)
+    kw = dict(stage=1, world_size=world_size, seed=3, batch_size=16, shuffle_block_rows=40)
+    unbalanced = [ShardDataset(out, rank=r, balance="none", **kw) for r in range(world_size)]
+    assert len({ds.num_batches() for ds in unbalanced}) > 1  # what the default must avoid
+    for balance, quota in (("pad", -(-1000 // world_size)), ("drop", 1000 // world_size)):
+        readers = [ShardDataset(out, rank=r, balance=balance, **kw) for r in range(world_size)]
+        batches = [[b.column("id").to_pylist() for b in ds] for ds in readers]
+        assert [sum(map(len, b)) for b in batches] == [quota] * world_size
+        assert len({len(b) for b in batches}) == 1 == len({ds.num_batches() for ds in readers})
 
 
 # ------------------------------------------------------------------------------- determinism
@@ -336,13 +387,18 @@ def test_within_shard_shuffle_is_bounded_by_blocks(cache_dir):
     batch_size=st.integers(1, 40),
     block=st.sampled_from([5, 16, 8192]),
     seed=st.integers(0, 5),
+    balance=st.sampled_from(["pad", "drop", "none"]),
 )
 def test_resume_gives_exactly_the_rows_of_an_uninterrupted_run(
-    small, world_size, num_workers, data, batch_size, block, seed
+    small, world_size, num_workers, data, batch_size, block, seed, balance
 ):
     rank = data.draw(st.integers(0, world_size - 1))
     worker = data.draw(st.integers(0, num_workers - 1))
+    # shard split + balance: rows handed between readers (the pool) must resume exactly too
+    partition = data.draw(st.sampled_from(["auto", "shard"] if world_size * num_workers <= 4 else ["auto"]))
     kw = dict(
+        balance=balance,
+        partition=partition,
         stage=1,
         rank=rank,
         world_size=world_size,
@@ -395,6 +451,27 @@ def test_state_with_another_configuration_is_rejected(small):
         ShardDataset(small, stage=1, world_size=2, seed=1, batch_size=8).load_state_dict(state)
     with pytest.raises(ConfigError, match="not a ShardDataset state"):
         ds.load_state_dict({"epoch": 0})
+    with pytest.raises(ConfigError, match=r"balance='pad', this dataset has balance='drop'"):
+        ShardDataset(small, stage=1, world_size=2, batch_size=8, balance="drop").load_state_dict(state)
+
+
+def test_state_saved_before_balance_existed_resumes_only_unbalanced(small):
+    """A state without ``balance`` was saved by readers that did not balance: the default refuses
+    it (its rows would differ), ``balance='none'`` resumes it exactly."""
+    kw = dict(stage=1, world_size=3, rank=2, batch_size=8, seed=4)
+    ds = ShardDataset(small, balance="none", **kw)
+    it = iter(ds)
+    got = [next(it).column("id").to_pylist() for _ in range(3)]
+    state = ds.state_dict()
+    del state["balance"]
+    with pytest.raises(
+        ConfigError, match=r"saved with balance='none', .* \(pass balance='none' to resume it\)"
+    ):
+        ShardDataset(small, **kw).load_state_dict(state)
+    resumed = ShardDataset(small, balance="none", **kw)
+    resumed.load_state_dict(state)
+    rest = [b.column("id").to_pylist() for b in resumed]
+    assert got + rest == [b.column("id").to_pylist() for b in ShardDataset(small, balance="none", **kw)]
 
 
 def test_dataset_pickles_mid_epoch(small):
@@ -539,10 +616,85 @@ def test_truncated_shard_is_a_data_error_with_or_without_verify(small, tmp_path)
     out = corrupt_copy(small, tmp_path / "t")
     shard = out / "stage-1" / "part-00000.arrow"
     shard.write_bytes(shard.read_bytes()[:-100])
-    with pytest.raises(DataError, match=r"stage-1/part-00000.arrow: shard is \d+ bytes, manifest says \d+"):
-        list(ShardDataset(out, stage=1))
+    for kw in ({}, {"precheck": "none"}, {"verify": False}):
+        with pytest.raises(
+            DataError, match=r"stage-1/part-00000.arrow: shard is \d+ bytes, manifest says \d+"
+        ):
+            list(ShardDataset(out, stage=1, **kw))
     with pytest.raises(DataError, match=r"stage-1/part-00000.arrow: cannot read Arrow shard"):
-        list(ShardDataset(out, stage=1, verify=False))
+        list(ShardDataset(out, stage=1, verify=False, precheck="none"))
+
+
+def rows_before_error(ds: ShardDataset) -> tuple[int, str]:
+    n = 0
+    with pytest.raises(DataError) as info:
+        for batch in ds:
+            n += batch.num_rows
+    return n, str(info.value)
+
+
+@pytest.mark.parametrize("how", ["truncate", "delete"])
+def test_precheck_fails_before_the_first_batch_not_mid_epoch(small, tmp_path, how):
+    """A damaged shard late in the epoch: without the precheck the reader yields rows first and
+    fails mid-epoch; with it (the default) it fails before the first batch, naming the shard."""
+    out = corrupt_copy(small, tmp_path / how)
+    shard = out / "stage-1" / "part-00003.arrow"  # the last shard in manifest order
+    if how == "truncate":
+        shard.write_bytes(shard.read_bytes()[:-10])
+    else:
+        shard.unlink()
+    kw = dict(stage=1, shuffle=False, batch_size=16)
+    n, _ = rows_before_error(ShardDataset(out, precheck="none", **kw))
+    assert n == 192  # 197 rows before that shard: mid-epoch
+    n, msg = rows_before_error(ShardDataset(out, **kw))
+    assert n == 0 and "stage-1/part-00003.arrow" in msg and "do not match the manifest" in msg
+    # token mode and resume go through the same check
+    with pytest.raises(DataError, match="stage-1/part-00003.arrow"):
+        next(iter(ShardDataset(out, **kw).iter_token_batches(32)))
+    # the whole stage on demand, every bad shard named
+    (out / "stage-1" / "part-00000.arrow").write_bytes(b"x")
+    with pytest.raises(
+        DataError, match=r"2 shard\(s\) .*part-00000.arrow: shard is 1 bytes.*part-00003.arrow"
+    ):
+        ShardDataset(out, **kw).check_files()
+
+
+def test_precheck_sha256_catches_a_flipped_byte_before_the_first_batch(small, tmp_path):
+    out = corrupt_copy(small, tmp_path / "f")
+    shard = out / "stage-1" / "part-00002.arrow"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only a checksum tells
+    shard.write_bytes(bytes(data))
+    kw = dict(stage=1, shuffle=False, batch_size=16)
+    n, msg = rows_before_error(ShardDataset(out, **kw))  # size precheck passes; verify catches it on open
+    assert n == 160 and "stage-1/part-00002.arrow: sha256 mismatch" in msg
+    n, msg = rows_before_error(ShardDataset(out, precheck="sha256", **kw))
+    assert n == 0 and "stage-1/part-00002.arrow: sha256 mismatch" in msg
+    with pytest.raises(DataError, match="part-00002.arrow: sha256 mismatch"):
+        ShardDataset(out, **kw).check_files("sha256")
+    ShardDataset(out, **kw).check_files("size")  # same size: passes
+    with pytest.raises(ConfigError, match="unknown check level 'md5'"):
+        ShardDataset(out, **kw).check_files("md5")
+
+
+def test_precheck_is_bounded_to_the_shards_the_reader_reads(small, tmp_path):
+    """Cost: a reader stats only the shards it reads in the epoch (from its resume point), so the
+    readers of a job check every shard once between them, not each the whole stage."""
+    out = corrupt_copy(small, tmp_path / "b")
+    (out / "stage-1" / "part-00003.arrow").unlink()  # read by rank 1 only (rows 197-201, unshuffled)
+    kw = dict(stage=1, world_size=2, shuffle=False, batch_size=16, balance="none", partition="row")
+    assert len(ids_of(ShardDataset(out, rank=0, **kw))) == 101
+    with pytest.raises(DataError, match="part-00003.arrow"):
+        next(iter(ShardDataset(out, rank=1, **kw)))
+    ds = ShardDataset(out, stage=1, shuffle=False, batch_size=16)
+    ds.load_state_dict({**ds.state_dict(), "rows_yielded": 100})
+    with pytest.raises(DataError, match="part-00003.arrow"):  # still ahead of the resume point
+        next(iter(ds))
+    (out / "stage-1" / "part-00000.arrow").unlink()  # behind it: not checked, not read
+    ds = ShardDataset(out, stage=1, shuffle=False, batch_size=16, partition="row")
+    (out / "stage-1" / "part-00003.arrow").write_bytes((small / "stage-1" / "part-00003.arrow").read_bytes())
+    ds.load_state_dict({**ds.state_dict(), "rows_yielded": 100})
+    assert len([i for b in ds for i in b.column("id").to_pylist()]) == 102
 
 
 def test_corrupt_footer_without_verify_is_a_data_error(small, tmp_path):
@@ -564,9 +716,51 @@ def test_missing_shard_and_manifest_mismatch(small, tmp_path):
         list(ShardDataset(out, stage=2, shuffle=False))
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["stages"][2]["shards"][0]["rows"] = 81
+    next(e for e in manifest["shards"] if e["path"] == "stage-3/part-00000.arrow")["rows"] = 81
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=r"stage-3/part-00000.arrow: shard has 80 rows, manifest says 81"):
         list(ShardDataset(out, stage=3, verify=False))
+
+
+def test_manifest_whose_shard_lists_disagree_is_a_data_error(small, tmp_path):
+    """The probe's case: every sha256 of the top-level list zeroed, the stage lists intact. The
+    loader reads the stage lists, so nothing else would notice; it refuses the manifest."""
+    out = corrupt_copy(small, tmp_path / "d")
+    manifest = json.loads((out / "manifest.json").read_text())
+    good = json.loads(json.dumps(manifest))
+    for entry in manifest["shards"]:
+        entry["sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        DataError,
+        match=r"manifest.json: its top-level `shards` list and its stages' `shards` lists disagree .*"
+        r"stage-1/part-00000.arrow: sha256 0000000000000000\.\.\. in `shards`, [0-9a-f]{16}\.\.\. in stage 1"
+        r".*; and 4 more",
+    ):
+        ShardDataset(out, stage=2)  # any stage: the manifest is not to be trusted
+    with pytest.raises(DataError, match="disagree"):
+        CurriculumLoader(out, schedule=[{"stage": 3, "rows": 5}])
+    assert shard_list_disagreements(good) == []
+    assert len(shard_list_disagreements(manifest)) == 7  # one per shard
+
+
+def test_shard_list_disagreements_names_each_kind():
+    a = {"path": "stage-1/a.arrow", "rows": 3, "bytes": 10, "sha256": "1" * 64}
+    b = {"path": "stage-1/b.arrow", "rows": 4, "bytes": 11, "sha256": "2" * 64}
+    c = {"path": "stage-2/c.arrow", "rows": 5, "bytes": 12, "sha256": "3" * 64}
+    m = {"stages": [{"stage": 1, "shards": [a, b]}, {"stage": 2, "shards": [c]}]}
+    assert shard_list_disagreements(m) == []  # no top-level list (older manifests): nothing to compare
+    assert shard_list_disagreements({**m, "shards": [a, b, c]}) == []
+    got = dict(shard_list_disagreements({**m, "shards": [a, {**b, "rows": 9}, {**a}, {"path": "x.arrow"}]}))
+    assert got == {
+        "stage-1/b.arrow": "rows 9 in `shards`, 4 in stage 1",
+        "stage-1/a.arrow": "listed twice in the top-level `shards` list",
+        "x.arrow": "in the top-level `shards` list but in no stage's `shards`",
+        "stage-2/c.arrow": "in stage 2's `shards` but not in the top-level `shards` list",
+    }
+    assert shard_list_disagreements({**m, "shards": {"a": a}}) == [
+        ("manifest.json", "`shards` is dict, not a list")
+    ]
 
 
 def test_not_a_curriculum_and_unknown_stage(small, tmp_path):
@@ -641,15 +835,31 @@ def test_schedule_by_weights(small):
     assert order[:8] == [1, 3, 1, 1, 1, 3, 1, 1]  # greedy blend: interleaved, not blocked
 
 
-def test_schedule_is_split_over_readers(small):
+@pytest.mark.parametrize(
+    ("balance", "rows"), [("pad", [34, 34, 34]), ("drop", [33, 33, 33]), ("none", [34, 34, 33])]
+)
+def test_schedule_is_split_over_readers(small, balance, rows):
     schedule = [{"stage": 1, "rows": 101}, {"stages": {2: 1, 3: 1}, "rows": 40}]
-    per = [
-        run(CurriculumLoader(small, schedule=schedule, world_size=3, rank=r, batch_size=8)) for r in range(3)
-    ]
-    assert [sum(len(ids) for s, _, ids in b if s == 1) for b in per] == [34, 34, 33]
+    kw = dict(schedule=schedule, world_size=3, batch_size=8, balance=balance)
+    per = [run(CurriculumLoader(small, rank=r, **kw)) for r in range(3)]
+    assert [sum(len(ids) for s, _, ids in b if s == 1) for b in per] == rows
     stage1 = [i for b in per for s, _, ids in b if s == 1 for i in ids]
-    assert len(stage1) == len(set(stage1)) == 101
-    assert len(CurriculumLoader(small, schedule=schedule, world_size=3, rank=0)) == 34 + 14
+    assert len(stage1) == len(set(stage1)) == sum(rows)  # a stage epoch: disjoint readers
+    assert len(CurriculumLoader(small, rank=0, **kw)) == rows[0] + {"drop": 13}.get(balance, 14)
+
+
+def test_schedule_gives_every_rank_the_same_batches(small):
+    """33 rows for 2 ranks in batches of 16: 17 + 16 rows would be 2 batches on one rank and 1
+    on the other (a DDP hang); the default gives both 17 rows in 2 batches."""
+    kw = dict(schedule=[{"stage": 1, "rows": 33}], world_size=2, batch_size=16)
+    assert [len(run(CurriculumLoader(small, rank=r, balance="none", **kw))) for r in range(2)] == [2, 1]
+    assert [len(run(CurriculumLoader(small, rank=r, **kw))) for r in range(2)] == [2, 2]
+    loader = CurriculumLoader(small, rank=1, **kw)
+    state = loader.state_dict()
+    del state["balance"]  # a state saved before `balance` existed
+    with pytest.raises(ConfigError, match=r"pass balance='none' to resume it"):
+        loader.load_state_dict(state)
+    CurriculumLoader(small, rank=1, balance="none", **kw).load_state_dict(state)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,4 @@
-"""The torch adapter with a real DataLoader(num_workers=2): exactly once, tensors, exact resume."""
+"""The torch adapter with a real DataLoader(num_workers=2): equal ranks, coverage, tensors, exact resume."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ make_curriculum = _helpers.make_curriculum
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
-    # stage 1: 5 unequal shards -> shard split over 2 workers with unequal batch counts
-    # stage 2: 1 shard -> row split; stage 3: documents for token mode
+    # stage 1: 5 unequal shards (whole shards per worker with balance="none": unequal batch counts)
+    # stage 2: 1 shard of 41 rows (not a multiple of the readers); stage 3: documents for token mode
     return make_curriculum(
         tmp_path_factory.mktemp("torch") / "out", {1: [90, 10, 45, 7, 30], 2: [41], 3: [60, 20]}
     )
@@ -44,20 +44,47 @@ def test_dataloader_two_workers_reads_every_row_once_as_tensors(out):
     ds = TorchIterableDataset(out, stage=1, batch_size=16, seed=3)
     batches = list(loader(ds))
     flat = [i for b in ids(batches) for i in b]
-    assert len(flat) == len(set(flat)) == 182
+    assert len(flat) == len(set(flat)) == 182  # 91 rows per worker: nothing to pad
     first = batches[0]
     assert isinstance(first["tokens"], torch.Tensor) and first["tokens"].dtype == torch.int64
     assert isinstance(first["stage"], torch.Tensor) and first["stage"].dtype == torch.int32
     assert isinstance(first["text"], list) and isinstance(first["text"][0], str)
     assert first["source_line"].shape == (16,)
-    # two ranks x two workers: still exactly once
-    both = [
-        i
-        for r in range(2)
-        for b in loader(TorchIterableDataset(out, stage=2, rank=r, world_size=2, batch_size=5))
-        for i in b["id"]
-    ]
-    assert sorted(both) == sorted(f"s2-{i:06d}" for i in range(41))
+    # two ranks x two workers over 41 rows: exactly once unbalanced; balanced, the ranks take the
+    # same number of batches (11 rows per reader, 3 rows read twice)
+    every = sorted(f"s2-{i:06d}" for i in range(41))
+    per_rank = {}
+    for balance in ("none", "pad"):
+        per_rank[balance] = [
+            ids(
+                loader(
+                    TorchIterableDataset(out, stage=2, rank=r, world_size=2, batch_size=5, balance=balance)
+                )
+            )
+            for r in range(2)
+        ]
+    flat = [i for rank in per_rank["none"] for b in rank for i in b]
+    assert sorted(flat) == every
+    assert [len(rank) for rank in per_rank["pad"]] == [6, 6]  # 2 workers x ceil(11 / 5) batches
+    flat = [i for rank in per_rank["pad"] for b in rank for i in b]
+    assert len(flat) == 44 and sorted(set(flat)) == every
+
+
+@pytest.mark.parametrize(("world_size", "expected"), [(2, 12), (3, 8)])
+def test_ranks_get_the_same_batches_with_workers(out, world_size, expected):
+    """Stage 1 (182 rows in 5 unequal shards) over ranks x 2 workers: the DataLoaders of all ranks
+    yield the same number of batches, and state_dict's counts agree with them."""
+
+    def batches(rank: int, **kw) -> int:
+        ds = TorchIterableDataset(out, stage=1, rank=rank, world_size=world_size, batch_size=8, seed=1, **kw)
+        n = len(list(loader(ds)))
+        assert ds.state_dict(n, num_workers=2)["batches_consumed"] == n
+        return n
+
+    # ceil(182 / readers) rows per worker: 46 (6 batches) for 2 ranks, 31 (4 batches) for 3
+    assert [batches(r) for r in range(world_size)] == [expected] * world_size
+    if world_size == 2:  # 5 shards for 4 readers, unbalanced: whole shards, 10 vs 15 batches
+        assert [batches(r, balance="none") for r in range(world_size)] == [10, 15]
 
 
 def test_round_robin_replay():
@@ -114,7 +141,7 @@ def test_arrow_batches_through_shared_memory(out):
     batches = list(loader(ds))
     assert all(isinstance(b, pa.RecordBatch) for b in batches)
     got = [i for b in batches for i in b.column("id").to_pylist()]
-    assert sorted(got) == sorted(f"s2-{i:06d}" for i in range(41))
+    assert len(got) == 42 and sorted(set(got)) == sorted(f"s2-{i:06d}" for i in range(41))  # 21 + 21
     with pytest.raises(
         ConfigError, match="unknown batch format 'pandas'; valid: arrow, numpy, python, torch"
     ):

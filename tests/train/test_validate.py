@@ -137,3 +137,32 @@ def test_validate_refuses_other_outputs(tmp_path, cli_runner):
     src = _source(tmp_path / "docs", ["some text"] * 3)
     res = cli_runner.invoke(cli, ["validate", str(src)])
     assert res.exit_code == 1 and "not 'curriculum'" in res.output
+
+
+def test_shard_lists_that_disagree_are_named(news_curriculum, tmp_path, cli_runner):
+    """Every sha256 of the top-level `shards` list zeroed, the stage lists (and the files) intact:
+    validate names each shard, says which entry does not match the file, and exits 1."""
+    import shutil
+
+    out = tmp_path / "lists"
+    shutil.copytree(news_curriculum, out)
+    man = read_manifest(out)
+    for entry in man["shards"]:
+        entry["sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(man))
+    result = check_shards(out)
+    paths = [e["path"] for e in man["stages"][0]["shards"]]
+    assert len(result.problems) == len(paths) >= 2
+    for rel, problem in zip(paths, result.problems):
+        assert problem.startswith(f"{rel}: the manifest's shard lists disagree: sha256 0000000000000000...")
+        assert "(the top-level `shards` entry does not match the file)" in problem
+    res = cli_runner.invoke(cli, ["validate", str(out), "--train-steps", "0"])
+    assert res.exit_code == 1, res.output
+    assert all(rel in res.output for rel in paths) and "validation failed" in res.output
+    # the other way round: a stage entry edited, the top-level one intact
+    man = read_manifest(news_curriculum)
+    man["stages"][0]["shards"][0]["bytes"] += 1
+    (out / "manifest.json").write_text(json.dumps(man))
+    problems = check_shards(out).problems
+    assert any("stage 1's entry does not match the file" in p and paths[0] in p for p in problems)
+    assert any(p.startswith(f"{paths[0]}: ") and "manifest says" in p for p in problems)
