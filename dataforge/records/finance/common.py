@@ -10,8 +10,9 @@ FSDS readme declares ``value`` as ``NUMERIC(28,4)``; companyfacts and XBRL value
 shared data have at most 15 integer digits and 4 fractional digits (XBRL ``decimals`` up to 4). We
 store ``Decimal(38, 10)``: 28 integer digits and 10 fractional digits hold every value the SEC
 formats can carry with room to spare. A value that does not fit exactly (more than 10 significant
-fractional digits or more than 28 integer digits) is rejected rather than rounded; ``value_text``
-keeps the string as written in the input.
+fractional digits or more than 28 integer digits) is rejected rather than rounded, and the reject
+says which limit it broke; ``value_text`` keeps the value as written in the input, without
+surrounding whitespace (every reader strips it, and ``" 42 "`` is the number 42).
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
 # exact decimal text that fits Decimal(38, 10): optional sign, <= 28 integer digits, <= 10 decimals
 VALUE_RE = rf"^[+-]?[0-9]{{1,{MAX_INT_DIGITS}}}(\.[0-9]{{1,{VALUE_SCALE}}})?$"
 _VALUE_RE = re.compile(VALUE_RE)
+# any plain decimal number, whatever its size
+PLAIN_DECIMAL = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 def parse_value(raw: object) -> tuple[decimal.Decimal | None, str | None]:
     """``raw`` (int, Decimal or str) as an exact Decimal, or ``(None, why)``.
 
-    Floats are refused: a companyfacts reader must parse JSON with ``parse_float=Decimal``.
+    Strings are stripped of surrounding whitespace. Floats are refused: a companyfacts reader must
+    parse JSON with ``parse_float=Decimal``.
     """
-    if isinstance(raw, bool) or raw is None:
+    if raw is None:
+        return None, "value is missing (null)"
+    if isinstance(raw, bool):
         return None, f"value {raw!r} is not a number"
     if isinstance(raw, int):
         text = str(raw)
@@ -93,11 +99,31 @@ def parse_value(raw: object) -> tuple[decimal.Decimal | None, str | None]:
         if "." in plain and _VALUE_RE.match(plain.rstrip("0").rstrip(".")):
             plain = plain.rstrip("0").rstrip(".")
         else:
-            return None, (
-                f"value {text!r} does not fit Decimal({VALUE_PRECISION},{VALUE_SCALE}) exactly "
-                f"(at most {MAX_INT_DIGITS} integer and {VALUE_SCALE} fractional digits)"
-            )
+            return None, misfit(text, plain)
     return decimal.Decimal(plain), None
+
+
+def misfit(text: str, plain: str) -> str:
+    """Why the number ``plain`` (written ``text`` in the input) does not fit ``Decimal(38, 10)``:
+    too many integer digits (out of range) or too many fractional ones (never rounded)."""
+    whole, _, frac = plain.lstrip("+-").partition(".")
+    whole, frac = whole.lstrip("0"), frac.rstrip("0")
+    if len(whole) > MAX_INT_DIGITS:
+        return (
+            f"value {text!r} is out of range: {len(whole)} integer digits, "
+            f"Decimal({VALUE_PRECISION},{VALUE_SCALE}) holds at most {MAX_INT_DIGITS}"
+        )
+    return (
+        f"value {text!r} has {len(frac)} fractional digits; Decimal({VALUE_PRECISION},{VALUE_SCALE}) "
+        f"holds at most {VALUE_SCALE}, and values are never rounded"
+    )
+
+
+def decimal_text_error(text: str) -> str:
+    """Why ``text``, read as a plain decimal number (FSDS ``num.value``), is not a usable value."""
+    if not PLAIN_DECIMAL.match(text):
+        return f"value {text!r} is not a decimal number"
+    return misfit(text, text)
 
 
 def raw_frame(rows: list[dict[str, object]]) -> pl.DataFrame:

@@ -17,9 +17,11 @@ Decisions:
   (:func:`companyfacts_tasks`) reads one file per task.
 * Rejects: ``bad_record`` (a data point that is not an object; or a taxonomy, concept, ``units``
   mapping or unit list of the wrong JSON type, which counts as one record since its data points
-  cannot be counted), ``bad_value`` (``val`` missing or not
-  an exact number), ``bad_date`` (``end`` missing or not ISO, ``start``/``filed`` not ISO,
-  ``start`` after ``end``), ``missing_unit`` (an empty unit key).
+  cannot be counted), ``bad_value`` (``val`` missing, null, not a number, or not fitting
+  ``Decimal(38, 10)``: out of range, or too many fractional digits), ``bad_date`` (``end`` missing
+  or not ISO, ``start``/``filed`` not ISO, ``start`` after ``end``), ``missing_unit`` (an empty unit
+  key). A string ``val`` is a number when it parses as one after stripping surrounding whitespace,
+  and ``value_text`` is that stripped string.
 """
 
 from __future__ import annotations
@@ -211,9 +213,14 @@ def _record(point: object, *, name: str, ref: str) -> dict[str, Any] | tuple[str
     """The raw_fact columns of one data point, or ``(reason, error)``."""
     if not isinstance(point, dict):
         return "bad_record", f"{name} {ref}: data point is not an object: {point!r:.80}"
-    value, why = parse_value(point.get("val"))
+    if "val" not in point:
+        return "bad_value", f"{name} {ref}: val is missing"
+    raw = point["val"]
+    value, why = parse_value(raw)
     if value is None:
-        return "bad_value", f"{name} {ref}: {why}"
+        return "bad_value", f"{name} {ref}: {'val is null' if raw is None else why}"
+    if point.get("end") is None:
+        return "bad_date", f"{name} {ref}: end is missing"
     try:
         end = _date(point.get("end"))
     except ValueError:
@@ -235,7 +242,7 @@ def _record(point: object, *, name: str, ref: str) -> dict[str, Any] | tuple[str
     fy = point.get("fy")
     return {
         "value": value,
-        "value_text": str(point["val"]),
+        "value_text": raw.strip() if isinstance(raw, str) else str(raw),
         "start": start,
         "end": end,
         "form": _text(point.get("form")),

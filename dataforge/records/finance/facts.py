@@ -15,15 +15,24 @@ Decisions:
   ``dimensions`` in the key (``Axis=Member;...`` sorted); consolidated facts have
   ``dimensions = null``. Checks and rendering use consolidated facts only. ``dimensions="drop"``
   drops dimensional records with reason ``dimensional`` instead.
-* **Latest filing wins.** Within a key, records are ordered by ``filed`` (latest first, null last),
-  then ``accession`` (descending), then precision (``decimals``: INF first), then ``source_file``,
-  ``source_row``; the first is kept. Every other record is dropped: if it comes from another
-  filing, it is a row of ``restatement`` (old value, kept value, both filings, ``changed``) and is
-  dropped as ``superseded`` when its value differs from the kept one, ``duplicate`` when equal. A
-  record repeated within the kept record's filing (XBRL repeats facts across statements) is dropped
-  as ``duplicate`` (same value, or the kept value rounded to the record's XBRL ``decimals``: Apple
+* **Latest value, credited to the filing that first reported it.** A fact is reported by its
+  original filing, by amendments and again as a comparative in later filings. Within one filing
+  (same accession; without one, same file) the most precise record (``decimals``: INF first, then
+  ``source_file``, ``source_row``) speaks for the filing; another record of that filing is dropped
+  as ``duplicate`` of it (same value, or its value rounded to the record's XBRL ``decimals``: Apple
   tags 19,454 million once more as 19.5 billion with ``decimals=-8``) or ``conflict`` (a different
-  value), and is not a restatement. ``restated`` on a fact = some other filing reported another value.
+  value), and is not a restatement. The filings are then put in filing order (``filed``, then
+  ``accession``; undated first) and split into runs of consecutive equal values. The fact keeps
+  the first record of the last run: the value of the latest filing, with the accession, form and
+  date of the first filing that reported it (an amendment that changed a value keeps the credit
+  when the next annual report repeats the value; the SEC's ``frame``, which it puts on the latest
+  data point, is carried over from the run). The first record of an earlier run is dropped as
+  ``superseded``: its value was changed by the filing that starts the next run. A later filing
+  repeating its run's value is dropped as ``duplicate`` of the filing that first reported it. Both
+  are rows of ``restatement``: ``old_*`` is the dropped record, ``new_*`` and ``source_*`` the
+  record that accounts for it (for ``changed`` rows the filing that made the change; otherwise the
+  earlier filing whose value it repeats). ``restated`` on a fact = some filing reported another
+  value; ``n_reports`` = distinct filings.
 * **Fiscal year end** is inferred per CIK from its annual duration facts (350-380 days): the most
   common month of their end dates, where an end in the first 7 days of a month counts for the
   previous month (52/53-week years ending "the Saturday nearest January 31" can end on Feb 3).
@@ -313,6 +322,180 @@ def add_fiscal(facts: pl.DataFrame, fye: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(fiscal_period_expr()).drop("_qpos")
 
 
+# --------------------------------------------------------------------------- reports of one fact
+
+# the columns of the record another one is resolved against (see resolve_reports)
+_REF_COLUMNS = {
+    "value": "new_value",
+    "value_text": "new_value_text",
+    "accession": "new_accession",
+    "form": "new_form",
+    "filed": "new_filed",
+    "source_file": "k_file",
+    "source_row": "k_row",
+    "source_ref": "k_ref",
+}
+
+
+def resolve_reports(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep one record per fact and resolve every other one against the record that accounts for it.
+
+    Within a filing (same accession; without one, same file) the most precise record speaks for
+    the filing. The filings' values in filing order (``filed``, then accession; undated first) form
+    runs of equal values; each run starts with the filing that first reported that value. The fact
+    keeps the first record of the last run: the latest value, from the first filing that reported
+    it. The first record of an earlier run is ``superseded`` by the first record of the next run
+    (that filing made the change); a later filing repeating its run's value is a ``duplicate`` of
+    the run's first record; a record repeated within one filing is a ``duplicate`` (or, with another
+    value, a ``conflict``) of the filing's own record.
+
+    Args:
+        raw: raw facts with ``fact_id``.
+
+    Returns:
+        ``(kept, rest)``: one row per ``fact_id`` (with ``frame`` taken from any filing of the
+        kept value when the kept record has none), and every other record with ``_reason``,
+        ``_same`` (resolved within its own filing, so not a restatement), ``changed`` and the
+        record it is resolved against as ``new_value``, ``new_value_text``, ``new_accession``,
+        ``new_form``, ``new_filed``, ``k_file``, ``k_row``, ``k_ref``.
+    """
+    precision = (
+        pl.when(pl.col("decimals") == "INF")
+        .then(1000)
+        .otherwise(pl.col("decimals").cast(pl.Int32, strict=False))
+        .fill_null(-1000)
+    )
+    filing = pl.coalesce(pl.col("accession"), pl.lit("\x00file:") + pl.col("source_file").fill_null(""))
+    ranked = (
+        raw.with_columns(filing.alias("_filing"), precision.alias("_precision"))
+        .sort(
+            ["fact_id", "_filing", "_precision", "source_file", "source_row"],
+            descending=[False, False, True, False, False],
+            nulls_last=True,
+        )
+        .with_columns(pl.int_range(pl.len()).over(["fact_id", "_filing"]).alias("_in_filing"))
+    )
+    # one record per filing, in filing order; a run starts where the value differs from the
+    # previous filing's
+    reps = ranked.filter(pl.col("_in_filing") == 0).sort(
+        ["fact_id", "filed", "accession", "source_file", "source_row"], nulls_last=False
+    )
+    previous = pl.col("value").shift(1).over("fact_id")
+    reps = reps.with_columns((previous.is_null() | (pl.col("value") != previous)).alias("_head"))
+    reps = reps.with_columns(pl.col("_head").cast(pl.Int32).cum_sum().over("fact_id").alias("_run"))
+    reps = reps.with_columns((pl.col("_run") == pl.col("_run").max().over("fact_id")).alias("_last"))
+    refs = [pl.col(c).alias(a) for c, a in _REF_COLUMNS.items()]
+    heads = reps.filter(pl.col("_head")).select("fact_id", "_run", *refs)
+
+    kept = reps.filter(pl.col("_head") & pl.col("_last"))
+    # the SEC frames the latest data point of a period, usually a repeat of the kept value
+    frames = (
+        reps.filter(pl.col("_last") & pl.col("frame").is_not_null())
+        .group_by("fact_id")
+        .agg(pl.col("frame").last().alias("_run_frame"))
+    )
+    kept = kept.join(frames, on="fact_id", how="left").with_columns(
+        pl.coalesce("frame", "_run_frame").alias("frame")
+    )
+    superseded = (
+        reps.filter(pl.col("_head") & ~pl.col("_last"))
+        .join(heads.with_columns(pl.col("_run") - 1), on=["fact_id", "_run"], how="left")
+        .with_columns(pl.lit(False).alias("_same"), pl.lit("superseded").alias("_reason"))
+    )
+    repeats = (
+        reps.filter(~pl.col("_head"))
+        .join(heads, on=["fact_id", "_run"], how="left")
+        .with_columns(pl.lit(False).alias("_same"), pl.lit("duplicate").alias("_reason"))
+    )
+    echoes = ranked.filter(pl.col("_in_filing") > 0).join(
+        reps.select("fact_id", "_filing", *refs), on=["fact_id", "_filing"], how="left"
+    )
+    rounded_equal = pl.struct("value", "decimals", "new_value").map_elements(
+        lambda r: _rounds_to(r["new_value"], r["decimals"], r["value"]), return_dtype=pl.Boolean
+    )
+    differs = pl.col("value") != pl.col("new_value")
+    echoes = echoes.with_columns(
+        pl.lit(True).alias("_same"),
+        pl.when(differs).then(rounded_equal).otherwise(False).alias("_coarse"),
+    ).with_columns(
+        pl.when(differs & ~pl.col("_coarse"))
+        .then(pl.lit("conflict"))
+        .otherwise(pl.lit("duplicate"))
+        .alias("_reason")
+    )
+    columns = [*raw.columns, "_same", "_reason", "_coarse", *_REF_COLUMNS.values()]
+    rest = pl.concat(
+        [
+            frame.with_columns(pl.lit(False).alias("_coarse")) if "_coarse" not in frame.columns else frame
+            for frame in (superseded, repeats, echoes)
+        ],
+        how="diagonal_relaxed",
+    ).select(columns)
+    rest = rest.with_columns((pl.col("value") != pl.col("new_value")).alias("changed"))
+    return kept.select(raw.columns), rest.sort(["source_file", "source_row"], nulls_last=True)
+
+
+def _filing_text(form: str, accession: str, filed: str) -> pl.Expr:
+    """``10-K/A 0000999001-23-000020 filed 2023-06-15`` from the named columns (missing parts left
+    out; ``a filing without accession or date`` when all are missing)."""
+    text = pl.concat_str(
+        [pl.col(form), pl.col(accession), pl.lit("filed ") + pl.col(filed).cast(pl.Utf8)],
+        separator=" ",
+        ignore_nulls=True,
+    )
+    return pl.when(text == "").then(pl.lit("a filing without accession or date")).otherwise(text)
+
+
+def _drop_detail() -> pl.Expr:
+    """The ``detail`` of a record :func:`resolve_reports` did not keep, naming the record and filing
+    it is resolved against."""
+    old = _filing_text("form", "accession", "filed")
+    new = _filing_text("new_form", "new_accession", "new_filed")
+    value = pl.col("value_text").fill_null("")
+    new_value = pl.col("new_value_text").fill_null("")
+    ref = pl.col("k_ref").fill_null("")
+    return (
+        pl.when(pl.col("_reason") == "superseded")
+        .then(
+            pl.format(
+                "value {} ({}) restated as {} by {} ({}); fact {}",
+                value,
+                old,
+                new_value,
+                new,
+                ref,
+                pl.col("fact_id"),
+            )
+        )
+        .when(~pl.col("_same"))
+        .then(
+            pl.format(
+                "value {} ({}) repeats the value first reported by {} ({}); fact {}",
+                value,
+                old,
+                new,
+                ref,
+                pl.col("fact_id"),
+            )
+        )
+        .when(pl.col("_reason") == "conflict")
+        .then(pl.format("value {} differs from {} ({}) in the same filing ({})", value, new_value, ref, old))
+        .when(pl.col("_coarse"))
+        .then(
+            pl.format(
+                "value {} (decimals {}) is {} ({}) rounded: a less precise duplicate in the same filing",
+                value,
+                pl.col("decimals").fill_null(""),
+                new_value,
+                ref,
+            )
+        )
+        .otherwise(
+            pl.format("same value as {} in the same filing ({}); fact {}", ref, old, pl.col("fact_id"))
+        )
+    )
+
+
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -377,93 +560,7 @@ def normalize_facts(
         out.counters[f"fye:{source}"] += n
     raw = add_fiscal(raw, fye)
 
-    precision = (
-        pl.when(pl.col("decimals") == "INF")
-        .then(1000)
-        .otherwise(pl.col("decimals").cast(pl.Int32, strict=False))
-        .fill_null(-1000)
-    )
-    ranked = raw.sort(
-        ["fact_id", "filed", "accession", precision, "source_file", "source_row"],
-        descending=[False, True, True, True, False, False],
-        nulls_last=True,
-    ).with_columns(pl.int_range(pl.len()).over("fact_id").alias("_rank"))
-    kept = ranked.filter(pl.col("_rank") == 0)
-    rest = ranked.filter(pl.col("_rank") > 0)
-    k_cols = kept.select(
-        "fact_id",
-        pl.col("value").alias("new_value"),
-        pl.col("value_text").alias("new_value_text"),
-        pl.col("accession").alias("new_accession"),
-        pl.col("form").alias("new_form"),
-        pl.col("filed").alias("new_filed"),
-        pl.col("source_file").alias("k_file"),
-        pl.col("source_row").alias("k_row"),
-        pl.col("source_ref").alias("k_ref"),
-    )
-    rest = rest.join(k_cols, on="fact_id", how="left")
-    same_filing = (
-        pl.when(pl.col("accession").is_not_null() & pl.col("new_accession").is_not_null())
-        .then(pl.col("accession") == pl.col("new_accession"))
-        .otherwise(
-            pl.col("accession").is_null()
-            & pl.col("new_accession").is_null()
-            & (pl.col("source_file") == pl.col("k_file"))
-        )
-    )
-    rest = rest.with_columns(
-        same_filing.alias("_same"), (pl.col("value") != pl.col("new_value")).alias("changed")
-    )
-    rounded_equal = pl.struct("value", "decimals", "new_value").map_elements(
-        lambda r: _rounds_to(r["new_value"], r["decimals"], r["value"]), return_dtype=pl.Boolean
-    )
-    rest = rest.with_columns(
-        pl.when(pl.col("_same") & pl.col("changed")).then(rounded_equal).otherwise(False).alias("_coarse")
-    ).with_columns(
-        pl.when(pl.col("_same") & pl.col("changed") & ~pl.col("_coarse"))
-        .then(pl.lit("conflict"))
-        .when(pl.col("_same"))
-        .then(pl.lit("duplicate"))
-        .when(pl.col("changed"))
-        .then(pl.lit("superseded"))
-        .otherwise(pl.lit("duplicate"))
-        .alias("_reason")
-    )
-    detail = (
-        pl.when(pl.col("_reason") == "conflict")
-        .then(
-            pl.format(
-                "value {} differs from {} kept from the same filing ({})",
-                pl.col("value_text"),
-                pl.col("new_value_text"),
-                pl.col("k_ref"),
-            )
-        )
-        .when(pl.col("_reason") == "superseded")
-        .then(
-            pl.format(
-                "value {} ({} filed {}) restated as {} ({} filed {}); fact {}",
-                pl.col("value_text"),
-                pl.col("accession"),
-                pl.col("filed"),
-                pl.col("new_value_text"),
-                pl.col("new_accession"),
-                pl.col("new_filed"),
-                pl.col("fact_id"),
-            )
-        )
-        .when(pl.col("_coarse"))
-        .then(
-            pl.format(
-                "value {} (decimals {}) is the kept value {} ({}) rounded: a less precise duplicate",
-                pl.col("value_text"),
-                pl.col("decimals"),
-                pl.col("new_value_text"),
-                pl.col("k_ref"),
-            )
-        )
-        .otherwise(pl.format("same value as fact {} kept from {}", pl.col("fact_id"), pl.col("k_ref")))
-    )
+    kept, rest = resolve_reports(raw)
     out.drop_frame(
         rest.select(
             "source_file",
@@ -471,7 +568,7 @@ def normalize_facts(
             "source_ref",
             pl.lit("fact").alias("table"),
             pl.col("_reason").alias("reason"),
-            detail.alias("detail"),
+            _drop_detail().alias("detail"),
         )
     )
     for reason, n in rest.group_by("_reason").len().iter_rows():
@@ -510,14 +607,10 @@ def normalize_facts(
         pl.col("k_ref").alias("source_ref"),
     )
     restated_ids = restatement.filter(pl.col("changed")).select("fact_id").unique()
-    stats = ranked.group_by("fact_id").agg(pl.col("accession").n_unique().cast(pl.Int32).alias("n_reports"))
+    stats = raw.group_by("fact_id").agg(pl.col("accession").n_unique().cast(pl.Int32).alias("n_reports"))
     stats = stats.with_columns(pl.col("fact_id").is_in(restated_ids["fact_id"].implode()).alias("restated"))
-    fact = (
-        kept.drop("_rank")
-        .join(stats, on="fact_id", how="left")
-        .with_columns(
-            pl.lit(False).alias("derived"), pl.lit(None, dtype=pl.List(pl.Utf8)).alias("derived_from")
-        )
+    fact = kept.join(stats, on="fact_id", how="left").with_columns(
+        pl.lit(False).alias("derived"), pl.lit(None, dtype=pl.List(pl.Utf8)).alias("derived_from")
     )
     if derive_q4:
         q4 = derive_q4_facts(fact)

@@ -32,9 +32,11 @@ Decisions:
 * Each data set (a quarter: one zip or folder) is read on its own, its four files joined
   together; data sets are independent of each other, so a parallel read (:func:`fsds_tasks`)
   reads one data set per task (a single quarter is one task).
+* Values: ``value`` stripped of surrounding whitespace is a plain decimal (``-12.5``; no exponent,
+  no thousands separators) that fits ``Decimal(38, 10)``; ``value_text`` is that stripped text.
 * Rejects: ``unknown_submission``, ``bad_date`` (ddate not a yyyymmdd date), ``bad_qtrs`` (not a
-  whole number in 0..400),
-  ``missing_unit``, ``bad_value``; plus the CSV-level ``ragged_row``/``bad_utf8``/``truncated``.
+  whole number in 0..400), ``missing_unit``, ``bad_value`` (not a decimal number; out of range;
+  more than 10 fractional digits), plus the CSV-level ``ragged_row``/``bad_utf8``/``truncated``.
   A null ``value`` (an XBRL nil fact) is dropped with reason ``nil``.
 """
 
@@ -51,7 +53,7 @@ from pathlib import Path
 import polars as pl
 
 from dataforge.errors import InputError
-from dataforge.records.finance.common import DECIMAL, VALUE_RE, expand_paths, fit_raw
+from dataforge.records.finance.common import DECIMAL, VALUE_RE, decimal_text_error, expand_paths, fit_raw
 from dataforge.records.model import CsvTable, Extract, display_name, read_csv_table
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,13 @@ def _facts(
         pl.col("qtrs").str.strip_chars().cast(pl.Int64, strict=False).alias("_q"),
         pl.col("value").str.strip_chars().alias("_v"),
     )
+    # fractional zeros beyond the 10 kept digits change nothing (1.50000000000000 == 1.5)
+    f = f.with_columns(
+        pl.when(pl.col("_v").str.contains(r"^[+-]?[0-9]+\.[0-9]+$"))
+        .then(pl.col("_v").str.replace(r"\.?0+$", ""))
+        .otherwise(pl.col("_v"))
+        .alias("_vnum")
+    )
     raw = pl.concat_str(
         [pl.col(c).fill_null("") for c in num.header if c in num.frame.columns], separator="\t"
     )
@@ -246,7 +255,7 @@ def _facts(
         .then(pl.lit("bad_qtrs"))
         .when(pl.col("uom").is_null() | (pl.col("uom").str.strip_chars() == ""))
         .then(pl.lit("missing_unit"))
-        .when(pl.col("_v").is_not_null() & ~pl.col("_v").str.contains(VALUE_RE))
+        .when(pl.col("_v").is_not_null() & ~pl.col("_vnum").str.contains(VALUE_RE))
         .then(pl.lit("bad_value"))
         .otherwise(None)
     )
@@ -269,11 +278,15 @@ def _facts(
         )
         .when(pl.col("_reason") == "missing_unit")
         .then(pl.format("{}uom is empty (tag {}, value {})", where, cell("tag"), cell("value")))
-        .otherwise(
-            pl.format("{}value '{}' is not an exact decimal (tag {})", where, cell("value"), cell("tag"))
-        )
+        .otherwise(pl.format("{}{} (tag {})", where, pl.col("_why"), cell("tag")))
     )
     bad = f.filter(pl.col("_reason").is_not_null())
+    bad = bad.with_columns(
+        pl.when(pl.col("_reason") == "bad_value")
+        .then(pl.col("_v").map_elements(decimal_text_error, return_dtype=pl.Utf8))
+        .otherwise(None)
+        .alias("_why")
+    )
     if bad.height:
         extract.reject_frame(
             bad.select(
@@ -354,8 +367,8 @@ def _facts(
         pl.col("tag").alias("concept"),
         "label",
         unit.alias("unit"),
-        pl.col("_v").cast(DECIMAL).alias("value"),
-        pl.col("value").alias("value_text"),
+        pl.col("_vnum").cast(DECIMAL).alias("value"),
+        pl.col("_v").alias("value_text"),
         pl.lit(None, dtype=pl.Utf8).alias("decimals"),
         start.alias("start"),
         "end",

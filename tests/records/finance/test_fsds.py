@@ -290,13 +290,49 @@ def test_malformed_fsds_rows_rejected_naming_file_line_value(tmp_path, ledger_ad
     err = rej["error"].to_list()
     name = f"{tmp_path.name}/num.txt"
     assert err[0] == f"{name} line 3: ddate '20091345' is not a yyyymmdd date"
-    assert err[1] == f"{name} line 4: value '12abc' is not an exact decimal (tag Assets)"
+    assert err[1] == f"{name} line 4: value '12abc' is not a decimal number (tag Assets)"
     assert "uom is empty" in err[2] and "value 5.0000" in err[2]
     assert "qtrs 'x'" in err[3] and "0000000009-09-000009 is not in sub.txt" in err[4]
     assert ex.dropped["reason"].to_list() == ["nil"]
     norm = normalize_facts(ex)
     assert norm.ledger_counts() == {"rows_in": 8, "kept": 1, "dropped": 1, "rejected": 6}
     ledger_adds_up(norm)
+
+
+def test_fsds_values_out_of_range_too_precise_or_padded(tmp_path):
+    # real rows of the sample (Qwest's 10-Q), with the value column replaced
+    with zipfile.ZipFile(FSDS_ZIP) as zf:
+        for m in ("sub.txt", "tag.txt"):
+            (tmp_path / m).write_bytes(zf.read(m))
+        lines = zf.read("num.txt").decode().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, ln.split("\t"), strict=True)) for ln in lines[1:]]
+    base = [r for r in rows if r["adsh"] == "0001047469-09-006994" and not r["segments"]][:5]
+    values = [
+        "123456789012345678901234567890.5",
+        "0.123456789012",
+        "  42 ",
+        "1.50000000000000",
+        "1e3",
+    ]
+    _write(
+        tmp_path,
+        "num.txt",
+        header,
+        [[{**r, "value": v}[c] for c in header] for r, v in zip(base, values, strict=True)],
+    )
+    ex = read_fsds(tmp_path, root=tmp_path.parent)
+    name = f"{tmp_path.name}/num.txt"
+    assert ex.rejects["error"].to_list() == [
+        f"{name} line 2: value '123456789012345678901234567890.5' is out of range: 30 integer digits, "
+        f"Decimal(38,10) holds at most 28 (tag {base[0]['tag']})",
+        f"{name} line 3: value '0.123456789012' has 12 fractional digits; Decimal(38,10) holds at most 10, "
+        f"and values are never rounded (tag {base[1]['tag']})",
+        f"{name} line 6: value '1e3' is not a decimal number (tag {base[4]['tag']})",
+    ]
+    raw = ex.tables["raw_fact"]
+    assert raw["value_text"].to_list() == ["42", "1.50000000000000"]
+    assert raw["value"].to_list() == [D(42), D("1.5")]
 
 
 def test_folder_and_zip_give_the_same_facts(tmp_path, fsds_norm):
