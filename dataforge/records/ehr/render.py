@@ -6,6 +6,11 @@ last value of each measurement in that year. ``render_instruct`` writes question
 answers are read off canonical rows (diagnoses in a year, the latest value of a measurement, the
 medications of a year, a patient's age group), with the rows given as context.
 
+A code is printed after its display (``Body Weight (LOINC 29463-7)``), or alone when the row has no
+display (``LOINC 29463-7``). Medications are listed once per drug name (case and spacing aside),
+without the diluents and containers of an IV order (MIMIC's ``Bag``, ``SW``, ``NS``, ``D5W``...,
+:func:`is_drug`); an answer lists at most :data:`MAX_LISTED` of them.
+
 Traceability: every number and code in a rendered text comes from a row listed in ``fact_ids``
 (the ``record_id``/``encounter_id``/``patient_id`` of the rows used) and is printed by :func:`fmt_value`
 or as the row's year or code, so a test can check each one. Counts are never printed (they would
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -26,6 +32,8 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 MAX_LINES = 60
+#: the most medications one answer lists (the rest are summed up as "and others")
+MAX_LISTED = 10
 _SYSTEM_LABEL = {
     "SNOMED": "SNOMED CT",
     "ICD9CM": "ICD-9-CM",
@@ -43,14 +51,79 @@ def fmt_value(v: float | None) -> str:
     return "0" if s in ("-0", "") else s
 
 
-def _code(system: str | None, code: str | None) -> str:
-    if not code:
+def _system(system: str | None) -> str:
+    return _SYSTEM_LABEL.get(system or "", system or "code")
+
+
+def _code(system: str | None, code: str | None, display: str | None) -> str:
+    """`` (LOINC 29463-7)`` after a display; nothing when there is no code, or no display (the
+    label is then the code itself)."""
+    if not code or not (display or "").strip():
         return ""
-    return f" ({_SYSTEM_LABEL.get(system or '', system or 'code')} {code})"
+    return f" ({_system(system)} {code})"
 
 
-def _label(display: str | None, code: str | None) -> str:
-    return (display or code or "unknown").strip()
+def _label(display: str | None, code: str | None, system: str | None = None) -> str:
+    """A row's name: its display, else its code with the system (``LOINC 29463-7``)."""
+    if display and display.strip():
+        return display.strip()
+    return f"{_system(system)} {code.strip()}" if code and code.strip() else "unknown"
+
+
+def _named(row: dict[str, Any]) -> str:
+    """``Body Weight (LOINC 29463-7)``, or ``LOINC 29463-7`` for a row without a display."""
+    display, code, system = row.get("display"), row.get("code"), row.get("code_system")
+    return f"{_label(display, code, system)}{_code(system, code, display)}"
+
+
+# What an IV order lists besides its drug: containers and diluents (MIMIC-IV ``drug_type = BASE``
+# rows such as Bag, SW, NS, D5W, 0.9% Sodium Chloride (Mini Bag Plus)) and saline flushes. Matched
+# against the whole display, case-insensitively, after dropping a trailing "(...)".
+_NOT_A_DRUG = re.compile(
+    r"(?:bag|syringe|vial|soln|solution|diluent|sw|sterile water(?: for injection)?|ns|1/2 ?ns"
+    r"|d5 ?(?:w|ns|lr|1/2 ?ns)|d10 ?w|lr|lactated ringers?|ringers? lactate"
+    r"|iso-osmotic (?:dextrose|sodium chloride)|dextrose (?:5|10)%|(?:5|10)% dextrose"
+    r"|(?:sodium chloride|nacl) (?:0\.45|0\.83|0\.9)%|(?:0\.45|0\.83|0\.9)% (?:sodium chloride|nacl))"
+    r"(?: flush)?"
+)
+
+
+def is_drug(display: str | None) -> bool:
+    """False for the containers and diluents of an IV order (``Bag``, ``SW``, ``NS``, ``D5W``,
+    ``0.9% Sodium Chloride (Mini Bag Plus)``, ``Sodium Chloride 0.9%  Flush``); True otherwise.
+
+    Example:
+        >>> is_drug("Bag"), is_drug("D5W"), is_drug("Dextrose 50%"), is_drug("Insulin")
+        (False, False, True, True)
+    """
+    if not display:
+        return True
+    name = re.sub(r"\s+", " ", display).strip().lower()
+    name = re.sub(r"\s*\([^()]*\)$", "", name)
+    return _NOT_A_DRUG.fullmatch(name) is None
+
+
+def _medications(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per drug (by display, case and spacing aside; by code without one), first first,
+    without containers and diluents."""
+    out: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        if not is_drug(r.get("display")):
+            continue
+        display = (r.get("display") or "").strip()
+        key = re.sub(r"\s+", " ", display).lower() if display else (r.get("code_system"), r.get("code"))
+        out.setdefault(key, r)
+    return list(out.values())
+
+
+def _subject(gender: str | None) -> str:
+    """``A female patient``, ``A patient of unknown sex``, ``A patient of other gender``."""
+    g = (gender or "").strip().lower()
+    if g in ("male", "female"):
+        return f"A {g} patient"
+    if g in ("", "unknown"):
+        return "A patient of unknown sex"
+    return f"A patient of {g} gender"
 
 
 # the columns rendering reads (fewer columns make the row dicts much cheaper to build)
@@ -89,14 +162,14 @@ def _year(row: dict[str, Any]) -> int | None:
 
 def _patient_header(p: dict[str, Any]) -> tuple[str, list[str]]:
     parts = []
-    sex = p.get("gender") or "unknown sex"
+    who = _subject(p.get("gender"))
     if p.get("age_90_plus"):
-        parts.append(f"A {sex} patient aged 90 or older")
+        parts.append(f"{who} aged 90 or older")
     elif p.get("age") is not None:
         born = f", born in {p['birth_year']}" if p.get("birth_year") is not None else ""
-        parts.append(f"A {sex} patient aged {p['age']} at the last record{born}")
+        parts.append(f"{who} aged {p['age']} at the last record{born}")
     else:
-        parts.append(f"A {sex} patient")
+        parts.append(who)
     extra = [x for x in (p.get("race"), p.get("ethnicity")) if x]
     if extra:
         parts.append("recorded as " + " and ".join(extra))
@@ -120,9 +193,7 @@ def _year_lines(
     if enc:
         kinds: dict[str, list[str]] = defaultdict(list)
         for e in enc:
-            kinds[
-                f"{e.get('class') or 'other'} visit: {_label(e.get('display'), e.get('code'))}{_code(e.get('code_system'), e.get('code'))}"
-            ].append(e["encounter_id"])
+            kinds[f"{e.get('class') or 'other'} visit: {_named(e)}"].append(e["encounter_id"])
         for text, ids in sorted(kinds.items()):
             lines.append((f"{when}: {text}.", ids))
     seen: set[tuple[str | None, str | None]] = set()
@@ -133,7 +204,7 @@ def _year_lines(
         seen.add(key)
         lines.append(
             (
-                f"{when}: diagnosis {_label(c.get('display'), c.get('code'))}{_code(c.get('code_system'), c.get('code'))}.",
+                f"{when}: diagnosis {_named(c)}.",
                 [c["record_id"]],
             )
         )
@@ -145,23 +216,13 @@ def _year_lines(
         seen.add(key)
         lines.append(
             (
-                f"{when}: procedure {_label(pr.get('display'), pr.get('code'))}{_code(pr.get('code_system'), pr.get('code'))}.",
+                f"{when}: procedure {_named(pr)}.",
                 [pr["record_id"]],
             )
         )
-    seen = set()
-    for m in med:
-        key = (m.get("code_system"), m.get("code"))
-        if key in seen:
-            continue
-        seen.add(key)
+    for m in _medications(med):
         what = "immunization" if m.get("category") == "immunization" else "medication"
-        lines.append(
-            (
-                f"{when}: {what} {_label(m.get('display'), m.get('code'))}{_code(m.get('code_system'), m.get('code'))}.",
-                [m["record_id"]],
-            )
-        )
+        lines.append((f"{when}: {what} {_named(m)}.", [m["record_id"]]))
     last: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     for m in meas:  # rows are in record order; the last one of a code in a year wins
         last[(m.get("code_system"), m.get("code"))] = m
@@ -177,7 +238,7 @@ def _year_lines(
             continue
         lines.append(
             (
-                f"{when}: {_label(m.get('display'), m.get('code'))}{_code(m.get('code_system'), m.get('code'))} = {val}.",
+                f"{when}: {_named(m)} = {val}.",
                 [m["record_id"]],
             )
         )
@@ -270,15 +331,9 @@ def render_instruct(tables: dict[str, pl.DataFrame], *, seed: int = 0, per_patie
             years = sorted(by_year)
             y = years[_pick(seed, f"{pid}:dx", len(years))]
             rows = list({(r.get("code_system"), r.get("code")): r for r in by_year[y]}.values())
-            listing = "; ".join(
-                f"{_label(r.get('display'), r.get('code'))}{_code(r.get('code_system'), r.get('code'))}"
-                for r in rows
-            )
+            listing = "; ".join(_named(r) for r in rows)
             ctx = sorted((r for r in cond[pid] if _year(r) is not None), key=lambda r: _year(r))[:40]
-            context = "\n".join(
-                f"{_year(r)}: diagnosis {_label(r.get('display'), r.get('code'))}{_code(r.get('code_system'), r.get('code'))}."
-                for r in ctx
-            )
+            context = "\n".join(f"{_year(r)}: diagnosis {_named(r)}." for r in ctx)
             add(
                 pid,
                 "diagnoses_in_year",
@@ -299,10 +354,11 @@ def render_instruct(tables: dict[str, pl.DataFrame], *, seed: int = 0, per_patie
             series = [m for m in numeric if (m.get("code_system"), m.get("code")) == (cs, cd)]
             last = series[-1]
             unit = last.get("unit") or last.get("source_unit") or ""
-            name = _label(last.get("display"), cd)
+            name = _label(last.get("display"), cd, cs)
+            named = _named(last)
             yr = f" in {_year(last)}" if _year(last) is not None else ""
             context = "\n".join(
-                f"{_year(m) if _year(m) is not None else 'Undated'}: {name}{_code(cs, cd)} = {fmt_value(m['value'])} {m.get('unit') or m.get('source_unit') or ''}".rstrip()
+                f"{_year(m) if _year(m) is not None else 'Undated'}: {named} = {fmt_value(m['value'])} {m.get('unit') or m.get('source_unit') or ''}".rstrip()
                 + "."
                 for m in series[-20:]
             )
@@ -310,7 +366,7 @@ def render_instruct(tables: dict[str, pl.DataFrame], *, seed: int = 0, per_patie
                 pid,
                 "last_measurement",
                 f"What was the most recent {name} result for this patient?",
-                f"The most recent {name}{_code(cs, cd)} was {fmt_value(last['value'])}{(' ' + unit) if unit else ''}{yr}.",
+                f"The most recent {named} was {fmt_value(last['value'])}{(' ' + unit) if unit else ''}{yr}.",
                 context,
                 [m["record_id"] for m in series[-20:]],
             )
@@ -320,17 +376,17 @@ def render_instruct(tables: dict[str, pl.DataFrame], *, seed: int = 0, per_patie
         for m in med.get(pid, []):
             if _year(m) is not None:
                 myears[_year(m)].append(m)
+        myears = {y: rows for y, rows in ((y, _medications(rows)) for y, rows in myears.items()) if rows}
         if myears and made < per_patient:
             years = sorted(myears)
             y = years[_pick(seed, f"{pid}:rx", len(years))]
-            rows = list({(r.get("code_system"), r.get("code")): r for r in myears[y]}.values())
-            listing = "; ".join(
-                f"{_label(r.get('display'), r.get('code'))}{_code(r.get('code_system'), r.get('code'))}"
-                for r in rows
-            )
-            ctx = sorted((r for r in med[pid] if _year(r) is not None), key=lambda r: _year(r))[:40]
+            rows = myears[y][:MAX_LISTED]
+            listing = "; ".join(_named(r) for r in rows)
+            if len(myears[y]) > MAX_LISTED:
+                listing += "; and others"
+            ctx = [r for yr in years for r in myears[yr]][:40]
             context = "\n".join(
-                f"{_year(r)}: {'immunization' if r.get('category') == 'immunization' else 'medication'} {_label(r.get('display'), r.get('code'))}{_code(r.get('code_system'), r.get('code'))}."
+                f"{_year(r)}: {'immunization' if r.get('category') == 'immunization' else 'medication'} {_named(r)}."
                 for r in ctx
             )
             add(
