@@ -35,6 +35,7 @@ import functools
 import importlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,7 @@ def normalize_ehr(
             for i in extract.inputs
         ]
         extract.inputs = inputs_meta
+        _log_rejected_files(extract.rejects, files, root=_common_root(_paths(inputs)))
     timings["deid"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     text = render_text(tables) if "text" in kinds else None
@@ -311,6 +313,34 @@ def normalize_ehr(
         workers=ex.workers,
     )
     return write_records(run, output, overwrite=overwrite, shard_rows=shard_rows, compression=compression)
+
+
+#: files with rejected records named one by one at WARNING level (the rest at INFO, ``-v``)
+LOG_REJECTED_FILES = 10
+
+
+def _log_rejected_files(rejects: pl.DataFrame, files: dict[str, str], *, root: str | None) -> None:
+    """Log each input file with rejected records under its real path, next to the pseudonym that
+    rejects/, report.json and the console summary give it when the run is de-identified (file names
+    can carry patient names, so the output never holds them; the log goes to the user's terminal).
+    """
+    if not rejects.height:
+        return
+    per_file = rejects.group_by("source_file", maintain_order=True).agg(pl.col("reason"))
+    for i, (name, reasons) in enumerate(per_file.iter_rows()):
+        path = Path(name)
+        if not path.is_absolute() and not path.exists() and root is not None and (Path(root) / path).exists():
+            path = Path(root) / path
+        by_reason = ", ".join(f"{r} {n}" for r, n in sorted(Counter(reasons).items()))
+        log.log(
+            logging.WARNING if i < LOG_REJECTED_FILES else logging.INFO,
+            "rejected %d record(s) of %s (%s); rejects/ and the report name the file %s",
+            len(reasons), path, by_reason, files.get(name, name),
+        )  # fmt: skip
+    if per_file.height > LOG_REJECTED_FILES:
+        log.warning(
+            "%d more file(s) with rejected records; -v names them all", per_file.height - LOG_REJECTED_FILES
+        )
 
 
 def normalize_finance(
