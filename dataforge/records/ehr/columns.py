@@ -11,7 +11,16 @@ Conventions:
 * ``patient_id``, ``encounter_id``, ``record_id``: the source's own identifiers (FHIR resource id,
   Synthea UUID, MIMIC ``subject_id``/``hadm_id``, OMOP ``person_id``...). ``record_id`` is unique
   per canonical row: suffix it when one record yields several rows (``<obs id>#8480-6``).
-* times are UTC ``timestamp[us]``; a date-only source value is midnight UTC.
+* times are UTC ``timestamp[us]``; a date-only source value is midnight UTC, a partial one
+  (FHIR ``2015``, ``2015-07``) midnight UTC of its first day. Every time column ``<col>`` (see
+  :data:`TIME_COLUMNS`) has two companions: ``<col>_precision`` (:data:`PRECISIONS`: ``year``,
+  ``month``, ``day``, or ``time`` when a time of day is given), so that a partial date is never
+  mistaken for a day, and ``<col>_local`` (date), the calendar date as the record writes it, before
+  any conversion to UTC (``2015-12-31T23:30:00-05:00`` is 2015-12-31 there and 2016-01-01T04:30Z
+  in ``<col>``). Years and dates of the canonical tables come from ``<col>_local`` (which is not
+  written itself); a reader whose times carry no UTC offset may leave it null (the UTC date is then
+  the local date). Use
+  :func:`precision_of` and :func:`local_date_of` on ISO 8601 strings.
 * ``code_system`` uses the names in :data:`CODE_SYSTEMS`; ``source_value`` keeps the raw code or
   value exactly as the source wrote it.
 * measurement ``value`` is the number as given (before unit conversion), ``source_unit`` the unit
@@ -92,7 +101,7 @@ PHI_COLUMNS = (
     "lon",
 )
 
-RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+_BASE_COLUMNS: dict[str, dict[str, pl.DataType]] = {
     "patient": {
         **COMMON,
         "gender": pl.Utf8,  # male | female | other | unknown
@@ -194,7 +203,51 @@ RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
     },
 }
 
+#: the time columns of each raw table (each with ``<col>_local`` and ``<col>_precision``)
+TIME_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patient": ("birth_date", "death_date"),
+    "encounter": ("start_time", "end_time"),
+    "condition": ("start_time", "end_time"),
+    "measurement": ("time",),
+    "medication": ("start_time", "end_time"),
+    "procedure": ("start_time", "end_time"),
+    "note": ("time",),
+}
+#: what a time column's source value gives, coarsest first
+PRECISIONS = ("year", "month", "day", "time")
+
+RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    table: {
+        **cols,
+        **{f"{c}_local": pl.Date for c in TIME_COLUMNS[table]},
+        **{f"{c}_precision": pl.Utf8 for c in TIME_COLUMNS[table]},
+    }
+    for table, cols in _BASE_COLUMNS.items()
+}
+
 TABLES = tuple(RAW_COLUMNS)
+
+
+def precision_of(text: pl.Expr) -> pl.Expr:
+    """The precision of ISO 8601 date strings: ``year`` (``2015``), ``month`` (``2015-07``), ``day``
+    (``2015-07-04``), else ``time``; null for null."""
+    s = text.str.strip_chars()
+    return (
+        pl.when(s.str.contains(r"^\d{4}$"))
+        .then(pl.lit("year"))
+        .when(s.str.contains(r"^\d{4}-\d{2}$"))
+        .then(pl.lit("month"))
+        .when(s.str.contains(r"^\d{4}-\d{2}-\d{2}$"))
+        .then(pl.lit("day"))
+        .when(s.is_not_null())
+        .then(pl.lit("time"))
+    )
+
+
+def local_date_of(text: pl.Expr) -> pl.Expr:
+    """The calendar date written at the start of ISO 8601 date-time strings (``2015-12-31`` of
+    ``2015-12-31T23:30:00-05:00``), whatever the offset; null when there is none."""
+    return text.str.strip_chars().str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False)
 
 
 def conform_raw(table: str, frame: pl.DataFrame) -> pl.DataFrame:

@@ -6,7 +6,10 @@ Modes (``--deid``):
     45 CFR 164.514(b)(2). Names, street addresses, cities, counties, phone numbers, e-mail
     addresses, SSNs, MRNs, licence and passport numbers and geolocations are never written (the
     canonical schemas have no column for them). Every date element except the year is removed:
-    ``*_time`` and ``*_date`` columns are null, ``*_year`` columns stay. Patients aged 90 or more get
+    ``*_time`` and ``*_date`` columns are null, ``*_year`` columns stay. A year (and a date) is the
+    one the record writes, before conversion to UTC (``2015-12-31T23:30:00-05:00`` is in 2015; the
+    ``*_time`` columns hold UTC instants), and ``*_precision`` says whether the source gave a year,
+    a month, a day or a time (a FHIR ``2015`` is year-level, never a day). Patients aged 90 or more get
     ``age_90_plus = true`` and no age, birth year or death year. ZIP codes keep their first three
     digits, or ``000`` for the 3-digit areas with 20,000 people or fewer (``data/zip3_restricted.csv``).
     Identifiers become salted pseudonyms; file names (Synthea names files after the patient) and
@@ -23,7 +26,10 @@ Modes (``--deid``):
 ``date-shift``
     Everything above, except that dates are kept but moved by a per-patient offset of 1 to 365 days
     into the past (derived from the salt and the patient, so every table of one patient moves
-    together and intervals are preserved). This is *not* Safe Harbor (it keeps day-level intervals):
+    together and intervals are preserved). A date known only to the month or the year keeps that
+    precision: a month-level date moves its first day and is truncated to that month again; a
+    year-level date keeps its year (no day is invented for it, and a shift of at most a year cannot be
+    expressed in years). This is *not* Safe Harbor (it keeps day-level intervals):
     it is the usual limited-data-set / expert-determination technique, and the manifest says so.
 ``off``
     No de-identification, for data that is already de-identified upstream (MIMIC): identifiers and
@@ -56,22 +62,14 @@ from typing import Any
 import polars as pl
 
 from dataforge.errors import ConfigError, choices
-from dataforge.records.ehr.columns import PHI_COLUMNS
+from dataforge.records.ehr.columns import PHI_COLUMNS, TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 
 DEID_MODES = ("safe-harbor", "date-shift", "off")
 DEFAULT_SALT_ENV = "DATAFORGE_DEID_SALT"
 MAX_SHIFT_DAYS = 365
-TABLE_TIMES = {
-    "patient": ("birth_date", "death_date"),
-    "encounter": ("start_time", "end_time"),
-    "condition": ("start_time", "end_time"),
-    "measurement": ("time",),
-    "medication": ("start_time", "end_time"),
-    "procedure": ("start_time", "end_time"),
-    "note": ("time",),
-}
+TABLE_TIMES = TIME_COLUMNS
 _YEAR_OF = {
     "start_time": "start_year",
     "end_time": "end_year",
@@ -79,6 +77,46 @@ _YEAR_OF = {
     "birth_date": "birth_year",
     "death_date": "death_year",
 }
+
+
+def local_date(frame: pl.DataFrame, col: str) -> pl.Expr:
+    """The calendar date of time column ``col`` as the record writes it (``<col>_local``; else the
+    UTC date, which is the same for a source without UTC offsets)."""
+    utc = pl.col(col).dt.date()
+    return pl.coalesce(pl.col(f"{col}_local"), utc) if f"{col}_local" in frame.columns else utc
+
+
+def _precision(frame: pl.DataFrame, col: str) -> pl.Expr:
+    name = f"{col}_precision"
+    return pl.col(name) if name in frame.columns else pl.lit(None, dtype=pl.Utf8)
+
+
+def _shift_times(frame: pl.DataFrame, times: tuple[str, ...], days: pl.Expr) -> pl.DataFrame:
+    """Move each time column ``days`` back, keeping its precision: a day or a time moves by the
+    offset; a month-level date moves its first day and is truncated to the month again; a
+    year-level date is not moved (a shift of at most a year cannot be expressed in years, and the
+    year alone is not identifying). ``<col>_local`` moves with ``<col>``."""
+    delta = pl.duration(days=days)
+    out = []
+    for c in times:
+        local, precision = pl.col(f"{c}_local"), _precision(frame, c)
+        moved = local - delta
+        new_local = (
+            pl.when(precision == "year")
+            .then(local)
+            .when(precision == "month")
+            .then(moved.dt.truncate("1mo"))
+            .otherwise(moved)
+        )
+        new_utc = (
+            pl.when(precision == "year")
+            .then(pl.col(c))
+            .when(precision == "month")
+            .then(new_local.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+            .otherwise(pl.col(c) - delta)
+        )
+        out += [new_local.alias(f"{c}_local"), new_utc.alias(c)]
+    return frame.with_columns(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,10 +190,12 @@ def restricted_zip3() -> frozenset[str]:
 
 
 def patient_ages(raw: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """Age in whole years at each patient's last record (or death): ``patient_id, ref_time, age``.
+    """Age in whole years at each patient's last record (or death): ``patient_id, ref_date, age``.
 
-    From the birth date when known; otherwise from a source-given age at a given year (MIMIC
-    ``anchor_age`` at ``anchor_year``) moved to the year of the last record.
+    From the birth date when known (dates as the records write them; a birth date known only to
+    the year or month counts from its first day, which gives the highest age it allows);
+    otherwise from a source-given age at a given year (MIMIC ``anchor_age`` at ``anchor_year``)
+    moved to the year of the last record.
     """
     times = []
     for table, cols in TABLE_TIMES.items():
@@ -163,28 +203,26 @@ def patient_ages(raw: dict[str, pl.DataFrame]) -> pl.DataFrame:
             continue
         f = raw[table]
         for c in cols:
-            times.append(f.select("patient_id", pl.col(c).alias("t")))
+            times.append(f.select("patient_id", local_date(f, c).alias("t")))
     patients = raw.get("patient")
     if patients is None or not patients.height:
-        return pl.DataFrame(
-            schema={"patient_id": pl.Utf8, "ref_time": pl.Datetime("us", "UTC"), "age": pl.Int32}
-        )
+        return pl.DataFrame(schema={"patient_id": pl.Utf8, "ref_date": pl.Date, "age": pl.Int32})
     last = (
         pl.concat(times).group_by("patient_id").agg(pl.col("t").max().alias("last"))
         if times
-        else pl.DataFrame(schema={"patient_id": pl.Utf8, "last": pl.Datetime("us", "UTC")})
+        else pl.DataFrame(schema={"patient_id": pl.Utf8, "last": pl.Date})
     )
-    p = patients.join(last, on="patient_id", how="left")
-    ref = pl.coalesce(pl.col("death_date"), pl.col("last"))
+    p = patients.join(last, on="patient_id", how="left").with_columns(
+        local_date(patients, "birth_date").alias("_born"), local_date(patients, "death_date").alias("_died")
+    )
+    ref = pl.coalesce(pl.col("_died"), pl.col("last"))
+    born = pl.col("_born")
     by_birth = (
         ref.dt.year()
-        - pl.col("birth_date").dt.year()
+        - born.dt.year()
         - (
-            (ref.dt.month() < pl.col("birth_date").dt.month())
-            | (
-                (ref.dt.month() == pl.col("birth_date").dt.month())
-                & (ref.dt.day() < pl.col("birth_date").dt.day())
-            )
+            (ref.dt.month() < born.dt.month())
+            | ((ref.dt.month() == born.dt.month()) & (ref.dt.day() < born.dt.day()))
         ).cast(pl.Int32)
     )
     by_anchor = pl.col("age") + pl.when(ref.is_not_null() & pl.col("age_year").is_not_null()).then(
@@ -192,7 +230,7 @@ def patient_ages(raw: dict[str, pl.DataFrame]) -> pl.DataFrame:
     ).otherwise(0)
     return p.select(
         "patient_id",
-        ref.alias("ref_time"),
+        ref.alias("ref_date"),
         pl.when(pl.col("birth_date").is_not_null())
         .then(by_birth)
         .otherwise(by_anchor)
@@ -444,16 +482,20 @@ def deidentify(
     for table, frame in raw.items():
         f = frame
         times = TABLE_TIMES.get(table, ())
+        # years and dates are those of the local calendar date the record writes, not of the UTC
+        # instant (2015-12-31T23:30:00-05:00 is in 2015); times stay UTC instants
+        f = f.with_columns([local_date(f, c).alias(f"{c}_local") for c in times])
         if cfg.mode == "date-shift" and times:
-            delta = pl.duration(
-                days=pl.col("patient_id").replace_strict(shifts, default=0, return_dtype=pl.Int64)
-            )
-            f = f.with_columns([(pl.col(c) - delta).alias(c) for c in times])
-        f = f.with_columns([pl.col(c).dt.year().cast(pl.Int32).alias(_YEAR_OF[c]) for c in times])
+            days = pl.col("patient_id").replace_strict(shifts, default=0, return_dtype=pl.Int64)
+            f = _shift_times(f, times, days)
+        f = f.with_columns([pl.col(f"{c}_local").dt.year().cast(pl.Int32).alias(_YEAR_OF[c]) for c in times])
         if table == "encounter":
             hours = (pl.col("end_time") - pl.col("start_time")).dt.total_seconds() / 3600.0
             f = f.with_columns(hours.alias("duration_hours"))
         if table == "patient":
+            f = f.with_columns(
+                pl.col("birth_date_local").alias("birth_date"), pl.col("death_date_local").alias("death_date")
+            )
             f = f.join(ages.select("patient_id", pl.col("age").alias("_age")), on="patient_id", how="left")
             is_old = pl.col("_age").fill_null(0) >= 90
             f = f.with_columns(
@@ -474,8 +516,9 @@ def deidentify(
             if cfg.mode == "off":
                 # nothing is removed; the age bucket still says who is 90+
                 f = f.with_columns(pl.col("_age").alias("age"))
-            f = f.with_columns(pl.col("birth_date").dt.date(), pl.col("death_date").dt.date())
             f = f.drop("_age")
+        # the local dates have served: they would carry unshifted dates past safe-harbor
+        f = f.drop([f"{c}_local" for c in times])
         if cfg.mode == "safe-harbor" and times:
             f = f.with_columns([pl.lit(None, dtype=f.schema[c]).alias(c) for c in times])
         if table == "note":
@@ -518,7 +561,7 @@ def _hidden_years(patients: pl.DataFrame, old: set[str], cfg: DeidConfig) -> dic
     if not old or "birth_date" not in patients.columns:
         return {}
     out: dict[str, set[int]] = {}
-    for pid, born in patients.select("patient_id", "birth_date").iter_rows():
+    for pid, born in patients.select("patient_id", local_date(patients, "birth_date")).iter_rows():
         if pid in old and born is not None:
             out[pid] = {born.year, born.year - 1} if cfg.mode == "date-shift" else {born.year}
     return out

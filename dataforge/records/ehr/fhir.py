@@ -78,6 +78,9 @@ Code systems use :data:`~dataforge.records.ehr.columns.SYSTEM_URIS` (unknown sys
 ``local``, counted in ``counters['unknown_code_system:<uri>']``); of several codings the first
 with a known system wins. Times with offsets become UTC; date-only and partial values are midnight
 UTC of their first day; a dateTime without offset is taken as UTC (counted as ``naive_datetime``).
+Every time also keeps the calendar date as written (``<col>_local``: the year of
+``2015-12-31T23:30:00-05:00`` is 2015, though its UTC instant is in 2016) and its precision
+(``<col>_precision``: ``year`` for ``2015``, ``month`` for ``2015-07``, ``day``, ``time``).
 Optional elements may be absent anywhere; only the elements named above as rejects are required.
 """
 
@@ -92,7 +95,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -505,8 +508,31 @@ def _at_line(line: int | None) -> str:
 # --------------------------------------------------------------------------- values
 
 
+@dataclass(frozen=True)
+class When:
+    """A FHIR date, dateTime or instant: its UTC instant (a partial date: midnight UTC of its first
+    day), the calendar date as written (before any offset is applied) and its precision (``year``,
+    ``month``, ``day`` or ``time``)."""
+
+    utc: datetime
+    local: date
+    precision: str
+
+
 def parse_datetime(value: Any, where: str, element: str) -> datetime | None:
     """A FHIR date/dateTime/instant as an aware UTC datetime (None when absent)."""
+    when = parse_when(value, where, element)
+    return None if when is None else when.utc
+
+
+def parse_when(value: Any, where: str, element: str) -> When | None:
+    """A FHIR date/dateTime/instant as a :class:`When` (None when absent).
+
+    Example:
+        >>> w = parse_when("2015-12-31T23:30:00-05:00", "w", "x")
+        >>> w.utc.isoformat(), w.local.isoformat(), w.precision
+        ('2016-01-01T04:30:00+00:00', '2015-12-31', 'time')
+    """
     if value is None:
         return None
     if not isinstance(value, str):
@@ -530,7 +556,8 @@ def parse_datetime(value: Any, where: str, element: str) -> datetime | None:
         sign = -1 if tz[0] == "-" else 1
         digits = tz[1:].replace(":", "")
         offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return (dt - offset).replace(tzinfo=timezone.utc)
+    precision = "time" if g["H"] else "day" if g["d"] else "month" if g["m"] else "year"
+    return When((dt - offset).replace(tzinfo=timezone.utc), dt.date(), precision)
 
 
 def _number(value: Any, where: str, element: str) -> float | None:
@@ -685,6 +712,11 @@ class _Mapper:
             self.extract.counters[f"dropped:{rtype}:{exc.reason}"] += 1
             return
         for table, row in rows:
+            for key in [k for k, v in row.items() if isinstance(v, When)]:
+                when = row[key]
+                row[key] = when.utc
+                row[f"{key}_local"] = when.local
+                row[f"{key}_precision"] = when.precision
             row["source_file"] = rec.file
             row["source_row"] = rec.row
             row["source_ref"] = _ref_of(res)
@@ -858,7 +890,7 @@ class _Mapper:
             return rid
         return f"{rec.file}#{rec.row}"
 
-    def _time(self, rec: _Record, res: dict, prefix: str) -> tuple[datetime | None, datetime | None]:
+    def _time(self, rec: _Record, res: dict, prefix: str) -> tuple[When | None, When | None]:
         """``<prefix>DateTime`` / ``<prefix>Period`` / ``<prefix>Instant`` / ``<prefix>Date``."""
         w = rec.where
         for suffix in ("DateTime", "Instant", "Date"):
@@ -869,8 +901,8 @@ class _Mapper:
         end = self._dt(period.get("end"), w, f"{prefix}Period.end")
         return start, end
 
-    def _dt(self, value: Any, where: str, element: str) -> datetime | None:
-        out = parse_datetime(value, where, element)
+    def _dt(self, value: Any, where: str, element: str) -> When | None:
+        out = parse_when(value, where, element)
         if isinstance(value, str) and "T" in value and not re.search(r"(Z|[+-]\d{2}:?\d{2})$", value):
             self.extract.counters["naive_datetime"] += 1
         return out

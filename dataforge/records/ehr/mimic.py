@@ -69,7 +69,7 @@ from pathlib import Path
 import polars as pl
 
 from dataforge.errors import InputError
-from dataforge.records.ehr.columns import conform_raw
+from dataforge.records.ehr.columns import conform_raw, precision_of
 from dataforge.records.model import Extract, display_name, read_csv_table
 
 log = logging.getLogger(__name__)
@@ -170,13 +170,18 @@ def parse_checked(
     ``parse`` maps column -> ``datetime`` | ``float`` | ``int``: each present column is replaced
     by its parsed value; a row where a non-null input does not parse is rejected
     (``bad_date`` / ``bad_number``) with an error naming the file, line, column and value.
-    ``required`` columns must be non-null (``missing_value``). Returns the surviving rows.
+    ``required`` columns must be non-null (``missing_value``). Returns the surviving rows; each
+    ``datetime`` column ``c`` also gets ``__prec_<c>``, the precision of the value as written
+    (``day`` or ``time``, see :func:`~dataforge.records.ehr.columns.precision_of`; :func:`prec`).
     """
     parse = {c: k for c, k in (parse or {}).items() if c in frame.columns}
     source_cols = [c for c in frame.columns if not c.startswith("_")]
     errors: list[pl.Expr] = []
     reasons: list[pl.Expr] = []
-    parsed = frame.with_columns([_PARSERS[k](c).alias(f"__p_{c}") for c, k in parse.items()])
+    parsed = frame.with_columns(
+        [_PARSERS[k](c).alias(f"__p_{c}") for c, k in parse.items()]
+        + [precision_of(pl.col(c)).alias(f"__prec_{c}") for c, k in parse.items() if k == "datetime"]
+    )
     for c in required:
         if c not in frame.columns:
             continue
@@ -213,6 +218,12 @@ def parse_checked(
             )
         parsed = parsed.filter(pl.col("__reason").is_null()).drop("__err", "__reason")
     return parsed.with_columns([pl.col(f"__p_{c}").alias(c) for c in parse]).drop([f"__p_{c}" for c in parse])
+
+
+def prec(frame: pl.DataFrame, col: str) -> pl.Expr:
+    """The precision :func:`parse_checked` recorded for datetime column ``col`` (null when absent)."""
+    name = f"__prec_{col}"
+    return pl.col(name) if name in frame.columns else pl.lit(None, pl.Utf8)
 
 
 def reject_unknown(
@@ -532,9 +543,11 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 pl.col("subject_id").alias("patient_id"),
                 pl.col("hadm_id").alias("encounter_id"),
                 pl.col("admittime").alias("start_time"),
+                prec(f, "admittime").alias("start_time_precision"),
                 pl.col("dischtime").alias("end_time")
                 if "dischtime" in f.columns
                 else pl.lit(None).alias("end_time"),
+                prec(f, "dischtime").alias("end_time_precision"),
                 pl.when(pl.col("dischtime").is_not_null()).then(pl.lit("finished")).alias("status")
                 if "dischtime" in f.columns
                 else pl.lit(None, pl.Utf8).alias("status"),
@@ -582,13 +595,18 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 pl.col("anchor_age").cast(pl.Int32).alias("age"),
                 pl.col("anchor_year").cast(pl.Int32).alias("age_year"),
                 dod.alias("death_date"),
+                prec(f, "dod").alias("death_date_precision"),
                 pl.when(dod.is_not_null()).then(pl.lit(True)).alias("deceased"),
                 *[pl.col(c) for c in demo_cols],
             )
         )
 
     adm_time = (
-        admissions.select("hadm_id", pl.col("admittime").alias("__admittime"))
+        admissions.select(
+            "hadm_id",
+            pl.col("admittime").alias("__admittime"),
+            prec(admissions, "admittime").alias("__adm_prec"),
+        )
         if admissions is not None
         else None
     )
@@ -613,7 +631,10 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
         if adm_time is not None and "hadm_id" in f.columns:
             f = f.join(adm_time, on="hadm_id", how="left")
         else:
-            f = f.with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("__admittime"))
+            f = f.with_columns(
+                pl.lit(None, pl.Datetime("us", "UTC")).alias("__admittime"),
+                pl.lit(None, pl.Utf8).alias("__adm_prec"),
+            )
         ex.counters["diagnosis_without_admission_time"] += f.filter(pl.col("__admittime").is_null()).height
         reader.frames["condition"].append(
             f.sort("_row")
@@ -626,6 +647,7 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 pl.format("diagnoses_icd:{}:{}", pl.col("hadm_id"), pl.col("seq_num")).alias("record_id"),
                 pl.col("hadm_id").alias("encounter_id"),
                 pl.col("__admittime").alias("start_time"),
+                pl.col("__adm_prec").alias("start_time_precision"),
                 pl.lit("encounter-diagnosis").alias("category"),
                 "code",
                 "code_system",
@@ -665,6 +687,7 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 pl.format("procedures_icd:{}:{}", pl.col("hadm_id"), pl.col("seq_num")).alias("record_id"),
                 pl.col("hadm_id").alias("encounter_id"),
                 pl.col("chartdate").alias("start_time"),
+                prec(f, "chartdate").alias("start_time_precision"),
                 "code",
                 "code_system",
                 "display",
@@ -745,6 +768,7 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 rid.alias("record_id"),
                 pl.col("hadm_id").alias("encounter_id"),
                 pl.col("charttime").alias("time"),
+                prec(f, "charttime").alias("time_precision"),
                 pl.lit("laboratory").alias("category"),
                 pl.when(mapped).then(pl.col("__loinc")).otherwise(pl.col("itemid")).alias("code"),
                 pl.when(mapped).then(pl.lit("LOINC")).otherwise(pl.lit("MIMIC-LAB")).alias("code_system"),
@@ -813,7 +837,9 @@ def read_mimic(paths: str | Path | Iterable[str | Path], *, root: str | Path | N
                 pl.format("prescriptions:{}:{}", pl.col("pharmacy_id"), pl.col("drug")).alias("record_id"),
                 pl.col("hadm_id").alias("encounter_id"),
                 pl.col("starttime").alias("start_time"),
+                prec(f, "starttime").alias("start_time_precision"),
                 pl.col("stoptime").alias("end_time"),
+                prec(f, "stoptime").alias("end_time_precision"),
                 pl.lit("prescription").alias("category"),
                 pl.when(is_ndc).then(ndc).otherwise(local).alias("code"),
                 pl.when(is_ndc).then(pl.lit("NDC")).otherwise(pl.lit("MIMIC-DRUG")).alias("code_system"),
@@ -992,6 +1018,7 @@ def _omr_rows(f: pl.DataFrame, ex: Extract, *, name: str) -> pl.DataFrame:
         *provenance(name, ref),
         pl.col("subject_id").alias("patient_id"),
         pl.col("chartdate").alias("time"),
+        prec(f, "chartdate").alias("time_precision"),
     ]
     bp = f.filter(is_bp)
     parts = []

@@ -17,7 +17,8 @@ CDM table              canonical    notes
 PERSON                 patient      gender 8507/8532 -> male/female (8521 other, 8551
                                     unknown; else gender_source_value M/F); birth_datetime,
                                     else year/month/day (a missing month or day -> 1, counted
-                                    ``birth_date_partial``); race/ethnicity: concept name
+                                    ``birth_date_partial``, with ``birth_date_precision``
+                                    ``year`` or ``month``); race/ethnicity: concept name
                                     (CONCEPT, then the standard OMOP race concepts), else the
                                     source value; address fields from LOCATION.
 DEATH                  (dropped)    death_date / deceased are copied onto the patient; the DEATH
@@ -54,9 +55,10 @@ LOCATION, CARE_SITE, PROVIDER
                        (lookup)     not patient records; not counted.
 =====================  ===========  =========================================================
 
-Times: ``*_datetime`` when given, else ``*_date`` (midnight UTC). A start date/time that does not
-parse, or a missing one, rejects the row; rows whose ``person_id`` is not in PERSON are rejected
-(``unknown_patient``) when PERSON is among the inputs.
+Times: ``*_datetime`` when given (precision ``time``), else ``*_date`` (midnight UTC, precision
+``day``); OMOP times carry no UTC offset, so the date as written is the UTC date. A start date/time
+that does not parse, or a missing one, rejects the row; rows whose ``person_id`` is not in PERSON
+are rejected (``unknown_patient``) when PERSON is among the inputs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from dataforge.records.ehr.mimic import (
     drop_all,
     drop_duplicates,
     parse_checked,
+    prec,
     provenance,
     reject_unknown,
     table_name,
@@ -284,6 +287,15 @@ def _when_time(f: pl.DataFrame, datetime_col: str, date_col: str) -> pl.Expr:
     )
 
 
+def _when_precision(f: pl.DataFrame, datetime_col: str, date_col: str) -> pl.Expr:
+    """The precision of :func:`_when_time`'s value as written (``time``, ``day``)."""
+    return (
+        pl.when(_col(f, datetime_col, pl.Datetime("us", "UTC")).is_not_null())
+        .then(prec(f, datetime_col))
+        .otherwise(prec(f, date_col))
+    )
+
+
 def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | None = None) -> Extract:
     """Read OMOP CDM tables (see the module docstring for the mapping) into an :class:`Extract`.
 
@@ -375,8 +387,11 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
     for path in files.get("death", []):
         name, fr = read(path, "death", "records", required=("person_id",))
         f = check(fr, name, "DEATH", {"death_date": "datetime", "death_datetime": "datetime"}, ("person_id",))
-        f = f.with_columns(_when_time(f, "death_datetime", "death_date").alias("__death"))
-        deaths.append(f.select("person_id", "__death"))
+        f = f.with_columns(
+            _when_time(f, "death_datetime", "death_date").alias("__death"),
+            _when_precision(f, "death_datetime", "death_date").alias("__death_prec"),
+        )
+        deaths.append(f.select("person_id", "__death", "__death_prec"))
         drop_all(
             f,
             ex,
@@ -385,7 +400,13 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
             reason="merged_into_patient",
             detail="death date copied to the patient row",
         )
-    death = pl.concat(deaths).group_by("person_id").agg(pl.col("__death").min()) if deaths else None
+    death = (
+        pl.concat(deaths)
+        .group_by("person_id")
+        .agg(pl.col("__death").min(), pl.col("__death_prec").sort_by("__death", nulls_last=True).first())
+        if deaths
+        else None
+    )
 
     # PERSON -> patient
     for name, f in persons:
@@ -442,7 +463,19 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 )
                 .alias("gender"),
                 pl.coalesce(_col(f, "birth_datetime", pl.Datetime("us", "UTC")), ymd).alias("birth_date"),
+                pl.when(_col(f, "birth_datetime", pl.Datetime("us", "UTC")).is_not_null())
+                .then(prec(f, "birth_datetime"))
+                .when(year.is_not_null() & month.is_not_null() & day.is_not_null())
+                .then(pl.lit("day"))
+                .when(year.is_not_null() & month.is_not_null())
+                .then(pl.lit("month"))
+                .when(year.is_not_null())
+                .then(pl.lit("year"))
+                .alias("birth_date_precision"),
                 (pl.col("__death") if "__death" in f.columns else TS_NULL).alias("death_date"),
+                (pl.col("__death_prec") if "__death" in f.columns else pl.lit(None, pl.Utf8)).alias(
+                    "death_date_precision"
+                ),
                 pl.when(pl.col("__death").is_not_null() if "__death" in f.columns else pl.lit(False))
                 .then(pl.lit(True))
                 .alias("deceased"),
@@ -492,7 +525,9 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 pl.col("person_id").alias("patient_id"),
                 pl.col("visit_occurrence_id").str.strip_chars().alias("encounter_id"),
                 _when_time(f, "visit_start_datetime", "visit_start_date").alias("start_time"),
+                _when_precision(f, "visit_start_datetime", "visit_start_date").alias("start_time_precision"),
                 _when_time(f, "visit_end_datetime", "visit_end_date").alias("end_time"),
+                _when_precision(f, "visit_end_datetime", "visit_end_date").alias("end_time_precision"),
                 _col(f, "visit_concept_id")
                 .str.strip_chars()
                 .replace_strict(VISIT_CLASS, default=None, return_dtype=pl.Utf8)
@@ -540,7 +575,13 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 ).alias("record_id"),
                 _col(f, "visit_occurrence_id").alias("encounter_id"),
                 _when_time(f, "condition_start_datetime", "condition_start_date").alias("start_time"),
+                _when_precision(f, "condition_start_datetime", "condition_start_date").alias(
+                    "start_time_precision"
+                ),
                 _when_time(f, "condition_end_datetime", "condition_end_date").alias("end_time"),
+                _when_precision(f, "condition_end_datetime", "condition_end_date").alias(
+                    "end_time_precision"
+                ),
                 "code",
                 "code_system",
                 "display",
@@ -582,7 +623,11 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 ).alias("record_id"),
                 _col(f, "visit_occurrence_id").alias("encounter_id"),
                 _when_time(f, "procedure_datetime", "procedure_date").alias("start_time"),
+                _when_precision(f, "procedure_datetime", "procedure_date").alias("start_time_precision"),
                 _when_time(f, "procedure_end_datetime", "procedure_end_date").alias("end_time"),
+                _when_precision(f, "procedure_end_datetime", "procedure_end_date").alias(
+                    "end_time_precision"
+                ),
                 "code",
                 "code_system",
                 "display",
@@ -620,7 +665,13 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 ),
                 _col(f, "visit_occurrence_id").alias("encounter_id"),
                 _when_time(f, "drug_exposure_start_datetime", "drug_exposure_start_date").alias("start_time"),
+                _when_precision(f, "drug_exposure_start_datetime", "drug_exposure_start_date").alias(
+                    "start_time_precision"
+                ),
                 _when_time(f, "drug_exposure_end_datetime", "drug_exposure_end_date").alias("end_time"),
+                _when_precision(f, "drug_exposure_end_datetime", "drug_exposure_end_date").alias(
+                    "end_time_precision"
+                ),
                 pl.when(pl.col("code_system") == "CVX")
                 .then(pl.lit("immunization"))
                 .otherwise(pl.lit("prescription"))
@@ -696,6 +747,7 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                     pl.format("{}:{}", pl.lit(upper), pl.col(id_col).str.strip_chars()).alias("record_id"),
                     _col(f, "visit_occurrence_id").alias("encounter_id"),
                     _when_time(f, f"{prefix}_datetime", f"{prefix}_date").alias("time"),
+                    _when_precision(f, f"{prefix}_datetime", f"{prefix}_date").alias("time_precision"),
                     category.alias("category"),
                     "code",
                     "code_system",
@@ -727,6 +779,7 @@ def read_omop(paths: str | Path | Iterable[str | Path], *, root: str | Path | No
                 pl.format("NOTE:{}", pl.col("note_id").str.strip_chars()).alias("record_id"),
                 _col(f, "visit_occurrence_id").alias("encounter_id"),
                 _when_time(f, "note_datetime", "note_date").alias("time"),
+                _when_precision(f, "note_datetime", "note_date").alias("time_precision"),
                 pl.coalesce(_col(f, "note_title"), pl.col("__nt_name")).alias("note_type"),
                 _col(f, "note_text").alias("text"),
             ).with_columns(unique_ids()),

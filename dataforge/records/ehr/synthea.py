@@ -25,6 +25,9 @@ Mapping (each CSV data row is one input record; ``record_id`` of tables without 
   SNOMED CT. ``status`` is null (not in the CSV).
 * ``conditions`` -> ``condition``: ``START``/``STOP`` are dates (midnight UTC); ``SYSTEM`` when
   present, else SNOMED.
+* times: Synthea writes UTC (``...Z``); a timestamp with another offset becomes UTC, and keeps the
+  date it was written with in ``<col>_local`` (its year is the canonical year). Precision ``day``
+  for a date, ``time`` for a timestamp.
 * ``observations`` -> ``measurement``: Synthea writes one CSV row per component of a multi-component
   observation (blood pressure, PRAPARE) and no row for the panel itself, which is what the FHIR
   reader produces from ``Observation.component``. ``TYPE == numeric`` -> ``value`` (float; the CSV
@@ -45,6 +48,12 @@ Mapping (each CSV data row is one input record; ``record_id`` of tables without 
 * A CSV whose name is not a Synthea table is skipped (``role = skipped`` in ``inputs``, a warning
   in the log) so that a newer exporter's extra file does not stop the run; its rows are not records.
 
+A column the mapping reads but does not require (``DESCRIPTION``, ``STOP``, ``ENCOUNTER``...,
+:data:`EXPECTED_COLUMNS`) may be absent: the file is read with that canonical column null, and the
+run says so (a warning naming the file and the columns, counter
+``missing_column:<table>:<COLUMN>`` with the rows affected, ``missing_columns`` in the file's
+``inputs`` entry).
+
 Rejects (each error names the file, the line, the column and the value): ``missing_value`` (an
 empty ``Id``/``PATIENT``/``CODE``/start date), ``bad_date``, ``bad_number``, ``duplicate_id``,
 ``unknown_patient`` (``PATIENT`` not among the accepted ``patients.csv`` rows), and
@@ -61,7 +70,7 @@ from pathlib import Path
 import polars as pl
 
 from dataforge.errors import InputError
-from dataforge.records.ehr.columns import SYSTEM_URIS, TS, conform_raw, empty_raw
+from dataforge.records.ehr.columns import SYSTEM_URIS, TS, conform_raw, empty_raw, local_date_of, precision_of
 from dataforge.records.model import Extract, display_name, read_csv_table
 
 log = logging.getLogger(__name__)
@@ -129,6 +138,18 @@ US_STATE_CODES = {
     "northern mariana islands": "MP",
 }  # fmt: skip
 
+# Columns every Synthea exporter writes that the mapping reads but does not require: a file without
+# one is still read (the canonical column is null in every row), with a warning, a counter
+# ``missing_column:<table>:<COLUMN>`` (rows affected) and ``missing_columns`` on its ``inputs`` entry.
+EXPECTED_COLUMNS = {
+    "patients": ("DEATHDATE", "FIRST", "LAST", "MARITAL", "RACE", "ETHNICITY", "GENDER", "STATE", "ZIP"),
+    "encounters": ("STOP", "ENCOUNTERCLASS", "CODE", "DESCRIPTION", "REASONCODE", "REASONDESCRIPTION"),
+    "conditions": ("STOP", "ENCOUNTER", "DESCRIPTION"),
+    "observations": ("ENCOUNTER", "DESCRIPTION", "UNITS"),
+    "medications": ("STOP", "ENCOUNTER", "DESCRIPTION"),
+    "immunizations": ("ENCOUNTER", "DESCRIPTION"),
+    "procedures": ("ENCOUNTER", "DESCRIPTION", "REASONCODE"),
+}
 GENDERS = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 LOINC_CODE = r"^\d{1,7}-\d$"
 NUMBER = r"^[+-]?\d+(\.\d+)?$"
@@ -249,6 +270,18 @@ def _ts(col: str) -> pl.Expr:
     )
 
 
+def _times(col: str, target: str, frame: pl.DataFrame) -> list[pl.Expr]:
+    """``target`` (UTC), ``<target>_local`` (the date as written) and ``<target>_precision`` from
+    Synthea column ``col``; nothing when the file has no such column (the raw columns are then null)."""
+    if col not in frame.columns:
+        return []
+    return [
+        _ts(col).alias(target),
+        local_date_of(pl.col(col)).alias(f"{target}_local"),
+        precision_of(pl.col(col)).alias(f"{target}_precision"),
+    ]
+
+
 def _float(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars().cast(pl.Float64, strict=False)
 
@@ -281,9 +314,18 @@ class _Reader:
         name = display_name(path, self.root)
         before = self.extract.rows_in
         csv = read_csv_table(path, self.extract, table=table, required=required, name=name)
-        self.extract.inputs.append(
-            {"path": name, "role": "records", "table": table, "rows": self.extract.rows_in - before}
-        )
+        rows = self.extract.rows_in - before
+        entry: dict[str, object] = {"path": name, "role": "records", "table": table, "rows": rows}
+        missing = [c for c in EXPECTED_COLUMNS.get(table, ()) if c not in csv.header]
+        if missing:
+            log.warning(
+                "synthea: %s has no column %s: read with %s empty in all %d row(s)",
+                name, ", ".join(missing), "it" if len(missing) == 1 else "them", rows,
+            )  # fmt: skip
+            entry["missing_columns"] = missing
+            for c in missing:
+                self.extract.counters[f"missing_column:{table}:{c}"] += rows
+        self.extract.inputs.append(entry)
         frame = csv.frame.with_columns(
             pl.concat_str([pl.col(c).fill_null("") for c in csv.frame.columns if not c.startswith("_")],
                           separator=",").alias("_raw")
@@ -423,8 +465,8 @@ class _Reader:
             pl.col("Id").alias("patient_id"),
             opt("GENDER").str.to_uppercase().replace_strict(GENDERS, default=opt("GENDER").str.to_lowercase())
             .alias("gender"),
-            _ts("BIRTHDATE").alias("birth_date"),
-            death.alias("death_date"),
+            *_times("BIRTHDATE", "birth_date", f),
+            *_times("DEATHDATE", "death_date", f),
             pl.when(death.is_not_null()).then(True).otherwise(None).alias("deceased"),
             opt("RACE").str.to_lowercase().alias("race"),
             opt("ETHNICITY").str.to_lowercase().alias("ethnicity"),
@@ -461,8 +503,8 @@ class _Reader:
             *self._prov(name, table, "Id"),
             pl.col("PATIENT").alias("patient_id"),
             pl.col("Id").alias("encounter_id"),
-            _ts("START").alias("start_time"),
-            (_ts("STOP") if "STOP" in f.columns else pl.lit(None, dtype=TS)).alias("end_time"),
+            *_times("START", "start_time", f),
+            *_times("STOP", "end_time", f),
             opt("ENCOUNTERCLASS").str.to_lowercase().alias("class"),
             opt("CODE").alias("code"),
             pl.when(opt("CODE").is_not_null()).then(pl.lit("SNOMED")).alias("code_system"),
@@ -486,8 +528,8 @@ class _Reader:
             pl.col("PATIENT").alias("patient_id"),
             pl.format(f"{table}:{{}}", pl.col("_row")).alias("record_id"),
             opt("ENCOUNTER").alias("encounter_id"),
-            _ts("START").alias("start_time"),
-            (_ts("STOP") if "STOP" in f.columns else pl.lit(None, dtype=TS)).alias("end_time"),
+            *_times("START", "start_time", f),
+            *_times("STOP", "end_time", f),
             pl.col("CODE").alias("code"),
             _system("SYSTEM" if "SYSTEM" in f.columns else None, "SNOMED").alias("code_system"),
             opt("DESCRIPTION").alias("display"),
@@ -519,7 +561,7 @@ class _Reader:
             pl.col("PATIENT").alias("patient_id"),
             pl.format(f"{table}:{{}}", pl.col("_row")).alias("record_id"),
             opt("ENCOUNTER").alias("encounter_id"),
-            _ts("DATE").alias("time"),
+            *_times("DATE", "time", f),
             opt("CATEGORY").alias("category"),
             pl.col("CODE").alias("code"),
             pl.when(pl.col("CODE").str.contains(LOINC_CODE)).then(pl.lit("LOINC")).otherwise(pl.lit("local"))
@@ -545,8 +587,8 @@ class _Reader:
             pl.col("PATIENT").alias("patient_id"),
             pl.format(f"{table}:{{}}", pl.col("_row")).alias("record_id"),
             opt("ENCOUNTER").alias("encounter_id"),
-            _ts("START").alias("start_time"),
-            stop.alias("end_time"),
+            *_times("START", "start_time", f),
+            *_times("STOP", "end_time", f),
             pl.lit("prescription").alias("category"),
             pl.when(stop.is_not_null()).then(pl.lit("stopped")).otherwise(pl.lit("active")).alias("status"),
             pl.col("CODE").alias("code"),
@@ -567,7 +609,7 @@ class _Reader:
             pl.col("PATIENT").alias("patient_id"),
             pl.format(f"{table}:{{}}", pl.col("_row")).alias("record_id"),
             opt("ENCOUNTER").alias("encounter_id"),
-            _ts("DATE").alias("start_time"),
+            *_times("DATE", "start_time", f),
             pl.lit("immunization").alias("category"),
             pl.lit("completed").alias("status"),
             pl.col("CODE").alias("code"),
@@ -592,8 +634,8 @@ class _Reader:
             pl.col("PATIENT").alias("patient_id"),
             pl.format(f"{table}:{{}}", pl.col("_row")).alias("record_id"),
             opt("ENCOUNTER").alias("encounter_id"),
-            _ts(start).alias("start_time"),
-            (_ts("STOP") if "STOP" in f.columns else pl.lit(None, dtype=TS)).alias("end_time"),
+            *_times(start, "start_time", f),
+            *_times("STOP", "end_time", f),
             pl.col("CODE").alias("code"),
             _system("SYSTEM" if "SYSTEM" in f.columns else None, "SNOMED").alias("code_system"),
             opt("DESCRIPTION").alias("display"),

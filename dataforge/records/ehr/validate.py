@@ -9,6 +9,9 @@ Rules (each names the field and the value in the reject's error):
     a death date before the birth date; a source-given negative age; an age over 125.
 ``end_before_start``
     a period whose end is more than a day before its start.
+
+    In these two rules a death or end date known only to the year or month (``<col>_precision``)
+    stands for its whole year or month: an end in ``2015`` is not before a start on 2015-07-04.
 ``implausible_value``
     a measurement outside the physiologically possible range of its code, checked in the canonical
     unit after unit normalization (``data/physiological_ranges.csv``; e.g. body weight 0.2-700 kg,
@@ -156,6 +159,23 @@ def physiological_ranges() -> pl.DataFrame:
 # --------------------------------------------------------------------------- rules
 
 
+def _latest(frame: pl.DataFrame, col: str) -> pl.Expr:
+    """The last instant a time column's value can stand for: a year- or month-level date (stored as
+    its first day) covers the whole year or month."""
+    name = f"{col}_precision"
+    if name not in frame.columns:
+        return pl.col(col)
+    p, t = pl.col(name), pl.col(col)
+    last = pl.duration(microseconds=1)
+    return (
+        pl.when(p == "year")
+        .then(t.dt.offset_by("1y") - last)
+        .when(p == "month")
+        .then(t.dt.offset_by("1mo") - last)
+        .otherwise(t)
+    )
+
+
 def _row_problems(table: str, frame: pl.DataFrame, *, now: dt.datetime, source: str) -> pl.DataFrame:
     """``source_file, source_row, reason, error`` for every invalid row of one raw table."""
     checks: list[tuple[str, pl.Expr, pl.Expr]] = []
@@ -176,7 +196,7 @@ def _row_problems(table: str, frame: pl.DataFrame, *, now: dt.datetime, source: 
         checks += [
             (
                 "death_before_birth",
-                pl.col("death_date") < pl.col("birth_date"),
+                _latest(frame, "death_date") < pl.col("birth_date"),
                 pl.format(
                     "patient.death_date {} is before birth_date {}",
                     pl.col("death_date").dt.strftime("%Y-%m-%d"),
@@ -202,7 +222,7 @@ def _row_problems(table: str, frame: pl.DataFrame, *, now: dt.datetime, source: 
         checks.append(
             (
                 "end_before_start",
-                pl.col("end_time") < pl.col("start_time") - pl.duration(days=1),
+                _latest(frame, "end_time") < pl.col("start_time") - pl.duration(days=1),
                 pl.format(
                     f"{table}.end_time {{}} is before start_time {{}}",
                     pl.col("end_time").dt.strftime("%Y-%m-%d"),

@@ -269,3 +269,81 @@ def test_reject_messages_lose_record_ids_and_relatives():
     )
     assert "cond-1" not in msg and "Priya" not in msg and "09fbd99b" not in msg
     assert "Condition/[ID]" in msg and "b.json entry 3" in msg
+
+
+def _dated_tables() -> dict[str, pl.DataFrame]:
+    """One patient born in "1950" (year only) with measurements written as
+    2015-12-31T23:30:00-05:00 (2016 in UTC), 2015-07 (month), 2015 (year) and 2015-07-04 (day)."""
+    patient = conform_raw(
+        "patient",
+        pl.DataFrame(
+            {
+                "source_file": ["p.json"],
+                "source_row": [0],
+                "patient_id": ["P1"],
+                "birth_date": [ts(1950, 1, 1)],
+                "birth_date_local": [dt.date(1950, 1, 1)],
+                "birth_date_precision": ["year"],
+            }
+        ),
+    )
+    measurement = conform_raw(
+        "measurement",
+        pl.DataFrame(
+            {
+                "source_file": ["p.json"] * 4,
+                "source_row": [1, 2, 3, 4],
+                "patient_id": ["P1"] * 4,
+                "record_id": ["M1", "M2", "M3", "M4"],
+                "time": [ts(2016, 1, 1, 4, 30), ts(2015, 7, 1), ts(2015, 1, 1), ts(2015, 7, 4)],
+                "time_local": [
+                    dt.date(2015, 12, 31),
+                    dt.date(2015, 7, 1),
+                    dt.date(2015, 1, 1),
+                    dt.date(2015, 7, 4),
+                ],
+                "time_precision": ["time", "month", "year", "day"],
+            }
+        ),
+    )
+    return {"patient": patient, "measurement": measurement}
+
+
+@pytest.mark.parametrize("mode", ["off", "safe-harbor", "date-shift"])
+def test_years_are_those_of_the_local_date(mode):
+    cfg = DeidConfig(mode=mode, salt=b"test-salt-123" if mode != "off" else None)
+    out, _ = deidentify(_dated_tables(), source="fhir", cfg=cfg)
+    m = out["measurement"].sort("source_row")
+    shift = dt.timedelta(days=shift_days(cfg, "P1")) if mode == "date-shift" else dt.timedelta(0)
+    assert m["year"][0] == (dt.date(2015, 12, 31) - shift).year  # not the year of the UTC instant
+    assert m["time_precision"].to_list() == ["time", "month", "year", "day"]
+    # the local dates are used, not written: under safe-harbor they would be full dates
+    for f in out.values():
+        assert not [c for c in f.columns if c.endswith("_local")]
+    if mode == "safe-harbor":
+        assert m["year"].to_list() == [2015] * 4 and m["time"].null_count() == 4
+    if mode == "off":
+        assert m["time"][0] == ts(2016, 1, 1, 4, 30)  # times stay UTC instants
+
+
+def test_date_shift_keeps_partial_dates_partial():
+    cfg = DeidConfig(mode="date-shift", salt=b"test-salt-123")
+    shift = dt.timedelta(days=shift_days(cfg, "P1"))
+    out, _ = deidentify(_dated_tables(), source="fhir", cfg=cfg)
+    m = out["measurement"].sort("source_row")
+    # a time and a day move by the offset
+    assert m["time"][0] == ts(2016, 1, 1, 4, 30) - shift
+    assert m["time"][3] == ts(2015, 7, 4) - shift
+    # a month moves with its first day and is a month again; a year is not moved
+    first = dt.date(2015, 7, 1) - shift
+    assert (m["time"][1], m["year"][1]) == (ts(first.year, first.month, 1), first.year)
+    assert (m["time"][2], m["year"][2]) == (ts(2015, 1, 1), 2015)
+    # a birth year is not made into a day
+    p = out["patient"].row(0, named=True)
+    assert (p["birth_date"], p["birth_year"], p["birth_date_precision"]) == (
+        dt.date(1950, 1, 1),
+        1950,
+        "year",
+    )
+    # the age counts from the first day of the birth year (the highest age it allows)
+    assert p["age"] == 65

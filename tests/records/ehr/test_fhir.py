@@ -6,7 +6,7 @@ import base64
 import gzip
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -14,9 +14,11 @@ import pytest
 import zstandard
 from polars.testing import assert_frame_equal
 
+import dataforge
 from dataforge.errors import InputError
+from dataforge.io.shards import read_manifest, read_shard
 from dataforge.records.ehr.columns import RAW_COLUMNS
-from dataforge.records.ehr.fhir import parse_datetime, read_fhir
+from dataforge.records.ehr.fhir import parse_datetime, parse_when, read_fhir
 
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "ehr"
 FHIR_DIR = SAMPLE / "synthea_fhir"
@@ -487,6 +489,111 @@ def test_parse_datetime_forms():
     assert parse_datetime("2020-03-04T05:06:07.5+05:30", "w", "x") == utc(2020, 3, 3, 23, 36, 7, 500000)
     assert parse_datetime("2020-03-04T05:06:07Z", "w", "x") == utc(2020, 3, 4, 5, 6, 7)
     assert parse_datetime(None, "w", "x") is None
+
+
+def test_parse_when_keeps_the_date_as_written_and_the_precision():
+    w = parse_when("2015-12-31T23:30:00-05:00", "w", "x")
+    assert (w.utc, w.local, w.precision) == (utc(2016, 1, 1, 4, 30), date(2015, 12, 31), "time")
+    w = parse_when("2015-07-04T23:30:00+14:00", "w", "x")
+    assert (w.utc, w.local) == (utc(2015, 7, 4, 9, 30), date(2015, 7, 4))
+    forms = {"2015": "year", "2015-07": "month", "2015-07-04": "day", "2015-07-04T10:00:00Z": "time"}
+    assert {v: parse_when(v, "w", "x").precision for v in forms} == forms
+    assert parse_when("2015-07", "w", "x").local == date(2015, 7, 1)
+    assert parse_when(None, "w", "x") is None
+
+
+def test_rows_carry_the_local_date_and_the_precision(tmp_path):
+    obs = [
+        observation("o-1", effectiveDateTime="2015"),
+        observation("o-2", effectiveDateTime="2015-07"),
+        observation("o-3", effectiveDateTime="2015-07-04"),
+        observation("o-4", effectiveDateTime="2015-12-31T23:30:00-05:00"),
+    ]
+    path = write_json(tmp_path / "b.json", bundle(patient(birthDate="1950"), encounter(), *obs))
+    ex = read_fhir([path])
+    m = ex.tables["measurement"].sort("record_id")
+    assert m["time_precision"].to_list() == ["year", "month", "day", "time"]
+    assert m["time_local"].to_list() == [
+        date(2015, 1, 1),
+        date(2015, 7, 1),
+        date(2015, 7, 4),
+        date(2015, 12, 31),
+    ]
+    assert m["time"][3] == utc(2016, 1, 1, 4, 30)
+    p = ex.tables["patient"].row(0, named=True)
+    assert (p["birth_date_local"], p["birth_date_precision"]) == (date(1950, 1, 1), "year")
+    e = ex.tables["encounter"].row(0, named=True)
+    assert (e["start_time_precision"], e["end_time_precision"]) == ("time", "time")
+
+
+def _real_bundle_with_dates(tmp_path: Path) -> tuple[Path, list[int]]:
+    """Temika's real bundle with a year-only birth date and four Observations dated ``2015``,
+    ``2015-07``, ``2015-07-04`` and ``2015-12-31T23:30:00-05:00`` (2016 in UTC); returns the folder
+    and the entry indexes (``source_row``) of those Observations."""
+    name = "Temika453_Wuckert783_b37f7960-7e9e-f3f7-f891-79ae4f632406.json.gz"
+    doc = bundles()[name]
+    assert doc["entry"][0]["resource"]["resourceType"] == "Patient"
+    doc["entry"][0]["resource"]["birthDate"] = "2011"
+    rows = [
+        i
+        for i, e in enumerate(doc["entry"])
+        if e["resource"]["resourceType"] == "Observation" and "valueQuantity" in e["resource"]
+    ][:4]
+    for i, when in zip(rows, ("2015", "2015-07", "2015-07-04", "2015-12-31T23:30:00-05:00"), strict=True):
+        doc["entry"][i]["resource"]["effectiveDateTime"] = when
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_json(folder / "bundle.json", doc)
+    return folder, rows
+
+
+def _table(out: Path, name: str) -> pl.DataFrame:
+    shards = read_manifest(out)["tables"][name]["shards"]
+    return pl.concat([pl.from_arrow(read_shard(out / s["path"])) for s in shards])
+
+
+def test_years_are_the_local_years_and_partial_dates_keep_their_precision(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAFORGE_DEID_SALT", "unit-test-salt-0123456789")
+    folder, rows = _real_bundle_with_dates(tmp_path)
+    got, born = {}, {}
+    for mode in ("off", "date-shift", "safe-harbor"):
+        dataforge.normalize_ehr([folder], output=tmp_path / mode, source="fhir", deid=mode)
+        by_row = {r["source_row"]: r for r in _table(tmp_path / mode, "measurement").iter_rows(named=True)}
+        got[mode] = [by_row[i] for i in rows]
+        born[mode] = _table(tmp_path / mode, "patient").row(0, named=True)
+
+    def cols(r: dict) -> tuple:
+        return r["year"], r["time"], r["time_precision"]
+
+    year, month, day, late = got["off"]
+    # 23:30 on 31 December at UTC-5 is in 2015, though its UTC instant is in 2016
+    assert cols(late) == (2015, utc(2016, 1, 1, 4, 30), "time")
+    # a partial date is stored as its first day, flagged with its precision
+    assert cols(year) == (2015, utc(2015, 1, 1), "year")
+    assert cols(month) == (2015, utc(2015, 7, 1), "month")
+    assert cols(day) == (2015, utc(2015, 7, 4), "day")
+    p = born["off"]
+    assert (p["birth_date"], p["birth_year"], p["birth_date_precision"]) == (date(2011, 1, 1), 2011, "year")
+
+    # date-shift: days and times move by the patient's offset, a month stays a month, a year stays
+    year, month, day, late = got["date-shift"]
+    delta = utc(2016, 1, 1, 4, 30) - late["time"]
+    assert 1 <= delta.days <= 365 and delta.seconds == 0
+    assert late["year"] == (date(2015, 12, 31) - delta).year
+    assert cols(day) == ((utc(2015, 7, 4) - delta).year, utc(2015, 7, 4) - delta, "day")
+    first = date(2015, 7, 1) - delta
+    assert cols(month) == (first.year, utc(first.year, first.month, 1), "month")
+    assert cols(year) == (2015, utc(2015, 1, 1), "year")
+    p = born["date-shift"]
+    assert (p["birth_date"], p["birth_year"], p["birth_date_precision"]) == (date(2011, 1, 1), 2011, "year")
+
+    # safe-harbor: the local year and the precision remain
+    assert [cols(r) for r in got["safe-harbor"]] == [
+        (2015, None, "year"),
+        (2015, None, "month"),
+        (2015, None, "day"),
+        (2015, None, "time"),
+    ]
 
 
 # --------------------------------------------------------------------------- rejects

@@ -231,3 +231,23 @@ def test_prescription_codes_and_doses(tmp_path):
     assert ex.counters["dose_range_lower_bound"] == 1 and ex.counters["dose_unparsed"] == 1
     # patients.csv is next to the given file but is a record table, not a dictionary: not read
     assert [i["table"] for i in ex.inputs] == ["prescriptions"]
+
+
+def test_time_precision_follows_the_values(ex):
+    # MIMIC writes dates (dod, chartdate) and date-times (charttime, admittime, starttime)
+    p = ex.tables["patient"]
+    assert p["death_date_precision"].to_list() == ["day" if d is not None else None for d in p["death_date"]]
+    assert p.filter(pl.col("death_date").is_not_null()).height > 0
+    labs = ex.tables["measurement"].filter(pl.col("category") == "laboratory")
+    assert set(labs["time_precision"].to_list()) == {"time"}
+    omr = ex.tables["measurement"].filter(pl.col("source_file").str.contains("omr"))
+    assert set(omr["time_precision"].to_list()) == {"day"}
+    assert set(ex.tables["procedure"]["start_time_precision"].to_list()) == {"day"}
+    enc = ex.tables["encounter"]
+    assert set(enc["start_time_precision"].to_list()) == {"time"}
+    cond = ex.tables["condition"]  # the admission time
+    assert set(cond["start_time_precision"].drop_nulls().to_list()) == {"time"}
+    assert cond["start_time_precision"].null_count() == cond["start_time"].null_count()
+    rx = ex.tables["medication"]
+    assert set(rx["start_time_precision"].drop_nulls().to_list()) == {"time"}
+    assert rx["start_time_precision"].null_count() == rx["start_time"].null_count()

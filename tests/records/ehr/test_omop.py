@@ -189,3 +189,25 @@ def test_malformed_rows_are_rejected(tmp_path):
     assert "MEASUREMENT.csv line 5: column person_id value '42' is not in PERSON.csv" in text
     assert "MEASUREMENT.csv line 6" in text
     assert "MEASUREMENT.csv line 7" in text
+
+
+def test_time_precision(ex, tmp_path):
+    # the sample: dates with and without a time of day
+    m = ex.tables["measurement"]
+    assert set(m["time_precision"].unique().to_list()) <= {"day", "time"}
+    assert m["time_precision"].null_count() == 0
+    for table in ("MEASUREMENT", "OBSERVATION"):
+        prefix = table.lower()
+        with_time = sum(1 for r in rows(table) if r[f"{prefix}_datetime"])
+        mine = m.filter(pl.col("source_file").str.contains(table))
+        assert (mine["time_precision"] == "time").sum() == with_time, table
+        assert (mine["time_precision"] == "day").sum() == mine.height - with_time, table
+    # a birth known to the year or to the month is not a day
+    (tmp_path / "person.csv").write_text(
+        PERSON  # person 1: year of birth only
+        + "2,0,1981,7,,,0,0,M,white,hispanic\n"
+        + "3,0,1982,7,4,,0,0,M,white,hispanic\n"
+        + "4,0,1983,7,4,1983-07-04 10:30:00,0,0,M,white,hispanic\n"
+    )
+    p = read_omop(tmp_path).tables["patient"].sort("patient_id")
+    assert p["birth_date_precision"].to_list() == ["year", "month", "day", "time"]

@@ -7,7 +7,7 @@ import gzip
 import io
 import logging
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 from dataforge.errors import InputError
 from dataforge.records.ehr.columns import RAW_COLUMNS
+from dataforge.records.ehr.deid import DeidConfig, deidentify
 from dataforge.records.ehr.synthea import MAPPED_TABLES, read_synthea
 
 SAMPLE = Path(__file__).resolve().parents[3] / "sample_data" / "ehr"
@@ -238,6 +239,50 @@ def test_older_and_newer_layouts(tmp_path):
     m = ex.tables["measurement"]
     assert m["value"].to_list() == [170.2, None] and m["value_text"].to_list() == [None, "Never smoker"]
     assert m["category"].null_count() == 2
+
+
+def test_times_keep_the_date_as_written(tmp_path):
+    observations = [
+        "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE",
+        f"2015-12-31T23:30:00-05:00,{P1},{E1},vital-signs,8302-2,Body Height,170.2,cm,numeric",
+        f"2015-07-04,{P1},{E1},vital-signs,8302-2,Body Height,170.4,cm,numeric",
+    ]
+    ex = read_synthea([export(tmp_path, observations=observations)])
+    m = ex.tables["measurement"]
+    assert m["time"].to_list() == [utc(2016, 1, 1, 4, 30), utc(2015, 7, 4)]
+    assert m["time_local"].to_list() == [date(2015, 12, 31), date(2015, 7, 4)]
+    assert m["time_precision"].to_list() == ["time", "day"]
+    p = ex.tables["patient"].sort("patient_id")
+    assert p["birth_date_precision"].to_list() == ["day", "day"]
+    assert p["death_date_precision"].to_list() == ["day", None]
+    out, _ = deidentify(ex.tables, source="synthea", cfg=DeidConfig(mode="off"))
+    assert out["measurement"]["year"].to_list() == [2015, 2015]  # not 2016, the year of the UTC instant
+
+
+def test_missing_optional_column_is_reported(tmp_path, caplog):
+    """A conditions.csv without DESCRIPTION (real rows): read, but with a warning naming the file
+    and the column, a counter and the column on the file's inputs entry."""
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for f in CSV_DIR.glob("*.csv.gz"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    rows = plain("conditions")
+    cols = [c for c in rows[0] if c != "DESCRIPTION"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (folder / "conditions.csv.gz").write_bytes(gzip.compress(buf.getvalue().encode(), mtime=0))
+    with caplog.at_level(logging.WARNING, logger="dataforge.records.ehr.synthea"):
+        ex = read_synthea([folder], root=tmp_path)
+    ledger_ok(ex)
+    warned = [r.getMessage() for r in caplog.records if "DESCRIPTION" in r.getMessage()]
+    assert len(warned) == 1 and "csv/conditions.csv.gz" in warned[0], warned
+    assert ex.counters["missing_column:conditions:DESCRIPTION"] == len(rows)
+    entry = next(i for i in ex.inputs if i["table"] == "conditions")
+    assert entry["missing_columns"] == ["DESCRIPTION"]
+    assert all("missing_columns" not in i for i in ex.inputs if i["table"] != "conditions")
+    assert ex.tables["condition"]["display"].null_count() == len(rows)
 
 
 def test_unknown_file_is_skipped_with_a_warning(tmp_path, caplog):

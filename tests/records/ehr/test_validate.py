@@ -186,3 +186,40 @@ def test_mimic_future_dates_exempt():
     ex.rows_in = 1
     validate(ex, now=NOW)
     assert ex.rejects.height == 0
+
+
+def test_a_partial_date_stands_for_its_whole_year_or_month():
+    ex = Extract.empty("fhir")
+    ex.tables["patient"] = conform_raw(
+        "patient",
+        pl.DataFrame(
+            {
+                "source_file": ["b.json"] * 3,
+                "source_row": [0, 1, 2],
+                "patient_id": ["P1", "P2", "P3"],
+                "birth_date": [ts(1950, 4, 1)] * 3,
+                # died "1950" (possible), "1950-04" (possible), "1950-03" (before the birth)
+                "death_date": [ts(1950, 1, 1), ts(1950, 4, 1), ts(1950, 3, 1)],
+                "death_date_precision": ["year", "month", "month"],
+            }
+        ),
+    )
+    ex.tables["encounter"] = conform_raw(
+        "encounter",
+        pl.DataFrame(
+            {
+                "source_file": ["b.json"] * 2,
+                "source_row": [3, 4],
+                "patient_id": ["P1", "P2"],
+                "encounter_id": ["E1", "E2"],
+                "start_time": [ts(2015, 7, 4, 10), ts(2015, 7, 4, 10)],
+                # ended "2015" (possible), ended on 2015-01-01 (a day: more than a day early)
+                "end_time": [ts(2015, 1, 1), ts(2015, 1, 1)],
+                "end_time_precision": ["year", "day"],
+            }
+        ),
+    )
+    ex.rows_in = 5
+    validate(ex, now=NOW)
+    got = {r["source_row"]: r["reason"] for r in ex.rejects.iter_rows(named=True)}
+    assert got == {2: "death_before_birth", 4: "end_before_start"}
