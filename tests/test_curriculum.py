@@ -190,6 +190,11 @@ def test_manifest_matches_shards(built):
     assert manifest["format"] == "arrow" and manifest["compression"] == "zstd"
     assert verify_shards(out, manifest) == []
     assert manifest["shards"] == [s for st in manifest["stages"] for s in st["shards"]]
+    # a stage entry that no longer matches its file is found even when the top-level list does
+    edited = json.loads(json.dumps(manifest))
+    edited["stages"][0]["shards"][0]["sha256"] = "0" * 64
+    problems = verify_shards(out, edited)
+    assert len(problems) == 1 and manifest["stages"][0]["shards"][0]["path"] in problems[0]
     tok = ByteTokenizer()
     for st in manifest["stages"]:
         kind = "instruction" if st["stage"] == 2 else "document"

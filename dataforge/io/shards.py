@@ -442,17 +442,26 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 
 
 def verify_shards(out: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
-    """Check every file listed in the manifest: exists, size and sha256 match. Returns problems."""
+    """Check every file listed in the manifest (a curriculum's stage lists too): exists, size and
+    sha256 match. Returns problems."""
     out = Path(out)
     manifest = manifest or read_manifest(out)
     problems: list[str] = []
     groups = [manifest.get(g, []) for g in ("shards", "dropped", "rejects")]
     groups += list(manifest.get("reports", {}).values())
+    stages = manifest.get("stages")
+    if isinstance(stages, list):  # a curriculum lists each shard again under its stage
+        groups += [st.get("shards", []) for st in stages if isinstance(st, dict)]
+    checked: set[tuple[str, Any, Any]] = set()
     for entries in groups:
         for entry in entries:
             if not isinstance(entry, dict) or not {"path", "bytes", "sha256"} <= set(entry):
                 problems.append(f"manifest entry {entry!r}: needs path, bytes and sha256")
                 continue
+            key = (str(entry["path"]), entry["bytes"], entry["sha256"])
+            if key in checked:  # the same entry twice: checked once
+                continue
+            checked.add(key)
             p = out / entry["path"]
             if not p.is_file():
                 problems.append(f"{entry['path']}: missing")
