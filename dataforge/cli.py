@@ -890,8 +890,9 @@ def normalize_ehr(state: _State, inputs: tuple[str, ...], output: str, source: s
 def normalize_finance(state: _State, inputs: tuple[str, ...], output: str, source: str,
                       render: str | None, seed: int, shard_rows: int, max_reject_rate: float,
                       executor: str, workers: int, ray_address: str | None, overwrite: bool) -> None:  # fmt: skip
-    """Normalize SEC filings into one fact per (entity, concept, unit, period), keeping the latest
-    filing, with restatements, derived Q4 values and accounting checks, plus rendered text.
+    """Normalize SEC filings into one fact per (entity, concept, unit, period) with its latest value,
+    credited to the first filing that reported that value, plus restatements (which filing changed
+    what), derived Q4 values, accounting checks and rendered text.
 
     With --workers N or --executor ray, the files are read in parallel (one task per companyfacts
     file, XBRL instance or FSDS quarter); the output is the same bytes.
