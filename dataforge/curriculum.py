@@ -164,6 +164,7 @@ _SOURCE_KEYS = {
     "require_kind",
     "repeat",
     "text_field",
+    "allow_failed",
 }
 
 
@@ -192,6 +193,7 @@ class SourceSpec:
     require_kind: str | None = None
     repeat: bool = False
     text_field: str = "text"
+    allow_failed: bool = False  # use an output whose run failed on its input (status not ok)
     # resolved from the source folder
     kind: str = "document"  # document | instruction (what its rows are)
     source_kind: str = ""  # the source manifest's kind: documents | labelled | records
@@ -199,10 +201,11 @@ class SourceSpec:
     manifest_sha256: str = ""
     shards: list[dict[str, Any]] = field(default_factory=list, repr=False)
     schema: pa.Schema | None = field(default=None, repr=False)
+    run_status: str | None = None  # the source run's report.json status
 
     def config(self) -> dict[str, Any]:
         """The source as configured (what the manifest's ``config`` records)."""
-        return {
+        cfg: dict[str, Any] = {
             "name": self.name,
             "path": self.path,
             "part": self.part,
@@ -213,6 +216,9 @@ class SourceSpec:
             "repeat": self.repeat,
             "text_field": self.text_field,
         }
+        if self.allow_failed:  # only when set: configs from before the key keep their fingerprint
+            cfg["allow_failed"] = True
+        return cfg
 
     def lineage(self) -> dict[str, Any]:
         """Which run and config produced this source (from its manifest)."""
@@ -229,6 +235,8 @@ class SourceSpec:
         }
         if cfg.get("command"):
             lineage["command"] = cfg["command"]
+        if self.run_status is not None:
+            lineage["run_status"] = self.run_status
         return lineage
 
 
@@ -439,6 +447,10 @@ def _source(raw: Any, where: str, index: int, base_dir: Path | None) -> SourceSp
         msg = f"{where_src}: where must be a non-empty SQL expression string, got {cond!r}"
         raise ConfigError(msg)
     text_field = _str(f"{where_src}: text_field", raw.get("text_field", "text"))
+    allow_failed = raw.get("allow_failed", False)
+    if not isinstance(allow_failed, bool):
+        msg = f"{where_src}: allow_failed must be true or false, got {allow_failed!r}"
+        raise ConfigError(msg)
     src = SourceSpec(
         name=name,
         path=_resolve(_str(f"{where_src}: path", raw["path"]), base_dir),
@@ -449,9 +461,20 @@ def _source(raw: Any, where: str, index: int, base_dir: Path | None) -> SourceSp
         require_kind=require_kind,
         repeat=repeat,
         text_field=text_field,
+        allow_failed=allow_failed,
     )
     _open_source(src, where_src, text_field_given="text_field" in raw)
     return src
+
+
+def _run_status(folder: Path) -> str | None:
+    """The ``status`` of the run that wrote ``folder`` (its report.json), None when unknown."""
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    status = report.get("status") if isinstance(report, dict) else None
+    return status if isinstance(status, str) else None
 
 
 def _open_source(src: SourceSpec, where: str, *, text_field_given: bool) -> None:
@@ -467,6 +490,14 @@ def _open_source(src: SourceSpec, where: str, *, text_field_given: bool) -> None
     manifest = read_manifest(folder)
     src.manifest = manifest
     src.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+    src.run_status = _run_status(folder)
+    if src.run_status not in (None, "ok", "up_to_date") and not src.allow_failed:
+        msg = (
+            f"{where}: {src.path!r} is the output of a run that failed on its input (status "
+            f"{src.run_status}; see its report.md): rerun it on clean input, or set allow_failed: true "
+            "on this source to use it anyway (the lineage records the status)"
+        )
+        raise InputError(msg)
     kind = manifest.get("kind")
     src.source_kind = str(kind)
     if kind not in SOURCE_KINDS:

@@ -427,6 +427,25 @@ def test_empty_stage_still_has_a_shard(sources, tmp_path):
     assert report.ledger.dropped_by_reason() == {"curriculum.where:filtered": 25}
 
 
+def test_a_source_whose_run_failed_is_refused_unless_allowed(sources, tmp_path):
+    """A source output whose run failed on its input (exit 1) is not used silently."""
+    copy = tmp_path / "a-failed"
+    shutil.copytree(sources["a"], copy)
+    report = json.loads((copy / "report.json").read_text()) if (copy / "report.json").exists() else {}
+    (copy / "report.json").write_text(json.dumps({**report, "status": "reject_rate_exceeded"}))
+    cfg = curriculum(tmp_path, [{"stage": 1, "sources": [src("a", copy)]}])
+    with pytest.raises(InputError, match=r"source 'a'.*failed on its input \(status reject_rate_exceeded"):
+        build_curriculum(cfg, output=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    cfg = curriculum(tmp_path, [{"stage": 1, "sources": [src("a", copy, allow_failed=True)]}])
+    build_curriculum(cfg, output=tmp_path / "o")
+    lineage = read_manifest(tmp_path / "o")["stages"][0]["sources"][0]["lineage"]
+    assert lineage["run_status"] == "reject_rate_exceeded"
+    bad = curriculum(tmp_path, [{"stage": 1, "sources": [src("a", copy, allow_failed="yes")]}])
+    with pytest.raises(ConfigError, match="allow_failed must be true or false"):
+        build_curriculum(bad, output=tmp_path / "p")
+
+
 def test_corrupted_source_shard_is_a_data_error(sources, tmp_path):
     copy = tmp_path / "a-copy"
     shutil.copytree(sources["a"], copy)
