@@ -82,6 +82,7 @@ REJECT_REASONS = (
     "corrupt_file",
 )
 _BIG_INT = re.compile(rb"\d{19,}")
+_BIG_INT_STR = re.compile(r"\d{19,}")
 _EXP_FLOAT = re.compile(r"[0-9]e[+-]?[0-9]")
 
 
@@ -623,11 +624,16 @@ class _LineTap:
         self._text = text
         self.taken: list[str] = []
         self.error: str | None = None
+        self.pending: list[str] = []  # lines given back to be read again (see _read_csv)
 
     def __iter__(self) -> _LineTap:
         return self
 
     def __next__(self) -> str:
+        if self.pending:
+            line = self.pending.pop(0)
+            self.taken.append(line)
+            return line
         try:
             line = self._text.readline()
         except _STREAM_ERRORS as exc:
@@ -710,10 +716,15 @@ def _read_csv(f: InputFile, spec: InputSpec, b: _Builder, piece: Piece | None = 
             except StopIteration:
                 break
             except csv.Error as exc:
+                # the record's first line is rejected; the lines the parser took after it (an
+                # unclosed quote runs on to the next quote or the end of the file) are read again
+                # as records of their own by a fresh parser
                 row += 1
-                line_end = line0 + reader.line_num
-                raw = "".join(tap.taken).encode("utf-8", "surrogateescape")
+                bad, tap.pending = tap.taken[0], tap.taken[1:] + tap.pending
+                raw = bad.encode("utf-8", "surrogateescape")
                 b.reject(row, start, "bad_csv", f"{f.path}:{start}: {exc}", raw)
+                reader = csv.reader(tap, delimiter=f.delimiter, strict=True)
+                line0 = line_end = start
                 continue
             row += 1
             line_end = line0 + reader.line_num
@@ -932,9 +943,9 @@ def _merge_meta(meta: pl.Series, rest: pl.Series | None) -> pl.Series:
     for m, r in zip(meta.to_list(), extra, strict=True):
         obj: Any = None
         if m is not None:
-            try:
-                obj = orjson.loads(m)
-            except orjson.JSONDecodeError:
+            try:  # integers beyond 64 bits stay exact, as on the JSONL path
+                obj = _loads_exact(m) if _BIG_INT_STR.search(m) else orjson.loads(m)
+            except ValueError:
                 obj = None
             if not isinstance(obj, dict):
                 obj = {"meta": m}
