@@ -166,7 +166,16 @@ def _expand(raw: str, forced: str | None) -> list[str]:
     """Expand one user path into data files (sorted, deterministic)."""
     if os.path.isdir(raw):
         root = Path(raw)
-        if _is_dataforge_output(root) and (root / "data").is_dir():
+        if _is_dataforge_output(root):
+            if not (root / "data").is_dir():
+                parts = sorted(
+                    p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+                )
+                msg = (
+                    f"input folder {raw!r} is a dataforge output without data/: give the part to read "
+                    f"(one of its folders: {', '.join(parts) or 'none'})"
+                )
+                raise InputError(msg)
             log.info("%s is a dataforge output: reading its data/ shards", raw)
             root = root / "data"
         outputs: dict[Path, bool] = {}

@@ -161,18 +161,25 @@ def test_csv_quoted_multiline_ragged_and_bad_utf8(tmp_path):
 
 
 def test_csv_unclosed_quote_is_rejected_not_merged_into_a_kept_record(tmp_path):
-    """A quote that never closes swallows the lines after it: the record it opens is rejected
-    (bad_csv, with its file, line and raw bytes), and no kept text holds another record's line; at
-    the end of the file too. Text after a closing quote is malformed as well."""
+    """A quote that never closes would swallow the lines after it: the line it opens is rejected
+    (bad_csv, with its file, line and raw bytes) and the lines after it are read again as records
+    of their own, so nothing else is lost; at the end of the file too. Text after a closing quote
+    is malformed as well."""
     path = tmp_path / "q.csv"
     path.write_bytes(
         b'id,text\n1,"fine"\n2,"never closed\n3,third record\n4,"quoted, fourth"\n5,fifth\n6,"at the end\n'
     )
     docs, rejects = read_all(path)
-    assert "1" in docs["id"].to_list() and all("record" not in t and "closed" not in t for t in docs["text"])
-    assert rejects.filter(pl.col("reason") == "bad_csv")["source_line"].to_list()[0] == 3
-    assert b"never closed" in rejects.filter(pl.col("source_line") == 3)["raw"][0]
-    assert rejects["source_line"].to_list()[-1] == 7 and rejects["reason"][-1] == "bad_csv"  # at the end
+    assert docs["id"].to_list() == ["1", "3", "4", "5"]
+    assert docs["text"].to_list() == ["fine", "third record", "quoted, fourth", "fifth"]
+    assert docs["_line"].to_list() == [2, 4, 5, 6]
+    assert rejects["source_line"].to_list() == [3, 7] and rejects["reason"].to_list() == ["bad_csv"] * 2
+    assert rejects["raw"].to_list() == [b'2,"never closed\n', b'6,"at the end\n']
+    # the many good rows after an unclosed quote are all kept
+    many = tmp_path / "m.csv"
+    many.write_text('id,text\n1,"never closed\n' + "".join(f"{i},row {i}\n" for i in range(2, 1000)))
+    docs, rejects = read_all(many)
+    assert docs.height == 998 and rejects["source_line"].to_list() == [2]
     junk = tmp_path / "j.csv"
     junk.write_bytes(b'id,text\n1,"closed" then more\n2,ok\n')
     docs, rejects = read_all(junk)
@@ -387,6 +394,13 @@ def test_output_folders_inside_an_input_folder_are_not_read(tmp_path):
     # the output folder itself as the input: its data/ shards, not its reports
     files = discover(InputSpec(paths=(str(d / "out"),)))
     assert files and all("/out/data/" in f.path for f in files)
+    # an output without data/ (normalize writes tables/, text/...): say which parts there are
+    rec = tmp_path / "rec"
+    (rec / "tables").mkdir(parents=True)
+    (rec / "text").mkdir()
+    (rec / "manifest.json").write_text('{"dataforge_version": "0.1.0", "kind": "records"}')
+    with pytest.raises(InputError, match="dataforge output without data/.*tables, text"):
+        discover(InputSpec(paths=(str(rec),)))
 
 
 def test_a_dataforge_output_read_again_keeps_one_meta_object(tmp_path):
