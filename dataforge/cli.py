@@ -85,6 +85,9 @@ def _setup_logging(verbose: int, quiet: bool, log_json: str | None) -> None:
             ) from None
         fh.setFormatter(_JsonFormatter())
         fh.setLevel(logging.INFO)
+        # a record meant for the terminal only (a real file name beside its de-identified
+        # pseudonym) is not written to a file that outlives the run
+        fh.addFilter(lambda record: not getattr(record, "console_only", False))
         root.addHandler(fh)
     root.propagate = False
 

@@ -261,7 +261,10 @@ def normalize_ehr(
             pl.lit(None, dtype=pl.Binary).alias("raw"),
             pl.col("source_file").replace_strict(files, return_dtype=pl.Utf8),
             pl.col("error")
-            .str.replace_many(list(files), list(files.values()))
+            .str.replace_many(  # longest name first: a path that begins another is not cut short
+                sorted(files, key=lambda f: (-len(f), f)),
+                [files[f] for f in sorted(files, key=lambda f: (-len(f), f))],
+            )
             .map_elements(lambda e: scrub_text(e, phi=phi, mode=cfg.mode), return_dtype=pl.Utf8),
         )
         dropped = dropped.with_columns(
@@ -323,6 +326,7 @@ def _log_rejected_files(rejects: pl.DataFrame, files: dict[str, str], *, root: s
     """Log each input file with rejected records under its real path, next to the pseudonym that
     rejects/, report.json and the console summary give it when the run is de-identified (file names
     can carry patient names, so the output never holds them; the log goes to the user's terminal).
+    The records carry ``console_only``: the CLI's ``--log-json`` file handler drops them.
     """
     if not rejects.height:
         return
@@ -336,6 +340,7 @@ def _log_rejected_files(rejects: pl.DataFrame, files: dict[str, str], *, root: s
             logging.WARNING if i < LOG_REJECTED_FILES else logging.INFO,
             "rejected %d record(s) of %s (%s); rejects/ and the report name the file %s",
             len(reasons), path, by_reason, files.get(name, name),
+            extra={"console_only": True},  # never to a log file (--log-json): it keeps the pair
         )  # fmt: skip
     if per_file.height > LOG_REJECTED_FILES:
         log.warning(

@@ -276,6 +276,9 @@ _DATE_PATTERNS = [
     (re.compile(rf"\b{_YEAR}-{_MONTH_NAME}-(?P<d2>[0-3]?\d)\b", re.IGNORECASE), "month"),
     # two-digit years: 3/7/15, 03/07/15
     (re.compile(r"\b[01]?\d/[0-3]?\d/\d\d\b"), "none"),
+    # month and year: 05/2014, 5/2014, 2014-05 (a month is a date element too)
+    (re.compile(rf"\b(?:0?[1-9]|1[0-2])/{_YEAR}\b"), "year"),
+    (re.compile(rf"\b{_YEAR}-(?:0[1-9]|1[0-2])\b(?![-/]\d)"), "year"),
 ]
 _AGE_90 = re.compile(
     r"\b(?P<age>9\d|1[0-4]\d)(?P<rest>[- ](?:year|yr)s?[- ]old|\s*(?:years?|yrs?|y/o|y\.o\.?|yo)(?![\w]))",
@@ -289,31 +292,58 @@ _TOKEN = re.compile(r"[^\W\d_]{3,}|\d[\d-]{3,}\d", re.UNICODE)
 _STATE_ZIP = re.compile(
     r"\b(?P<st>A[KLRSZ]|C[AOT]|D[CE]|F[LM]|G[AU]|HI|I[ADLN]|K[SY]|LA|M[ADEHINOPST]|N[CDEHJMVY]|O[HKR]"
     r"|P[ARW]|RI|S[CD]|T[NX]|UT|V[AIT]|W[AIVY])(?P<sep>,?\s+)\d{5}(?:-\d{4})?\b"
+    r"(?!\s*(?:units?|mg|ml|cells|copies|iu)\b)"
 )
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.IGNORECASE)
 # a number that a keyword says is an identifier (Safe Harbor: account, health plan beneficiary,
 # licence, vehicle, device and serial numbers, record numbers, "any other unique identifying
-# number"): at least 5 characters with a digit, after the keyword and an optional "#", "no.", ":"
-_ID_WORD = (
-    r"(?:account|acct|medicare|medicaid|member|subscriber|policy|insurance|beneficiary|plan|licen[cs]e"
-    r"|(?-i:DL|SN|VIN|MRN)|passport|serial|device|medical\s+record|record|chart|plate|certificate|employee"
-    r"|badge|claim|case)"
+# number"): at least 5 letters or digits with a digit; digit groups may be space-separated. Strong
+# keywords name an identifier by themselves ("Account 7712-99831"); weak ones (plan, device,
+# record...) only with a marker ("Device # 12345", "record no. 12345"), so "Plan: 500mg" stays.
+_ID_STRONG = (
+    r"(?:account|acct|medicare|medicaid|beneficiary|subscriber|licen[cs]e|passport|serial|MRN"
+    r"|(?-i:DL|SN|VIN)|plate|certificate|badge|employee)"
 )
+_ID_WEAK = r"(?:member|policy|insurance|plan|device|medical\s+record|record|chart|claim|case|patient)"
+_ID_MARK = r"(?:#|no\.?|num(?:ber)?|id)"
 _ID = re.compile(
-    rf"\b(?P<kw>{_ID_WORD}(?:[\s.:#-]+(?:{_ID_WORD}|id|no|num|number))*)"
-    r"(?P<sep>[\s.:#-]*(?:(?:#|no\.?|num|number|id)[\s.:#-]*)?)"
-    r"(?P<id>(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{3,}[A-Z0-9])\b",
+    rf"\b(?P<kw>{_ID_STRONG}(?:[\s.:#-]+(?:{_ID_STRONG}|{_ID_WEAK}|id|no|num|number))*)"
+    rf"(?P<sep>[\s.:#-]*(?:{_ID_MARK}[\s.:#-]*)?)(?P<id>[A-Z0-9][A-Z0-9-]*(?: [0-9][0-9-]*)*)\b"
+    rf"|\b(?P<kw2>{_ID_WEAK}(?:[\s.:#-]+(?:{_ID_STRONG}|{_ID_WEAK}))*)"
+    rf"(?P<sep2>[\s.:-]*{_ID_MARK}[\s.:#-]*)(?P<id2>[A-Z0-9][A-Z0-9-]*(?: [0-9][0-9-]*)*)\b",
     re.IGNORECASE,
 )
+# a dose or measurement is not an identifier: "500mg", "1000 mL", "20 units"
+_QUANTITY = re.compile(
+    r"\d+(?:\.\d+)?\s*(?:mg|mcg|µg|g|kg|ml|l|units?|iu|meq|mmol|mm|cm|%|bpm|mmhg)", re.IGNORECASE
+)
+
+
+def _id_sub(m: re.Match[str]) -> str:
+    """``[ID]`` for the identifier of an ``_ID`` match, unless it is too short, has no digit, or
+    is a quantity."""
+    if m.group("kw") is not None:
+        kw, sep, ident = m.group("kw"), m.group("sep"), m.group("id")
+    else:
+        kw, sep, ident = m.group("kw2"), m.group("sep2"), m.group("id2")
+    alnum = re.sub(r"[^A-Za-z0-9]", "", ident)
+    if len(alnum) < 5 or not any(c.isdigit() for c in alnum) or _QUANTITY.fullmatch(ident):
+        return m.group(0)
+    return f"{kw}{sep}[ID]"
+
+
 # a capitalized name after a word for a relative or companion ("daughter Priya", "Wife Gertrude55")
 _NOT_A_NAME = (
-    r"(?:Has|Had|Is|Was|Were|With|And|Or|Who|Which|That|The|Deceased|Alive|Died|Passed|Reports?|States?)\b"
+    r"(?i:has|had|is|was|were|with|without|and|or|but|also|who|which|that|the|at|in|on|of|to|here|home"
+    r"|deceased|alive|died|passed|lives?|living|present|reports?|states?|denies|visiting|nurse|health"
+    r"|history|hx|diabetes|hypertension|htn|dm|cad|mi|chf|copd|cancer|colon|breast|lung|prostate|heart"
+    r"|stroke|asthma|alzheimer'?s?|dementia|depression|type|unknown|none)\b"
 )
 _RELATIVE = re.compile(
     r"\b(?P<rel>(?i:(?:(?:wife|husband|spouse|partner|daughter|son|mother|father|mom|dad|sister|brother"
     r"|aunt|uncle|niece|nephew|cousin|grand(?:mother|father|daughter|son|child)|friend|neighbou?r"
     r"|caregiver|guardian|fianc[eé]e?|girlfriend|boyfriend)(?:-in-law)?)))(?P<sep>,?\s+)"
-    rf"(?!{_NOT_A_NAME})[A-Z][a-z'’-]+\d*(?:\s+(?!{_NOT_A_NAME})[A-Z][a-z'’-]+\d*)?"
+    rf"(?!{_NOT_A_NAME})[A-Z][\w'’-]*(?:\s+(?!{_NOT_A_NAME})[A-Z][\w'’-]*)?\b"
 )
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
@@ -400,7 +430,7 @@ class TextScrubber:
         n += k
         text, k = _URL.subn("[URL]", text)
         n += k
-        text, k = _ID.subn(lambda m: f"{m.group('kw')}{m.group('sep')}[ID]", text)
+        text, k = _ID.subn(_id_sub, text)
         n += k
         text, k = _STATE_ZIP.subn(lambda m: f"{m.group('st')}{m.group('sep')}[ZIP]", text)
         n += k
@@ -579,11 +609,19 @@ def _scrub_columns(
     shifts: dict[str, int],
     hide: dict[str, set[int]],
 ) -> tuple[pl.DataFrame, int]:
+    from dataforge.text.pii import PiiRedact
+
     total = 0
     pids = frame["patient_id"].to_list()
     for col in cols:
-        values = frame[col].to_list()
-        changed = False
+        # e-mail addresses, phone numbers, SSNs... first (as in notes), then the patient's own PHI
+        redacted = PiiRedact().apply(frame.select(pl.col(col).fill_null("").alias("text"))).frame
+        values = [
+            None if old is None else new
+            for old, new in zip(frame[col].to_list(), redacted["text"].to_list(), strict=True)
+        ]
+        total += int(redacted["pii_count"].sum())
+        changed = int(redacted["pii_count"].sum()) > 0
         for i, v in enumerate(values):
             if not v or (v[0].isdigit() and _PLAIN_NUMBER.match(v)):
                 continue

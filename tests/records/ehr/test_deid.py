@@ -347,3 +347,48 @@ def test_date_shift_keeps_partial_dates_partial():
     )
     # the age counts from the first day of the birth year (the highest age it allows)
     assert p["age"] == 65
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("daughter McKenzie called", "daughter [NAME] called"),  # the whole name, not [NAME]Kenzie
+        ("wife O'Brien called", "wife [NAME] called"),
+        ("DAUGHTER MARY visited", "DAUGHTER [NAME] visited"),
+        ("mrn 123456 on file", "mrn [ID] on file"),
+        ("Account # 7712 99831.", "Account # [ID]."),  # space-grouped digits
+        ("Seen 05/2014 and 2014-05.", "Seen 2014 and 2014."),  # month and year
+        ("Device # 12345 and record no. 778899", "Device # [ID] and record no. [ID]"),
+        # clinical text left alone
+        ("Family history: mother Diabetes, father Hypertension, brother Colon cancer", None),
+        ("sister Type 2 DM; partner Denies drugs; caregiver Visiting Nurse Service", None),
+        ("Plan: 500mg metformin BID. Plan - 1000mL NS bolus. Device: 12345 not found.", None),
+        ("CT 20000 units given; 2014-2015 season; BP 120/80", None),
+    ],
+)
+def test_note_patterns_whole_names_and_no_clinical_over_redaction(text, scrubbed):
+    from dataforge.records.ehr.deid import TextScrubber
+
+    assert TextScrubber("safe-harbor").scrub(text, {})[0] == (text if scrubbed is None else scrubbed)
+
+
+def test_free_text_columns_lose_emails_and_phones_too():
+    """A FHIR valueString answering 'how can we reach your daughter?' goes through the same PII
+    redaction as notes."""
+    raw = raw_tables()
+    raw["measurement"] = conform_raw(
+        "measurement",
+        pl.DataFrame(
+            {
+                "source_file": ["m.json"],
+                "source_row": [0],
+                "source_ref": ["M1"],
+                "patient_id": ["P1"],
+                "record_id": ["M1"],
+                "value_text": ["call her at 617-555-0142 or amy.lee@example.org"],
+            }
+        ),
+    )
+    out, _ = deidentify(raw, source="fhir", cfg=SH)
+    value = out["measurement"]["value_text"][0]
+    assert "617-555-0142" not in value and "amy.lee@example.org" not in value

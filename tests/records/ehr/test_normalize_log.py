@@ -74,6 +74,22 @@ def test_cli_prints_the_real_path_of_a_rejected_file(tmp_path, cli_runner, monke
     assert mapping, res.output
 
 
+def test_the_json_log_file_never_holds_the_real_name(tmp_path, cli_runner, monkeypatch):
+    """--log-json writes a file that outlives the run: the terminal-only mapping is not in it."""
+    monkeypatch.setenv("DATAFORGE_DEID_SALT", SALT)
+    folder = _inputs(tmp_path)
+    log_file = tmp_path / "logs" / "run.jsonl"
+    res = cli_runner.invoke(
+        cli,
+        ["--log-json", str(log_file), "normalize", "ehr", str(folder), "-o", str(tmp_path / "out"),
+         "--source", "fhir", "--max-reject-rate", "1"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "extra.ndjson" in res.output  # the terminal has it
+    logged = log_file.read_text()
+    assert logged.strip() and "extra.ndjson" not in logged and "Temika" not in logged
+
+
 def test_off_mode_logs_no_mapping(tmp_path, caplog):
     folder = _inputs(tmp_path)
     with caplog.at_level(logging.WARNING, logger="dataforge.records.normalize"):
