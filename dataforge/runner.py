@@ -369,7 +369,7 @@ def _truncated_files(out: Path) -> list[str]:
             t = read_shard(path)
             if "reason" in t.column_names and "source_file" in t.column_names:
                 hit = t.filter(pc.equal(t.column("reason"), "truncated"))
-                files.update(hit.column("source_file").to_pylist())
+                files.update(f for f in hit.column("source_file").to_pylist() if f is not None)
     return sorted(files)
 
 

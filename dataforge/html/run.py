@@ -157,7 +157,7 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
     if status == "input_truncated":
         n = report.get("ledger", {}).get("rejected_by_reason", {}).get("truncated", 0) or "some"
         body.append(
-            f"<div class='warn'>{n} input file(s) end early (truncated or corrupt): the records after "
+            f"<div class='warn'>Input ended early {n} time(s) (a truncated or corrupt file): the records after "
             "the break could not be read and are not in these counts (rejects/, reason "
             "<code>truncated</code>). The run exited non-zero after writing its outputs.</div>"
         )
