@@ -700,7 +700,11 @@ def noise_report(
         "source_row": data.frame["source_row"],
         "source_line": data.frame["source_line"],
         "given_label": given,
-        "suggested_label": label_values.gather(suggested_idx).alias("suggested_label"),
+        "suggested_label": (
+            label_values.gather(suggested_idx)
+            if result.extra is not None or assessed.all()
+            else label_values.gather(suggested_idx).scatter(np.flatnonzero(~assessed), None)
+        ).alias("suggested_label"),
         "label_quality": spread(found.quality, pl.Float64),
         "given_prob": spread(found.given_prob, pl.Float64),
         "suggested_prob": suggested_prob,
