@@ -256,8 +256,12 @@ def write_records(
             max_reject_rate=run.max_reject_rate,
         )
         rate_exceeded = run.max_reject_rate is not None and report.reject_rate > run.max_reject_rate
+        # an input that ends early lost an unknown number of records: never a pass (as in run_pipeline)
+        cut_short = run.max_reject_rate is not None and bool(report.rejected_by_reason.get("truncated"))
         if rate_exceeded:
             report.status = "reject_rate_exceeded"
+        elif cut_short:
+            report.status = "input_truncated"
         manifest = {
             "manifest_version": 1,
             "kind": "records",
@@ -287,12 +291,23 @@ def write_records(
         write_report_or_log(tmp)
         write_json_atomic(tmp / MANIFEST, manifest)
     log.info("%s: wrote %s", run.name, out)
-    if rate_exceeded:
-        msg = (
-            f"{report.rejected:,} of {report.rows_in:,} input records were rejected "
-            f"({report.reject_rate:.2%} > max_reject_rate {run.max_reject_rate:.2%}); "
-            f"see {out / 'rejects'} and {out / REPORT_MD}"
-        )
+    if rate_exceeded or cut_short:
+        if rate_exceeded:
+            msg = (
+                f"{report.rejected:,} of {report.rows_in:,} input records were rejected "
+                f"({report.reject_rate:.2%} > max_reject_rate {run.max_reject_rate:.2%}); "
+                f"see {out / 'rejects'} and {out / REPORT_MD}"
+            )
+        else:
+            files = sorted(
+                {str(f) for f in rejects.filter(pl.col("reason") == "truncated")["source_file"].to_list() if f}
+            )
+            msg = (
+                f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): "
+                f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}; the records after the break "
+                "could not be read and are not counted (set max_reject_rate to null to accept this); "
+                f"see {out / 'rejects'} (reason truncated) and {out / REPORT_MD}"
+            )
         from dataforge.runner import RejectRateError
 
         raise RejectRateError(msg, report)

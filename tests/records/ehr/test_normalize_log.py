@@ -98,3 +98,28 @@ def test_off_mode_logs_no_mapping(tmp_path, caplog):
         )
     assert not [r for r in caplog.records if "name the file" in r.getMessage()]
     assert set(_rejects(tmp_path / "out")["source_file"]) == {"extra.ndjson"}
+
+
+def test_a_truncated_input_file_fails_the_run(tmp_path, monkeypatch):
+    """An NDJSON file cut short lost an unknown number of resources: the run ends with status
+    input_truncated (exit 1) after writing its outputs, unless max_reject_rate is null."""
+    import gzip
+
+    import pytest
+
+    from dataforge.runner import RejectRateError
+
+    monkeypatch.setenv("DATAFORGE_DEID_SALT", SALT)
+    bundle = json.loads(gzip.decompress((SAMPLE / "synthea_fhir" / BUNDLE).read_bytes()))
+    lines = [json.dumps(e["resource"]).encode() for e in bundle["entry"]]
+    data = gzip.compress(b"\n".join(lines) + b"\n", mtime=0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cut.ndjson.gz").write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(RejectRateError, match=r"1 input file\(s\) end early") as info:
+        # a high limit: references into the lost tail are rejected too, the cut itself must fail it
+        dataforge.normalize_ehr([folder], output=tmp_path / "out", source="fhir", max_reject_rate=0.99)
+    assert info.value.report.status == "input_truncated"
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["status"] == "input_truncated"
+    ok = dataforge.normalize_ehr([folder], output=tmp_path / "ok", source="fhir", max_reject_rate=None)
+    assert ok.status == "ok" and ok.rejected_by_reason.get("truncated") == 1
