@@ -355,6 +355,21 @@ def test_rejects_are_counted_and_reject_rate_enforced(tmp_path):
         dataforge.noise_report(path, output=tmp_path / "o2", max_reject_rate=0.01)
 
 
+def test_a_truncated_input_file_is_an_error(tmp_path):
+    """A gzip file cut short lost an unknown number of rows: not analysed as if complete."""
+    import gzip
+    import json as _json
+
+    rows = _news_rows()[:200]
+    data = gzip.compress(b"".join(_json.dumps(r).encode() + b"\n" for r in rows), mtime=0)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: int(len(data) * 0.8)])
+    with pytest.raises(DataError, match=r"1 input file\(s\) end early.*cut\.jsonl\.gz"):
+        dataforge.noise_report(path, output=tmp_path / "o", model="tfidf-logreg")
+    report = dataforge.noise_report(path, output=tmp_path / "o", model="tfidf-logreg", max_reject_rate=1)
+    assert report.rejected_by_reason.get("truncated") == 1
+
+
 def test_fixed_output_is_not_overwritten_silently(tmp_path):
     kw = dict(
         label_col="cultivar", feature_cols=WINE_FEATURES, model="hgb", fix="drop", fixed_out=tmp_path / "f"
