@@ -300,7 +300,11 @@ def write_records(
             )
         else:
             files = sorted(
-                {str(f) for f in rejects.filter(pl.col("reason") == "truncated")["source_file"].to_list() if f}
+                {
+                    str(f)
+                    for f in rejects.filter(pl.col("reason") == "truncated")["source_file"].to_list()
+                    if f
+                }
             )
             msg = (
                 f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): "
