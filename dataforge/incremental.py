@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from dataforge.config import Pipeline
-from dataforge.errors import ConfigError, DataforgeError, InputError
+from dataforge.errors import ConfigError, DataforgeError, InputError, OutputError
 from dataforge.html import write_report_or_log
 from dataforge.io.inputs import discover
 from dataforge.io.shards import MANIFEST, read_manifest, write_bytes_atomic, write_json_atomic
@@ -69,7 +69,9 @@ class RunLockedError(DataforgeError):
 
 
 def lock_path(out: str | Path) -> Path:
-    out = Path(out)
+    """The lock file of output folder ``out``, beside its real path (symlinks resolved, so two
+    names of one folder share one lock)."""
+    out = Path(os.path.realpath(out))
     return out.parent / f".{out.name}.lock"
 
 
@@ -168,6 +170,45 @@ def _check_same_config(pipeline: Pipeline, manifest: dict[str, Any], version: in
         raise ConfigError(msg)
 
 
+PREVIOUS_REPORT = "release-report-before.json"
+
+
+def _discard_uncommitted(out: Path, manifest: dict[str, Any], version: int) -> None:
+    """Undo what an increment killed before its manifest (the commit) left in the release: shards
+    the manifest does not list (they would be read as the reference and drop the increment's rows
+    as duplicates of themselves), its ``increments/vNNNN`` folder, temporary files, and a
+    ``report.json`` already rewritten for the uncommitted release (put back from the copy the
+    increment saved first)."""
+    listed = {e["path"] for g in ("shards", "dropped", "rejects") for e in manifest.get(g, []) if "path" in e}
+    for sub in ("data", "dropped", "rejects"):
+        for f in sorted((out / sub).glob("*")) if (out / sub).is_dir() else []:
+            rel = f"{sub}/{f.name}"
+            if f.is_file() and rel not in listed:
+                log.warning("%s: removing %s, left by an increment that did not finish", out, rel)
+                f.unlink()
+    try:
+        stored = json.loads((out / REPORT_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = {}
+    reported = ((stored.get("global_info") or {}).get("release") or {}).get("version", 1)
+    if isinstance(reported, int) and reported > version:
+        backup = out / f"increments/v{reported:04d}" / PREVIOUS_REPORT
+        if not backup.is_file():
+            msg = (
+                f"{out}: report.json is of release v{reported} but the manifest of v{version}: an "
+                "increment was interrupted; rebuild the release with `dataforge run --incremental --force`"
+            )
+            raise OutputError(msg)
+        shutil.copyfile(backup, out / REPORT_JSON)
+        log.warning("%s: release v%d did not finish; report.json of v%d restored", out, reported, version)
+    for d in sorted((out / "increments").glob("v*")) if (out / "increments").is_dir() else []:
+        m = re.fullmatch(r"v(\d+)", d.name)
+        if m and int(m.group(1)) > version:
+            shutil.rmtree(d, ignore_errors=True)
+    for tmp in out.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
 def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: bool = False) -> RunReport:
     """Add the pipeline's new input files to its output release (see the module docstring)."""
     from dataforge.runner import run_pipeline
@@ -187,6 +228,7 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
         return report
     manifest = read_manifest(out)
     release = _release(manifest)
+    _discard_uncommitted(out, manifest, release["version"])
     _check_same_config(pipeline, manifest, release["version"])
     processed = {i["path"]: i for i in release["inputs"]}
     files = discover(pipeline.input)
@@ -244,6 +286,9 @@ def run_incremental(pipeline: Pipeline, *, progress: Any = None, force_full: boo
         reports[f"{name}@v{version:04d}"] = moved
     for f in (REPORT_JSON, REPORT_MD):
         shutil.copyfile(inc / f, out / inc_dir / f)
+    # the release's report before this increment: what a run interrupted before the manifest (the
+    # commit) puts back (see _discard_uncommitted)
+    shutil.copyfile(out / REPORT_JSON, out / inc_dir / PREVIOUS_REPORT)
     counts = {
         k: manifest.get("counts", {}).get(k, 0) + report.to_dict()["counts"][k]
         for k in report.to_dict()["counts"]

@@ -65,6 +65,11 @@ def test_lock_blocks_a_second_run(tmp_path, cli_runner):
         assert "lock" in res.output and str(__import__("os").getpid()) in res.output
     assert not out.exists()  # nothing was done while locked
     assert dataforge.run(cfg).kept > 0  # the lock is released with its holder
+    # the same folder through a symlink is the same lock
+    link = tmp_path / "link"
+    link.symlink_to(out, target_is_directory=True)
+    with run_lock(link), pytest.raises(RunLockedError):
+        dataforge.run(cfg)
 
 
 def test_incremental_release(tmp_path, cli_runner):
@@ -235,3 +240,45 @@ def test_a_release_from_before_shard_bytes_takes_increments(tmp_path):
     _write(inbox / "c.jsonl", _news(5, skip=15))
     with pytest.raises(ConfigError, match="the pipeline's output changed since release v1"):
         dataforge.run(cfg2, incremental=True)
+
+
+def test_an_increment_killed_before_its_commit_is_redone_exactly(tmp_path, monkeypatch):
+    """Killed after moving its shards and rewriting report.json but before the manifest: the next
+    run removes what the unfinished increment left and gives the release an uninterrupted run
+    gives (its rows were dropped as duplicates of their own leftover copies before)."""
+    import dataforge.incremental as inc
+
+    results = {}
+    for name in ("clean", "killed"):
+        inbox = tmp_path / name / "in"
+        inbox.mkdir(parents=True)
+        _write(inbox / "a.jsonl", _news(30))
+        out = tmp_path / name / "out"
+        cfg = _pipeline(tmp_path / name, inbox, out)
+        dataforge.run(cfg, incremental=True)
+        _write(inbox / "b.jsonl", _news(20, skip=30))
+        if name == "killed":
+            real = inc.write_json_atomic
+
+            def die_at_commit(path, *a, real=real, **k):
+                if Path(path).name == "manifest.json":
+                    raise KeyboardInterrupt  # SIGKILL right before the commit
+                return real(path, *a, **k)
+
+            monkeypatch.setattr(inc, "write_json_atomic", die_at_commit)
+            with pytest.raises(KeyboardInterrupt):
+                dataforge.run(cfg, incremental=True)
+            monkeypatch.setattr(inc, "write_json_atomic", real)
+            assert json.loads((out / "report.json").read_text())["global_info"]["release"]["version"] == 2
+        report = dataforge.run(cfg, incremental=True)
+        manifest = read_manifest(out)
+        assert manifest["release"]["version"] == 2
+        assert report.rows_in == report.kept + report.dropped + report.rejected == 50
+        assert manifest["counts"] == json.loads((out / "report.json").read_text())["counts"]
+        assert verify_shards(out) == []
+        listed = {s["path"] for g in ("shards", "dropped", "rejects") for s in manifest[g]}
+        on_disk = {f"{p.parent.name}/{p.name}" for p in out.glob("*/part-*")}
+        assert on_disk == listed
+        # the same rows and counts (the shard bytes differ only by the input folder's path)
+        results[name] = (_kept_texts(out), manifest["counts"], [s["rows"] for s in manifest["shards"]])
+    assert results["killed"] == results["clean"]
