@@ -13,11 +13,14 @@ left by a driver that was killed (named after its process id) are removed by the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import queue
+import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -32,12 +35,32 @@ log = logging.getLogger(__name__)
 _THREAD_VARS = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     # Polars, OpenMP (scikit-learn's HistGradientBoosting) and BLAS read these when first imported
     # in the freshly spawned worker: N workers x all-core thread pools oversubscribe the machine,
     # and OpenMP's spin-waiting then slows small parallel regions down by an order of magnitude.
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this worker when the driver dies without closing the pool
+    (SIGKILL, the OOM killer, a cron ``timeout``): otherwise the worker lives on, holding memory.
+    Elsewhere a no-op (the pool's own shutdown still applies)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: keep the old behaviour
+        return
+    if os.getppid() != parent:  # the driver died before the request took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 #: Functions that pickle to more than this go to the workers through a file, once.
@@ -123,7 +146,7 @@ class LocalExecutor:
                 max_workers=self.workers - 1,
                 mp_context=mp.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(threads,),
+                initargs=(threads, os.getpid()),
             )
         return self._pool
 

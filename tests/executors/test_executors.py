@@ -240,3 +240,59 @@ def test_close_after_successful_maps_lets_the_workers_exit():
         time.sleep(0.02)
     assert [p.exitcode for p in workers] == [0], [(p.pid, p.exitcode) for p in workers]
     assert not [p for p in mp.active_children() if p.pid in pids]
+
+
+DRIVER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from dataforge.executors.base import make_executor
+
+def pid_of_worker(x):
+    import os, time
+    time.sleep(0.2)
+    return os.getpid()
+
+if __name__ == "__main__":
+    ex = make_executor("local", workers=2)
+    pids = set(ex.map(pid_of_worker, list(range(20)))) - {{os.getpid()}}
+    print(" ".join(map(str, pids)), flush=True)
+    time.sleep(60)  # killed before this ends, without closing the pool
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="prctl is Linux-only")
+def test_pool_workers_die_with_a_killed_driver(tmp_path):
+    """A driver killed with SIGKILL (OOM killer, cron timeout) cannot close its pool: the kernel
+    must end the spawned workers, or they live on holding memory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=str(Path(__file__).resolve().parents[2])))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers, "the pool ran no task"
+        for pid in workers:
+            os.kill(pid, 0)  # alive while the driver lives
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        alive = set(workers)
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for init counts as gone
+                        if fh.read().split(") ")[1].startswith("Z"):
+                            alive.discard(pid)
+                except (ProcessLookupError, FileNotFoundError):
+                    alive.discard(pid)
+            time.sleep(0.1)
+        assert not alive, f"workers {alive} outlived their driver"
+    finally:
+        proc.kill()
