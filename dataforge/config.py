@@ -127,6 +127,9 @@ class OutputSpec:
         if sb is not None and (not isinstance(sb, int) or isinstance(sb, bool) or sb < 1):
             msg = f"shard_bytes must be a positive integer (bytes) or null for no limit, got {sb!r}"
             raise ConfigError(msg)
+        if not isinstance(self.keep_dropped, bool):  # "false" (a string) would read as true
+            msg = f"keep_dropped must be true or false, got {self.keep_dropped!r}"
+            raise ConfigError(msg)
         for entry in OUTPUT_ENTRIES:
             check_write_path(f"output.path ({entry})", os.path.join(self.path, entry), self.path)
 
@@ -321,6 +324,32 @@ def pipeline_from_dict(
         raise ConfigError(msg) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error (the safe loader
+    keeps the last one silently: a second ``steps:`` would drop the first list)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            repeated = key in seen
+        except TypeError:  # an unhashable key: the constructor reports it
+            break
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safe-load a YAML mapping; ConfigError naming the file and line on failure."""
     p = Path(path)
@@ -328,7 +357,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         msg = f"pipeline file {str(path)!r} does not exist"
         raise ConfigError(msg)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

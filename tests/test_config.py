@@ -115,6 +115,34 @@ def test_yaml_is_loaded_safely(tmp_path):
         load_pipeline(f)
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text(
+        "name: d\ninput: {paths: [a.jsonl]}\noutput: {path: o}\n"
+        "steps:\n  - normalize.text: {}\nsteps:\n  - dedup.exact: {}\n"
+    )
+    with pytest.raises(ConfigError, match=r"dup.yaml:\d+: invalid YAML: key 'steps' is given twice"):
+        load_pipeline(f)
+    f.write_text(
+        "name: d\ninput: {paths: [a.jsonl]}\noutput: {path: o}\nsteps:\n  - dedup.minhash: {threshold: 0.7, threshold: 0.9}\n"
+    )
+    with pytest.raises(ConfigError, match="key 'threshold' is given twice"):
+        load_pipeline(f)
+    # merge keys (<<) are not repeats
+    f.write_text(
+        "name: d\nbase: &o {path: o}\ninput: {paths: [a.jsonl]}\noutput:\n  <<: *o\n  shard_rows: 10\nsteps: []\n"
+    )
+    with pytest.raises(ConfigError, match="unknown key"):  # 'base' is not a pipeline key, but it parsed
+        load_pipeline(f)
+
+
+def test_keep_dropped_must_be_a_boolean(tmp_path):
+    f = tmp_path / "k.yaml"
+    f.write_text('name: k\ninput: {paths: [a.jsonl]}\noutput: {path: o, keep_dropped: "false"}\nsteps: []\n')
+    with pytest.raises(ConfigError, match="keep_dropped must be true or false, got 'false'"):
+        load_pipeline(f)
+
+
 def test_every_registered_step_builds_with_defaults():
     for name in step_names():
         step = build_step(name, {})
