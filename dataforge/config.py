@@ -350,6 +350,15 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+def _load_unique(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`_UniqueKeyLoader` (a SafeLoader subclass)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safe-load a YAML mapping; ConfigError naming the file and line on failure."""
     p = Path(path)
@@ -357,7 +366,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         msg = f"pipeline file {str(path)!r} does not exist"
         raise ConfigError(msg)
     try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+        data = _load_unique(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
