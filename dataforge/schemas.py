@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from dataforge.errors import ConfigError, DataError, choices
+from dataforge.io.views import frame_to_arrow
 
 _TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -138,7 +139,7 @@ def conform(frame: pl.DataFrame | pa.Table, schema: pa.Schema) -> pa.Table:
     Missing nullable columns are filled with nulls; a missing non-nullable column, a failed cast or a
     null in a non-nullable column raises DataError naming the column.
     """
-    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+    table = frame_to_arrow(frame) if isinstance(frame, pl.DataFrame) else frame
     arrays = []
     for f in schema:
         if f.name in table.column_names:

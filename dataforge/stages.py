@@ -30,6 +30,7 @@ from dataforge.errors import DataError, OutputError
 from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import arrow_indices, arrow_numpy, tmp_name, write_json_atomic, write_shard
+from dataforge.io.views import table_to_polars
 from dataforge.schemas import conform, extend, load_schema
 from dataforge.step import DECISIONS_SORTED, SORTED_MARK, GlobalContext, GlobalStep, Step, StepOutput
 
@@ -161,7 +162,7 @@ def read_ipc(path: str | Path) -> pa.Table:
 
 def _frames(table: pa.Table, batch_rows: int) -> Iterator[pl.DataFrame]:
     for start in range(0, table.num_rows, batch_rows):
-        yield pl.DataFrame(pl.from_arrow(table.slice(start, batch_rows)))
+        yield table_to_polars(table.slice(start, batch_rows))
 
 
 # --------------------------------------------------------------------------- shard stage

@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from dataforge.dedup import _kernels as K
 from dataforge.errors import ConfigError, choices
+from dataforge.io.views import flat_runs
 
 HASHES = ("xxh3", "sha1")
 SHINGLE_KINDS = ("word", "char")
@@ -163,6 +164,9 @@ def normalize_text(text: str) -> str:
 
 def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 bytes and int64 offsets of a string column (zero-copy where possible)."""
+    runs = _text_runs(texts)
+    if len(runs) == 1:
+        return runs[0][2], runs[0][3]
     arr = texts.to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -173,6 +177,16 @@ def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
     return data, offsets
+
+
+def _text_runs(texts: pl.Series) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(start, stop, data, offsets)`` runs of rows whose texts lie in order in one buffer, read in
+    place (:func:`dataforge.io.views.flat_runs`), or no run when the column must be copied."""
+    if not len(texts) or texts.dtype != pl.String:
+        return []
+    views = texts.to_arrow(compat_level=pl.CompatLevel.newest())
+    runs = flat_runs(views) if isinstance(views, pa.Array) else None
+    return [(r.start, r.stop, r.data, r.offsets) for r in runs] if runs else []
 
 
 def _unicode_fix(texts: pl.Series) -> pl.Series:
@@ -262,15 +276,18 @@ def canonical_bytes(
     )
 
 
-def normalized_buffers(texts: pl.Series, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def normalized_buffers(
+    texts: pl.Series, *, normalize: bool = True, buffers: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Bytes and offsets of the canonical texts (normalized, or with whitespace collapsed only).
 
     Documents whose non-ASCII code points all normalize the same whatever surrounds them
     (:class:`CodePoints`: typographic punctuation, accented Latin, Greek, Cyrillic, CJK, ...) are
     normalized by the byte kernel; only the others go through Polars' Unicode normalization
-    (NFKD, accents), and the byte kernel reads those from the normalized copy.
+    (NFKD, accents), and the byte kernel reads those from the normalized copy. ``buffers``: the
+    texts' bytes and offsets when the caller has them.
     """
-    data, offsets = _buffers(texts)
+    data, offsets = buffers if buffers is not None else _buffers(texts)
     if not normalize:
         return canonical_bytes(data, offsets, _WS_TABLE, digit_runs=False)
     non_ascii = K.non_ascii_rows(data, offsets)
@@ -327,10 +344,12 @@ def shingles(text: str, *, shingle: str = "word:5", normalize: bool = True) -> l
 # --------------------------------------------------------------------------- hashing
 
 
-def shingle_hashes(texts: pl.Series, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+def shingle_hashes(
+    texts: pl.Series, params: MinHashParams, *, buffers: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pre-permutation uint32 hashes of every shingle (flat, document order) and shingles per doc."""
     kind, n = params.shingle_kind()
-    data, offsets = normalized_buffers(texts, normalize=params.normalize)
+    data, offsets = normalized_buffers(texts, normalize=params.normalize, buffers=buffers)
     mode = 0 if params.hash == "xxh3" else 1
     if kind == "word":
         return K.word_shingle_hashes(data, offsets, n, mode)
@@ -348,18 +367,24 @@ def signatures(texts: pl.Series, params: MinHashParams) -> tuple[np.ndarray, np.
         ((2, 4), [2, 0])
     """
     a, b = permutations(params.num_perm, params.seed)
-    lengths = texts.str.len_bytes().fill_null(0).to_numpy()
-    sigs, counts = [], []
-    start = 0
     n_docs = len(texts)
-    while start < n_docs or (n_docs == 0 and not sigs):
-        cum = np.cumsum(lengths[start:])
-        stop = start + max(1, int(np.searchsorted(cum, _CHUNK_BYTES, side="right")))
-        stop = min(stop, n_docs)
-        hv, n_sh = shingle_hashes(texts.slice(start, stop - start), params)
-        sigs.append(K.minhash_signatures(hv, n_sh, a, b))
-        counts.append(n_sh)
-        start = stop
-        if n_docs == 0:
-            break
+    if n_docs == 0:
+        hv, n_sh = shingle_hashes(texts, params)
+        return K.minhash_signatures(hv, n_sh, a, b), n_sh
+    # texts read in place where they lie in order in a buffer (one run per part of a
+    # concatenation), else copied once into one run
+    runs = _text_runs(texts) or [(0, n_docs, *_buffers(texts))]
+    sigs, counts = [], []
+    for run_start, run_stop, data, offsets in runs:
+        lengths = np.diff(offsets)
+        start = run_start
+        while start < run_stop:
+            cum = np.cumsum(lengths[start - run_start :])
+            stop = start + max(1, int(np.searchsorted(cum, _CHUNK_BYTES, side="right")))
+            stop = min(stop, run_stop)
+            part = offsets[start - run_start : stop - run_start + 1]
+            hv, n_sh = shingle_hashes(texts.slice(start, stop - start), params, buffers=(data, part))
+            sigs.append(K.minhash_signatures(hv, n_sh, a, b))
+            counts.append(n_sh)
+            start = stop
     return np.concatenate(sigs), np.concatenate(counts)

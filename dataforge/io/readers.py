@@ -46,6 +46,7 @@ import zstandard
 
 from dataforge.errors import InputError
 from dataforge.io.inputs import InputFile, InputSpec, Piece
+from dataforge.io.views import string_views
 
 log = logging.getLogger(__name__)
 
@@ -483,7 +484,7 @@ def _simple_jsonl_chunk(
         frame = pl.DataFrame(
             {
                 "id": id_col,
-                "text": pl.Series("text", _large_strings(texts, t_off)),
+                "text": pl.Series("text", string_views(_large_strings(texts, t_off))),
                 "meta": _metas(metas, m_off),
                 "_source": pl.repeat(path, n, dtype=pl.Utf8, eager=True),
                 "_row": np.arange(row, row + n, dtype=np.int64),
