@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -1412,6 +1413,8 @@ def steps(state: _State, name: str | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # one run per process: a pool kept for a next run would only delay the exit
+    os.environ.setdefault("DATAFORGE_POOL_IDLE", "0")
     cli(prog_name="dataforge")
 
 

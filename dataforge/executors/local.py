@@ -8,6 +8,10 @@ The function of a ``map`` (a stage's job: steps, schema and the plan of every ta
 into a temporary file that each worker loads once, not with every task: a plan of 15,000 tasks
 (1 TB at 64 MiB) would otherwise be pickled 15,000 times. The file is removed after the map; files
 left by a driver that was killed (named after its process id) are removed by the next map.
+
+A pool whose maps all finished is kept for the next executor of this process with as many workers
+(``DATAFORGE_POOL_IDLE`` seconds, default 60; the ``dataforge`` command sets 0: one run per
+process), so a library user's next run does not wait for workers to start again.
 """
 
 from __future__ import annotations
@@ -99,6 +103,83 @@ def _remove_orphans() -> None:
 
 _SHARED: dict[str, Callable[[Any], Any]] = {}  # in a worker: the function of the current map
 
+#: Seconds an idle pool is kept for the next run of this process (``DATAFORGE_POOL_IDLE``; 0: none).
+POOL_IDLE_SECONDS = 60.0
+
+_PARKED: dict[tuple[Any, ...], tuple[ProcessPoolExecutor, threading.Timer]] = {}
+_PARKED_LOCK = threading.Lock()
+
+
+def _pool_key(workers: int) -> tuple[Any, ...]:
+    # spawned workers copy the environment and the import path once: a pool made under other
+    # ones (a test's monkeypatched variable, a changed sys.path) must not be reused
+    return (workers, os.getpid(), tuple(sorted(os.environ.items())), tuple(sys.path))
+
+
+def _idle_seconds() -> float:
+    raw = os.environ.get("DATAFORGE_POOL_IDLE")
+    if raw is None:
+        return POOL_IDLE_SECONDS
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        log.warning("DATAFORGE_POOL_IDLE=%r is not a number of seconds; using %s", raw, POOL_IDLE_SECONDS)
+        return POOL_IDLE_SECONDS
+
+
+def _park(workers: int, pool: ProcessPoolExecutor) -> bool:
+    """Keep an idle pool for the next executor of this process with ``workers`` workers: a run
+    started soon after (the next step of a pipeline file, the next call of a training job, a
+    benchmark's next repeat) then starts at full speed instead of waiting 1-2 s for spawned
+    workers to import Polars and the kernels. It is shut down after ``DATAFORGE_POOL_IDLE``
+    seconds unused (default 60). False (not parked): reuse is off, or the pool is broken."""
+    idle = _idle_seconds()
+    if idle <= 0 or getattr(pool, "_broken", False):
+        return False
+    key = _pool_key(workers)
+    timer = threading.Timer(idle, _expire, args=(key, pool))
+    timer.daemon = True
+    with _PARKED_LOCK:
+        old = _PARKED.pop(key, None)
+        _PARKED[key] = (pool, timer)
+    if old is not None:
+        old[1].cancel()
+        old[0].shutdown(wait=False, cancel_futures=True)
+    timer.start()
+    return True
+
+
+def _take_parked(workers: int) -> ProcessPoolExecutor | None:
+    with _PARKED_LOCK:
+        entry = _PARKED.pop(_pool_key(workers), None)
+    if entry is None:
+        return None
+    pool, timer = entry
+    timer.cancel()
+    if getattr(pool, "_broken", False):
+        pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
+def _expire(key: tuple[Any, ...], pool: ProcessPoolExecutor) -> None:
+    with _PARKED_LOCK:
+        entry = _PARKED.get(key)
+        if entry is None or entry[0] is not pool:
+            return
+        del _PARKED[key]
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def release_idle_pools() -> None:
+    """Shut down the pools kept for reuse (see :meth:`LocalExecutor.close`) now."""
+    with _PARKED_LOCK:
+        entries = list(_PARKED.values())
+        _PARKED.clear()
+    for pool, timer in entries:
+        timer.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
 
 def _call_shared(fn_file: str, item: Any) -> Any:
     fn = _SHARED.get(fn_file)
@@ -140,6 +221,8 @@ class LocalExecutor:
         self._failed = False  # a map raised: pool tasks may still run
 
     def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = _take_parked(self.workers)
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
@@ -292,11 +375,13 @@ class LocalExecutor:
                 os.unlink(path)
 
     def close(self) -> None:
-        """Release the pool. After maps that finished, its workers are idle: they are told to
+        """Release the pool. After maps that finished, its workers are idle: the pool is parked
+        for the next executor of this process with as many workers (see :func:`_park`), or told to
         exit and not waited for (a worker's interpreter takes ~0.4 s to shut down, which the run
         spends writing its reports instead; the interpreter joins them at exit). After a map that
         failed, tasks may still be running, so this waits for them."""
         if self._pool is not None:
-            self._pool.shutdown(wait=self._failed, cancel_futures=True)
+            if self._failed or not _park(self.workers, self._pool):
+                self._pool.shutdown(wait=self._failed, cancel_futures=True)
             self._pool = None
             self._failed = False

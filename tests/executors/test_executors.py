@@ -218,12 +218,15 @@ def test_close_after_a_failed_map_waits_for_tasks_still_running(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["done-0"]  # the pool's task 0 had finished
 
 
-def test_close_after_successful_maps_lets_the_workers_exit():
-    """close() does not wait for idle workers to shut down, but they do exit."""
+@pytest.mark.parametrize("idle", ["0", "0.2"])
+def test_close_after_successful_maps_lets_the_workers_exit(monkeypatch, idle):
+    """close() does not wait for idle workers to shut down, but they do exit: at once when pools
+    are not kept for reuse, after the idle time when they are."""
     import multiprocessing as mp
     import os
     import time
 
+    monkeypatch.setenv("DATAFORGE_POOL_IDLE", idle)
     ex = make_executor("local", workers=2)
     try:
         pids = {pid for _, pid in ex.map(slow_square, list(range(20)))}
@@ -296,3 +299,50 @@ def test_pool_workers_die_with_a_killed_driver(tmp_path):
         assert not alive, f"workers {alive} outlived their driver"
     finally:
         proc.kill()
+
+
+def pid_of(x: int) -> tuple[int, int]:
+    import os
+    import time
+
+    time.sleep(0.02)
+    return x, os.getpid()
+
+
+def _pool_pids(ex) -> set[int]:
+    import os
+
+    try:
+        return {pid for _, pid in ex.map(pid_of, list(range(20)))} - {os.getpid()}
+    finally:
+        ex.close()
+
+
+def test_a_finished_pool_is_reused_by_the_next_executor(monkeypatch):
+    """A library user's next run gets the warm pool (no second start-up); with
+    DATAFORGE_POOL_IDLE=0 (what the dataforge command sets) or after a failed map it does not."""
+    import functools
+    import os
+
+    from dataforge.executors import local
+
+    local.release_idle_pools()
+    first = _pool_pids(make_executor("local", workers=2))
+    assert first and _pool_pids(make_executor("local", workers=2)) == first
+    ex = make_executor("local", workers=2)
+    with pytest.raises(InputError):
+        ex.map(functools.partial(fail_in_pool, os.getpid()), list(range(30)))
+    ex.close()  # failed: shut down, not parked
+    after_failure = _pool_pids(make_executor("local", workers=2))
+    assert after_failure and after_failure.isdisjoint(first)
+    monkeypatch.setenv("DATAFORGE_POOL_IDLE", "0")
+    fresh = _pool_pids(make_executor("local", workers=2))
+    assert fresh.isdisjoint(after_failure) and _pool_pids(make_executor("local", workers=2)).isdisjoint(fresh)
+    monkeypatch.setenv("DATAFORGE_POOL_IDLE", "0.3")
+    kept = _pool_pids(make_executor("local", workers=2))
+    import time
+
+    time.sleep(1.0)  # idle longer than allowed: shut down
+    assert _pool_pids(make_executor("local", workers=2)).isdisjoint(kept)
+    local.release_idle_pools()
+    assert not local._PARKED
