@@ -63,7 +63,7 @@ from dataforge.stages import (
     plan_pieces,
     plan_segments,
     row_bytes,
-    run_assemble,
+    run_assemble_item,
     run_phase,
     run_stage_task,
     stage_file,
@@ -642,7 +642,7 @@ def _assemble(
         (str(stage_file(work, 0, t, "rejects")), stage_results[0][t]["reject_rows"]) for t in range(n_tasks)
     ]
     groups.append(("rejects", rejects_schema, rej_counts))
-    written: dict[str, list[dict[str, Any]]] = {}
+    jobs: list[AssembleJob] = []
     for subdir, schema, counts in groups:
         pieces = plan_pieces(
             [(p, n) for p, n in counts if n],
@@ -652,17 +652,26 @@ def _assemble(
         )
         if subdir == "data" and not pieces:
             pieces = [[]]  # always write one (possibly empty) data shard so readers see the schema
-        job = AssembleJob(
-            out=str(out),
-            subdir=subdir,
-            schema=schema,
-            format=o.format,
-            compression=o.compression,
-            pieces=pieces,
+        jobs.append(
+            AssembleJob(
+                out=str(out),
+                subdir=subdir,
+                schema=schema,
+                format=o.format,
+                compression=o.compression,
+                pieces=pieces,
+            )
         )
-        written[subdir] = _map(
-            ex, functools.partial(run_assemble, job), len(pieces), f"write {subdir}/", progress
-        )
+    # one map over the shards of every folder, biggest first: with N workers the last round is
+    # not one folder's odd shard alone while the others wait (data/ 3 + dropped/ 1 on 2 workers
+    # was 3 rounds, now 2)
+    items = [(g, i) for g, job in enumerate(jobs) for i in range(len(job.pieces))]
+    items.sort(key=lambda gi: -sum(rows for _, _, rows in jobs[gi[0]].pieces[gi[1]]))
+    infos = _map(
+        ex, functools.partial(run_assemble_item, jobs), len(items), "write shards", progress, items=items
+    )
+    by_item = dict(zip(items, infos, strict=True))
+    written = {job.subdir: [by_item[(g, i)] for i in range(len(job.pieces))] for g, job in enumerate(jobs)}
     timings["assemble"] = time.perf_counter() - t0
     samples = _reject_samples(rej_counts)
     return RunReport(

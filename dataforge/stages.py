@@ -639,6 +639,12 @@ def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
     return info.to_dict()
 
 
+def run_assemble_item(jobs: list[AssembleJob], item: tuple[int, int]) -> dict[str, Any]:
+    """Write shard ``item[1]`` of ``jobs[item[0]]`` (one map writes every folder's shards)."""
+    g, index = item
+    return run_assemble(jobs[g], index)
+
+
 def plan_pieces(
     counts: list[tuple[str, int]],
     shard_rows: int,

@@ -53,6 +53,7 @@ from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signa
 from dataforge.errors import ConfigError, OutputError, choices
 from dataforge.io.shards import arrow_indices, atomic_path, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
+from dataforge.io.views import string_views
 from dataforge.registry import register
 from dataforge.step import GlobalContext, GlobalStep, StepOutput, check_range
 
@@ -836,7 +837,8 @@ class _Nodes:
             texts = pa.concat_arrays([a for a, _ in pending])
             idx = np.concatenate([i for _, i in pending])
             pending.clear()
-            hv, n_sh = shingle_hashes(pl.Series(texts, dtype=pl.Utf8), step.params())
+            # as views over the gathered buffer: Polars would copy it again (io/views)
+            hv, n_sh = shingle_hashes(pl.Series(string_views(texts), dtype=pl.Utf8), step.params())
             del texts
             hashes.append(hv.copy() if hv.base is not None else hv)  # the kernel's buffer is larger
             counts.append(n_sh)
