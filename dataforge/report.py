@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,19 @@ from dataforge.ledger import Ledger
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+
+
+def truncated_message(files: Iterable[str | None], *, accept: str, see: str = "") -> str:
+    """The error of a run whose input files end early (a reject with reason ``truncated``): the
+    records after the break were never read, so no reject rate covers them. One wording for
+    every command; ``accept`` says how to let such a run pass, ``see`` where to look."""
+    names = sorted({str(f) for f in files if f})
+    msg = (
+        f"{len(names) or 'some'} input file(s) end early (truncated or corrupt): "
+        f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; the records after the break "
+        f"could not be read and are not counted ({accept})"
+    )
+    return f"{msg}; see {see}" if see else msg
 
 
 def peak_rss_mb() -> float:
@@ -54,9 +68,10 @@ class RunReport:
         max_reject_rate: the run's limit on the share of malformed input.
         config_fingerprint: sha256 of what determines the output bytes: the steps and their
             options, the input fields, the output format and the dataforge version.
-        run_key: the fingerprint plus every input's path, size and modification time, the task
-            size and the same for the files steps read besides the input (``against``): what a
-            rerun compares to find its output up to date.
+        run_key: the fingerprint plus every input's real path, size and modification time and
+            the same for the files steps read besides the input (``against``): what a rerun
+            compares to find its output up to date (the task size and the working directory do
+            not matter).
         dataforge_version: the version that wrote the run.
         config: the resolved config (steps with every option).
         reject_samples: a few rejected records: file, line, reason, error.

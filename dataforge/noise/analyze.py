@@ -54,7 +54,7 @@ from dataforge.noise.report import (
     to_json,
 )
 from dataforge.report import REPORT_JSON as RUN_REPORT_JSON
-from dataforge.report import REPORT_MD, RunReport
+from dataforge.report import REPORT_MD, RunReport, truncated_message
 
 log = logging.getLogger(__name__)
 
@@ -566,12 +566,7 @@ def noise_report(
         raise DataError(msg)
     cut = data.rejects.filter(pl.col("reason") == "truncated")
     if cut.height and max_reject_rate < 1:  # a file that ends early lost an unknown number of records
-        files = sorted({str(f) for f in cut["source_file"].to_list() if f})
-        msg = (
-            f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): {', '.join(files[:5])}; "
-            "the records after the break could not be read and are not counted (--max-reject-rate 1 "
-            "accepts this)"
-        )
+        msg = truncated_message(cut["source_file"].to_list(), accept="--max-reject-rate 1 accepts this")
         raise DataError(msg)
     if data.frame.height < 2 * folds and pred_probs is None:
         msg = f"only {data.frame.height} usable rows: at least {2 * folds} are needed for {folds}-fold cross-validation"

@@ -39,7 +39,7 @@ from dataforge.io.shards import (
 )
 from dataforge.ledger import Ledger, StepCounts
 from dataforge.records.model import AUX_TABLES, Extract
-from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb, truncated_message
 from dataforge.schemas import conform, extend, load_schema, schema_to_json
 
 log = logging.getLogger(__name__)
@@ -299,18 +299,10 @@ def write_records(
                 f"see {out / 'rejects'} and {out / REPORT_MD}"
             )
         else:
-            files = sorted(
-                {
-                    str(f)
-                    for f in rejects.filter(pl.col("reason") == "truncated")["source_file"].to_list()
-                    if f
-                }
-            )
-            msg = (
-                f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): "
-                f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}; the records after the break "
-                "could not be read and are not counted (set max_reject_rate to null to accept this); "
-                f"see {out / 'rejects'} (reason truncated) and {out / REPORT_MD}"
+            msg = truncated_message(
+                rejects.filter(pl.col("reason") == "truncated")["source_file"].to_list(),
+                accept="set max_reject_rate to null to accept this",
+                see=f"{out / 'rejects'} (reason truncated) and {out / REPORT_MD}",
             )
         from dataforge.runner import RejectRateError
 
