@@ -51,7 +51,7 @@ from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_fro
 from dataforge.io.readers import check_file
 from dataforge.io.shards import MANIFEST, read_manifest, read_shard, write_bytes_atomic, write_json_atomic
 from dataforge.ledger import Ledger, StepCounts
-from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb
+from dataforge.report import REPORT_JSON, REPORT_MD, RunReport, peak_rss_mb, truncated_message
 from dataforge.schemas import extend, load_schema, schema_to_json
 from dataforge.stages import (
     DROP_FIELDS,
@@ -150,17 +150,22 @@ def fingerprint(obj: Any) -> str:
     return "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()
 
 
-def _run_key(
-    config_fp: str, files: list[InputFile], task_bytes: int, references: list[InputFile] | None = None
-) -> str:
-    """Identifies a run's work folder: config, input files, the task size (task numbers, and so
-    the work files and markers, depend on the plan; the output bytes do not) and the files steps
-    read besides the input (``against`` reference sets)."""
-    ident = [(f.path, f.size, f.mtime_ns) for f in files]
-    key: dict[str, Any] = {"config": config_fp, "inputs": ident, "task_bytes": task_bytes}
+def _run_key(config_fp: str, files: list[InputFile], references: list[InputFile] | None = None) -> str:
+    """Identifies a run's result: config, input files and the files steps read besides the input
+    (``against`` reference sets), each by real path (``..`` and symlinks resolved), size and
+    modification time. The same pipeline run from another working directory (a cron job's is its
+    home) names its inputs by other paths: with real paths it is the same run, up to date."""
+    ident = [(os.path.realpath(f.path), f.size, f.mtime_ns) for f in files]
+    key: dict[str, Any] = {"config": config_fp, "inputs": ident}
     if references:  # absent otherwise, so that runs without references keep their keys
-        key["references"] = [(f.path, f.size, f.mtime_ns) for f in references]
+        key["references"] = [(os.path.realpath(f.path), f.size, f.mtime_ns) for f in references]
     return fingerprint(key)
+
+
+def _work_key(run_key: str, task_bytes: int) -> str:
+    """Names the run's work folder: its result and the task size (task numbers, and so the work
+    files and completion markers, depend on the plan; the output bytes do not)."""
+    return fingerprint({"run": run_key, "task_bytes": task_bytes}).split(":")[1][:16]
 
 
 # --------------------------------------------------------------------------- output folder
@@ -278,7 +283,7 @@ def run_pipeline(
     references = [f for step in pipeline.steps for f in step.reference_inputs()]  # checked here
     config = config_of(pipeline)
     config_fp = fingerprint(config)
-    run_key = _run_key(config_fp, files, pipeline.input.task_bytes, references)
+    run_key = _run_key(config_fp, files, references)
     out = Path(pipeline.output.path)
     stored = _prepare_output(out, run_key, overwrite=overwrite, force=force)
     if stored is not None:
@@ -292,7 +297,7 @@ def run_pipeline(
             raise RejectRateError(f"{failure} (output up to date: the run is not repeated)", stored)
         stored.status = "up_to_date"
         return stored
-    work = out / WORK_DIR / run_key.split(":")[1][:16]
+    work = out / WORK_DIR / _work_key(run_key, pipeline.input.task_bytes)
     _drop_stale_work(out / WORK_DIR, keep=work.name)
     _check_boot(work)
 
@@ -351,12 +356,10 @@ def _failure(report: RunReport, out: Path) -> str | None:
             f"see {out / 'rejects'} and {out / REPORT_MD}"
         )
     if report.status == "input_truncated":
-        files = _truncated_files(out)
-        return (
-            f"{len(files) or 'some'} input file(s) end early (truncated or corrupt): "
-            f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''}; the records after the break "
-            "could not be read and are not counted (set max_reject_rate to null to accept this); "
-            f"see {out / 'rejects'} (reason truncated) and {out / REPORT_MD}"
+        return truncated_message(
+            _truncated_files(out),
+            accept="set max_reject_rate to null to accept this",
+            see=f"{out / 'rejects'} (reason truncated) and {out / REPORT_MD}",
         )
     return None
 

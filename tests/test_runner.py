@@ -436,6 +436,32 @@ def test_up_to_date_rerun_does_nothing(multi_input, tmp_path):
     assert digests(out) == before
 
 
+def test_the_same_run_from_another_directory_or_task_size_is_up_to_date(multi_input, tmp_path, monkeypatch):
+    """A cron job runs from its home: the inputs then have other paths (relative from one place,
+    absolute or via a symlink from another). Same files, same run: up to date, not "another run"
+    (exit 2). A different task size gives the same bytes, so it is the same run too."""
+    import os
+
+    src = tmp_path / "in"
+    shutil.copytree(multi_input, src)
+    out = tmp_path / "cwd"
+    monkeypatch.chdir(tmp_path)
+    run_pipeline(demo_pipeline(Path("in"), out))
+    before = digests(out)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(src, tmp_path / "link")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for inputs in (src, Path("../link"), Path("../in")):
+        assert run_pipeline(demo_pipeline(inputs, out)).status == "up_to_date", inputs
+    p = demo_pipeline(src, out)
+    p.input = InputSpec(paths=(str(src),), task_bytes=4096)
+    assert run_pipeline(p).status == "up_to_date"
+    assert digests(out) == before
+    os.utime(src / "p0.jsonl", ns=(0, 0))  # a changed input is another run
+    with pytest.raises(OutputError, match="another run"):
+        run_pipeline(demo_pipeline(src, out))
+
+
 def test_different_run_needs_overwrite(multi_input, tmp_path):
     out = tmp_path / "o"
     run_pipeline(demo_pipeline(multi_input, out))
