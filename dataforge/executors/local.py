@@ -111,9 +111,11 @@ _PARKED_LOCK = threading.Lock()
 
 
 def _pool_key(workers: int) -> tuple[Any, ...]:
-    # spawned workers copy the environment and the import path once: a pool made under other
-    # ones (a test's monkeypatched variable, a changed sys.path) must not be reused
-    return (workers, os.getpid(), tuple(sorted(os.environ.items())), tuple(sys.path))
+    # spawned workers copy the working directory, the environment and the import path once, when
+    # they start: a pool made under other ones (another project's folder, a test's monkeypatched
+    # variable, a changed sys.path) must not be reused, or its workers resolve relative paths and
+    # read settings as they were then
+    return (workers, os.getpid(), os.getcwd(), tuple(sorted(os.environ.items())), tuple(sys.path))
 
 
 def _idle_seconds() -> float:
@@ -127,16 +129,16 @@ def _idle_seconds() -> float:
         return POOL_IDLE_SECONDS
 
 
-def _park(workers: int, pool: ProcessPoolExecutor) -> bool:
+def _park(key: tuple[Any, ...], pool: ProcessPoolExecutor) -> bool:
     """Keep an idle pool for the next executor of this process with ``workers`` workers: a run
     started soon after (the next step of a pipeline file, the next call of a training job, a
     benchmark's next repeat) then starts at full speed instead of waiting 1-2 s for spawned
     workers to import Polars and the kernels. It is shut down after ``DATAFORGE_POOL_IDLE``
-    seconds unused (default 60). False (not parked): reuse is off, or the pool is broken."""
+    seconds unused (default 60). ``key``: :func:`_pool_key` when the pool was made (the settings
+    its workers have). False (not parked): reuse is off, or the pool is broken."""
     idle = _idle_seconds()
     if idle <= 0 or getattr(pool, "_broken", False):
         return False
-    key = _pool_key(workers)
     timer = threading.Timer(idle, _expire, args=(key, pool))
     timer.daemon = True
     with _PARKED_LOCK:
@@ -149,9 +151,9 @@ def _park(workers: int, pool: ProcessPoolExecutor) -> bool:
     return True
 
 
-def _take_parked(workers: int) -> ProcessPoolExecutor | None:
+def _take_parked(key: tuple[Any, ...]) -> ProcessPoolExecutor | None:
     with _PARKED_LOCK:
-        entry = _PARKED.pop(_pool_key(workers), None)
+        entry = _PARKED.pop(key, None)
     if entry is None:
         return None
     pool, timer = entry
@@ -218,11 +220,13 @@ class LocalExecutor:
     def __init__(self, *, workers: int = 1) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_key: tuple[Any, ...] = ()
         self._failed = False  # a map raised: pool tasks may still run
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = _take_parked(self.workers)
+            self._pool_key = _pool_key(self.workers)
+            self._pool = _take_parked(self._pool_key)
         if self._pool is None:
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
@@ -381,7 +385,7 @@ class LocalExecutor:
         spends writing its reports instead; the interpreter joins them at exit). After a map that
         failed, tasks may still be running, so this waits for them."""
         if self._pool is not None:
-            if self._failed or not _park(self.workers, self._pool):
+            if self._failed or not _park(self._pool_key, self._pool):
                 self._pool.shutdown(wait=self._failed, cancel_futures=True)
             self._pool = None
             self._failed = False

@@ -346,3 +346,49 @@ def test_a_finished_pool_is_reused_by_the_next_executor(monkeypatch):
     assert _pool_pids(make_executor("local", workers=2)).isdisjoint(kept)
     local.release_idle_pools()
     assert not local._PARKED
+
+
+def read_relative(_: int) -> tuple[int, str]:
+    import os
+    import time
+
+    time.sleep(0.02)
+    with open("which.txt") as fh:
+        return os.getpid(), fh.read()
+
+
+def test_a_pool_is_not_reused_from_another_directory_or_environment(tmp_path, monkeypatch):
+    """Workers keep the working directory and environment they started with: a pool made in one
+    project folder must not serve a run in another (relative paths would resolve in the first),
+    and a pool is parked under the settings it was made with, not those at close."""
+    import os
+
+    from dataforge.executors import local
+
+    local.release_idle_pools()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "which.txt").write_text(name)
+    monkeypatch.chdir(tmp_path / "a")
+    ex = make_executor("local", workers=2)
+    try:
+        first = ex.map(read_relative, list(range(12)))
+        monkeypatch.setenv("DATAFORGE_TEST_MARK", "changed while open")
+    finally:
+        ex.close()
+    assert {t for _, t in first} == {"a"}
+    first_pool = {pid for pid, _ in first} - {os.getpid()}
+    assert first_pool
+    monkeypatch.chdir(tmp_path / "b")
+    ex = make_executor("local", workers=2)
+    try:
+        out = ex.map(read_relative, list(range(12)))
+    finally:
+        ex.close()
+    assert {t for _, t in out} == {"b"}
+    assert any(pid != os.getpid() for pid, _ in out)
+    # the first pool's folder with the environment it was closed under (not the one it was made
+    # with, whose workers lack the variable): not that pool either
+    monkeypatch.chdir(tmp_path / "a")
+    assert _pool_pids(make_executor("local", workers=2)).isdisjoint(first_pool)
+    local.release_idle_pools()
