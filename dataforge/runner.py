@@ -154,7 +154,8 @@ def _run_key(config_fp: str, files: list[InputFile], references: list[InputFile]
     """Identifies a run's result: config, input files and the files steps read besides the input
     (``against`` reference sets), each by real path (``..`` and symlinks resolved), size and
     modification time. The same pipeline run from another working directory (a cron job's is its
-    home) names its inputs by other paths: with real paths it is the same run, up to date."""
+    home) names its inputs by other paths: with real paths it is the same run, up to date (its
+    output keeps the paths of the run that wrote it, in ``source_file`` and the manifest)."""
     ident = [(os.path.realpath(f.path), f.size, f.mtime_ns) for f in files]
     key: dict[str, Any] = {"config": config_fp, "inputs": ident}
     if references:  # absent otherwise, so that runs without references keep their keys
@@ -162,10 +163,13 @@ def _run_key(config_fp: str, files: list[InputFile], references: list[InputFile]
     return fingerprint(key)
 
 
-def _work_key(run_key: str, task_bytes: int) -> str:
-    """Names the run's work folder: its result and the task size (task numbers, and so the work
-    files and completion markers, depend on the plan; the output bytes do not)."""
-    return fingerprint({"run": run_key, "task_bytes": task_bytes}).split(":")[1][:16]
+def _work_key(run_key: str, files: list[InputFile], task_bytes: int) -> str:
+    """Names the run's work folder: its result, the task size (task numbers, and so the work files
+    and completion markers, depend on the plan; the output bytes do not) and the input paths as
+    given (the work files record them as ``source_file``: a run resumed with the same files under
+    other paths starts over rather than mix the two)."""
+    key = {"run": run_key, "task_bytes": task_bytes, "paths": [f.path for f in files]}
+    return fingerprint(key).split(":")[1][:16]
 
 
 # --------------------------------------------------------------------------- output folder
@@ -297,7 +301,7 @@ def run_pipeline(
             raise RejectRateError(f"{failure} (output up to date: the run is not repeated)", stored)
         stored.status = "up_to_date"
         return stored
-    work = out / WORK_DIR / _work_key(run_key, pipeline.input.task_bytes)
+    work = out / WORK_DIR / _work_key(run_key, files, pipeline.input.task_bytes)
     _drop_stale_work(out / WORK_DIR, keep=work.name)
     _check_boot(work)
 

@@ -559,3 +559,37 @@ def test_clean_config_options_override(tmp_path):
     reasons = report.dropped_by_reason
     assert "filter.gopher_quality:gopher_short_doc" not in reasons
     assert report.rows_in == report.kept + report.dropped + report.rejected
+
+
+def test_a_run_resumed_under_other_paths_starts_over_and_adds_up(multi_input, tmp_path, monkeypatch):
+    """An interrupted run resumed with the same files named otherwise (relative, then absolute):
+    its work files record the first spelling as source_file, so it starts over instead of mixing
+    the two (which crashed the per-input ledger)."""
+
+    class Crash(LocalExecutor):
+        def __init__(self, budget: int) -> None:
+            super().__init__(workers=1)
+            self.budget = budget
+
+        def map(self, fn, items, *, on_done=None):
+            results = []
+            for i, item in enumerate(items):
+                if self.budget == 0:
+                    raise KeyboardInterrupt("killed")
+                self.budget -= 1
+                results.append(fn(item))
+                if on_done:
+                    on_done(i, results[-1])
+            return results
+
+    src = tmp_path / "in"
+    shutil.copytree(multi_input, src)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(demo_pipeline(Path("in"), out), executor=Crash(3))
+    report = run_pipeline(demo_pipeline(src, out))
+    assert report.rows_in == report.kept + report.dropped + report.rejected
+    sources = set(read_dir(out, "data")["source_file"].to_list())
+    assert sources and all(s.startswith(str(src)) for s in sources)
+    assert verify_shards(out) == []
