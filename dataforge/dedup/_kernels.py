@@ -683,7 +683,8 @@ def canonical(
     the byte repeats a separator or digit run (about 2x faster than branching on this data).
     """
     n_docs = offsets.shape[0] - 1
-    out = np.empty(buf.shape[0] + fixed_buf.shape[0] + growth, dtype=np.uint8)
+    # the documents' own bytes (``buf`` may be a larger buffer they lie in: io/views.flat_runs)
+    out = np.empty(offsets[n_docs] - offsets[0] + fixed_buf.shape[0] + growth, dtype=np.uint8)
     out_offsets = np.empty(n_docs + 1, dtype=np.int64)
     run = np.uint8(48) if digit_runs else np.uint8(32)
     w = np.uint64(0)

@@ -174,12 +174,18 @@ def frame_to_arrow(frame: pl.DataFrame) -> pa.Table:
     others = [c for c, dt in frame.schema.items() if dt not in (pl.String, pl.Binary)]
     rest = frame.select(others).to_arrow() if others else None
     columns = []
+    fields = []
     for name, dt in frame.schema.items():
         if dt in (pl.String, pl.Binary):
-            columns.append(series_to_arrow(frame.get_column(name)))
-        else:
+            col = series_to_arrow(frame.get_column(name))
+            columns.append(col)
+            fields.append(pa.field(name, col.type))
+        else:  # with the field as Polars exports it (metadata such as an Enum's categories)
             columns.append(rest.column(name))  # type: ignore[union-attr]
-    return pa.Table.from_arrays(columns, names=frame.columns)
+            fields.append(rest.schema.field(name))  # type: ignore[union-attr]
+    return pa.Table.from_arrays(
+        columns, schema=pa.schema(fields, metadata=rest.schema.metadata if rest else None)
+    )
 
 
 _VIEW_LIMIT = (1 << 31) - 1  # a view addresses its buffer with a signed 32-bit offset
@@ -211,4 +217,9 @@ def table_to_polars(table: pa.Table) -> pl.DataFrame:
             columns.append(string_views(col.chunk(0)))
         else:
             columns.append(col)
-    return pl.DataFrame(pl.from_arrow(pa.Table.from_arrays(columns, names=table.column_names)))
+    # the fields keep their metadata (Polars reads an Enum's categories from it)
+    schema = pa.schema(
+        [f.with_type(c.type) for f, c in zip(table.schema, columns, strict=True)],
+        metadata=table.schema.metadata,
+    )
+    return pl.DataFrame(pl.from_arrow(pa.Table.from_arrays(columns, schema=schema)))

@@ -125,3 +125,15 @@ def test_binary_and_frames_round_trip() -> None:
     assert conform(frame, schema).equals(conform(frame.to_arrow(), schema))
     back = table_to_polars(table)
     assert back.equals(frame)
+
+
+def test_field_metadata_survives_both_ways() -> None:
+    """Polars keeps an Enum's categories in the Arrow field's metadata: a rebuilt table must too."""
+    frame = pl.DataFrame({"e": pl.Series(["a", "b"], dtype=pl.Enum(["a", "b"])), "t": ["x" * 20, "y" * 20]})
+    plain = frame.to_arrow()
+    ours = frame_to_arrow(frame)
+    assert ours.schema.field("e").metadata == plain.schema.field("e").metadata
+    assert ours.equals(plain)
+    back = table_to_polars(plain)
+    assert back.schema == frame.schema
+    assert back.equals(frame)
