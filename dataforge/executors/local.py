@@ -29,6 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from dataforge.executors.base import OnDone
@@ -108,6 +109,7 @@ POOL_IDLE_SECONDS = 60.0
 
 _PARKED: dict[tuple[Any, ...], tuple[ProcessPoolExecutor, threading.Timer]] = {}
 _PARKED_LOCK = threading.Lock()
+_PROBE_SECONDS = 30.0  # a parked pool must answer a no-op within this to be reused
 
 
 def _pool_key(workers: int) -> tuple[Any, ...]:
@@ -158,7 +160,14 @@ def _take_parked(key: tuple[Any, ...]) -> ProcessPoolExecutor | None:
         return None
     pool, timer = entry
     timer.cancel()
-    if getattr(pool, "_broken", False):
+    # a worker that died while parked (the OOM killer) breaks the pool once its manager thread
+    # notices: a round trip through the pool makes it notice now, not in the middle of a run
+    try:
+        if getattr(pool, "_broken", False):
+            raise BrokenProcessPool("broken while parked")
+        pool.submit(os.getpid).result(timeout=_PROBE_SECONDS)
+    except (BrokenProcessPool, TimeoutError, RuntimeError) as exc:
+        log.debug("not reusing a parked pool: %s", exc)
         pool.shutdown(wait=False, cancel_futures=True)
         return None
     return pool

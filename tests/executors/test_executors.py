@@ -392,3 +392,23 @@ def test_a_pool_is_not_reused_from_another_directory_or_environment(tmp_path, mo
     monkeypatch.chdir(tmp_path / "a")
     assert _pool_pids(make_executor("local", workers=2)).isdisjoint(first_pool)
     local.release_idle_pools()
+
+
+def test_a_parked_pool_whose_worker_died_is_not_reused():
+    import os
+    import signal
+
+    from dataforge.executors import local
+
+    local.release_idle_pools()
+    first = _pool_pids(make_executor("local", workers=2))
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)  # the OOM killer, while the pool is parked
+    ex = make_executor("local", workers=2)
+    try:
+        out = ex.map(pid_of, list(range(20)))
+    finally:
+        ex.close()
+    assert [x for x, _ in out] == list(range(20))
+    assert ({pid for _, pid in out} - {os.getpid()}).isdisjoint(first)
+    local.release_idle_pools()
