@@ -7,11 +7,12 @@ here: 0.2 s per 100k documents of 2 KB, paid again at each conversion). A column
 a flat Arrow column (what the readers produce) still points into that one buffer, in order; then
 the flat offsets follow from the views and the buffer itself serves the result.
 
-:func:`flat_buffers` checks that layout (one data buffer; every long value at the offset the
-lengths before it imply; every short, inlined value equal to the buffer's bytes at its offset)
-and returns ``None`` when it does not hold (values built by a string operation, a filtered or
-gathered column, several buffers): callers then fall back to the copying conversion. The result
-is the same either way, only where its bytes live differs.
+:func:`flat_runs` checks that layout run by run (a concatenation of flat columns has one run
+per part, each in its own buffer): every long value at the offset the lengths before it imply,
+every short, inlined value equal to the buffer's bytes at its offset. It returns ``None`` when the
+layout does not hold (values built by a string operation, a filtered or gathered column, one value
+repeated): callers then fall back to the copying conversion. The result is the same either way,
+only where its bytes live differs (a column read in place keeps the buffer it lies in alive).
 """
 
 from __future__ import annotations
