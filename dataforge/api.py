@@ -597,6 +597,11 @@ def run(
             workers=workers or p.executor.workers,
             address=ray_address if ray_address is not None else keep_address,
         )
+    # the input first: a missing or unreadable input path fails before the lock (and the output's
+    # parent folder it would create) exists
+    from dataforge.io.inputs import discover
+
+    discover(p.input)
     with run_lock(p.output.path):
         if incremental:
             return run_incremental(p, progress=progress, force_full=force)

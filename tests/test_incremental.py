@@ -72,6 +72,17 @@ def test_lock_blocks_a_second_run(tmp_path, cli_runner):
         dataforge.run(cfg)
 
 
+def test_a_missing_input_fails_before_the_lock_creates_anything(tmp_path, cli_runner):
+    inbox = tmp_path / "not-there"
+    out = tmp_path / "new" / "deeper" / "out"
+    cfg = _pipeline(tmp_path, inbox, out)
+    with pytest.raises(InputError, match="not-there"):
+        dataforge.run(cfg)
+    res = cli_runner.invoke(cli, ["run", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert not (tmp_path / "new").exists()  # neither the output's parent folder nor a lock file
+
+
 def test_incremental_release(tmp_path, cli_runner):
     inbox = tmp_path / "in"
     inbox.mkdir()
