@@ -132,12 +132,12 @@ def _idle_seconds() -> float:
 
 
 def _park(key: tuple[Any, ...], pool: ProcessPoolExecutor) -> bool:
-    """Keep an idle pool for the next executor of this process with ``workers`` workers: a run
-    started soon after (the next step of a pipeline file, the next call of a training job, a
-    benchmark's next repeat) then starts at full speed instead of waiting 1-2 s for spawned
-    workers to import Polars and the kernels. It is shut down after ``DATAFORGE_POOL_IDLE``
-    seconds unused (default 60). ``key``: :func:`_pool_key` when the pool was made (the settings
-    its workers have). False (not parked): reuse is off, or the pool is broken."""
+    """Keep an idle pool for the next executor of this process with the same worker count, working
+    directory and environment (``key``): a run started soon after (the next step of a pipeline
+    file, the next call of a training job, a benchmark's next repeat) then starts at full speed
+    instead of waiting 1-2 s for spawned workers to import Polars and the kernels. It is shut down after ``DATAFORGE_POOL_IDLE``
+    seconds unused (default 60). ``key`` is :func:`_pool_key` as it was when the pool was made
+    (the settings its workers have). False (not parked): reuse is off, or the pool is broken."""
     idle = _idle_seconds()
     if idle <= 0 or getattr(pool, "_broken", False):
         return False
