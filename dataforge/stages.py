@@ -30,7 +30,7 @@ from dataforge.errors import DataError, OutputError
 from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
 from dataforge.io.shards import arrow_indices, arrow_numpy, tmp_name, write_json_atomic, write_shard
-from dataforge.io.views import table_to_polars
+from dataforge.io.views import table_to_polars, valid_mask
 from dataforge.schemas import conform, extend, load_schema
 from dataforge.step import DECISIONS_SORTED, SORTED_MARK, GlobalContext, GlobalStep, Step, StepOutput
 
@@ -764,12 +764,6 @@ def _column_bytes(column: pa.ChunkedArray) -> np.ndarray:
     return sizes
 
 
-def _validity(arr: pa.Array) -> np.ndarray:
-    """Boolean NumPy mask of the valid slots of ``arr`` (from its bitmap; no pandas import)."""
-    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    return np.unpackbits(bits, bitorder="little")[arr.offset : arr.offset + len(arr)].astype(bool)
-
-
 def _array_bytes(arr: pa.Array) -> np.ndarray | int:
     """Bytes of each value of ``arr`` (see :func:`row_bytes`); an int when all are equal."""
     t = arr.type
@@ -789,7 +783,7 @@ def _array_bytes(arr: pa.Array) -> np.ndarray | int:
         )[arr.offset : arr.offset + len(arr) + 1]
         lengths = np.diff(offsets).astype(np.int64, copy=False)
         if arr.null_count:  # a null slot may still span bytes (a value masked out later): 0
-            lengths = np.where(_validity(arr), lengths, 0)
+            lengths = np.where(valid_mask(arr), lengths, 0)
         return lengths
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         lengths = pc.list_value_length(arr).fill_null(0)

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from dataforge.dedup import _kernels as K
 from dataforge.errors import ConfigError, choices
-from dataforge.io.views import flat_runs
+from dataforge.io.views import series_runs
 
 HASHES = ("xxh3", "sha1")
 SHINGLE_KINDS = ("word", "char")
@@ -163,10 +163,16 @@ def normalize_text(text: str) -> str:
 
 
 def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes and int64 offsets of a string column (zero-copy where possible)."""
+    """UTF-8 bytes and int64 offsets of a string column (read in place when it lies in order in
+    one buffer, else copied)."""
     runs = _text_runs(texts)
     if len(runs) == 1:
         return runs[0][2], runs[0][3]
+    return _copied_buffers(texts)
+
+
+def _copied_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes and int64 offsets of a string column, copied into one flat buffer (nulls empty)."""
     arr = texts.to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -181,12 +187,9 @@ def _buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _text_runs(texts: pl.Series) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(start, stop, data, offsets)`` runs of rows whose texts lie in order in one buffer, read in
-    place (:func:`dataforge.io.views.flat_runs`), or no run when the column must be copied."""
-    if not len(texts) or texts.dtype != pl.String:
-        return []
-    views = texts.to_arrow(compat_level=pl.CompatLevel.newest())
-    runs = flat_runs(views) if isinstance(views, pa.Array) else None
-    return [(r.start, r.stop, r.data, r.offsets) for r in runs] if runs else []
+    place (:func:`dataforge.io.views.series_runs`), or no run when the column must be copied."""
+    found = series_runs(texts) if texts.dtype == pl.String else None
+    return [(r.start, r.stop, r.data, r.offsets) for r in found[1]] if found else []
 
 
 def _unicode_fix(texts: pl.Series) -> pl.Series:
@@ -373,7 +376,7 @@ def signatures(texts: pl.Series, params: MinHashParams) -> tuple[np.ndarray, np.
         return K.minhash_signatures(hv, n_sh, a, b), n_sh
     # texts read in place where they lie in order in a buffer (one run per part of a
     # concatenation), else copied once into one run
-    runs = _text_runs(texts) or [(0, n_docs, *_buffers(texts))]
+    runs = _text_runs(texts) or [(0, n_docs, *_copied_buffers(texts))]
     sigs, counts = [], []
     for run_start, run_stop, data, offsets in runs:
         lengths = np.diff(offsets)

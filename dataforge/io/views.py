@@ -61,10 +61,7 @@ def flat_runs(arr: pa.Array) -> list[FlatRun] | None:
     views = np.frombuffer(bufs[1], dtype=np.uint32).reshape(-1, 4)[arr.offset : arr.offset + n]
     lens = views[:, 0].astype(np.int64)
     if arr.null_count:
-        valid = np.unpackbits(
-            np.frombuffer(bufs[0], dtype=np.uint8), bitorder="little", count=arr.offset + n
-        )[arr.offset :].astype(bool)
-        lens[~valid] = 0
+        lens[~valid_mask(arr)] = 0
     long = np.flatnonzero(lens > _INLINE)
     if long.size == 0:
         return None  # every value inline: no buffer holds them
@@ -124,29 +121,25 @@ def _fits(
     return bool(np.array_equal(in_buffer, inline))
 
 
-def flat_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(data, offsets)`` of a view array whose values all lie in order in one buffer (one
-    :class:`FlatRun`), else ``None``."""
-    runs = flat_runs(arr)
-    if runs is None or len(runs) != 1:
-        return None
-    return runs[0].data, runs[0].offsets
-
-
-def _validity(arr: pa.Array, start: int, stop: int) -> pa.Buffer | None:
-    """The validity bitmap of rows start:stop of ``arr``, re-cut to start at bit 0."""
-    if not arr.null_count:
-        return None
-    bits = np.unpackbits(
-        np.frombuffer(arr.buffers()[0], dtype=np.uint8), bitorder="little", count=arr.offset + stop
-    )[arr.offset + start :]
-    return pa.py_buffer(np.packbits(bits, bitorder="little"))
+def valid_mask(arr: pa.Array) -> np.ndarray:
+    """Boolean NumPy mask of the valid slots of ``arr`` (from its bitmap; all True without one;
+    ``Array.is_valid().to_numpy()`` would first import pandas)."""
+    if arr.buffers()[0] is None:
+        return np.ones(len(arr), dtype=bool)
+    bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
+    return np.unpackbits(bits, bitorder="little", count=arr.offset + len(arr))[arr.offset :].astype(bool)
 
 
 def _flat_chunks(arr: pa.Array, runs: list[FlatRun], typ: pa.DataType) -> pa.ChunkedArray:
     chunks = []
+    valid = valid_mask(arr) if arr.null_count else None
     for run in runs:
-        validity = _validity(arr, run.start, run.stop)
+        # the bitmap of the run's rows, re-cut to start at bit 0
+        validity = (
+            None
+            if valid is None
+            else pa.py_buffer(np.packbits(valid[run.start : run.stop], bitorder="little"))
+        )
         nulls = -1 if validity is not None else 0
         chunks.append(
             pa.Array.from_buffers(
@@ -156,16 +149,25 @@ def _flat_chunks(arr: pa.Array, runs: list[FlatRun], typ: pa.DataType) -> pa.Chu
     return pa.chunked_array(chunks, type=typ)
 
 
+def series_runs(series: pl.Series) -> tuple[pa.Array, list[FlatRun]] | None:
+    """A String or Binary series as its view array and :func:`flat_runs`, or ``None`` when its
+    text must be copied (or it is empty, or of another type)."""
+    if series.dtype not in (pl.String, pl.Binary) or not len(series):
+        return None
+    views = series.to_arrow(compat_level=pl.CompatLevel.newest())
+    runs = flat_runs(views) if isinstance(views, pa.Array) else None
+    return (views, runs) if runs is not None else None
+
+
 def series_to_arrow(series: pl.Series) -> pa.Array | pa.ChunkedArray:
     """``series.to_arrow()``, without copying the text of a flat String or Binary column."""
-    if series.dtype in (pl.String, pl.Binary) and len(series):
-        views = series.to_arrow(compat_level=pl.CompatLevel.newest())
-        runs = flat_runs(views) if isinstance(views, pa.Array) else None
-        if runs is not None:
-            typ = pa.large_string() if series.dtype == pl.String else pa.large_binary()
-            chunked = _flat_chunks(views, runs, typ)
-            return chunked.chunk(0) if chunked.num_chunks == 1 else chunked
-    return series.to_arrow()
+    found = series_runs(series)
+    if found is None:
+        return series.to_arrow()
+    views, runs = found
+    typ = pa.large_string() if series.dtype == pl.String else pa.large_binary()
+    chunked = _flat_chunks(views, runs, typ)
+    return chunked.chunk(0) if chunked.num_chunks == 1 else chunked
 
 
 def frame_to_arrow(frame: pl.DataFrame) -> pa.Table:

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 
 from dataforge.io.views import (
-    flat_buffers,
     flat_runs,
     frame_to_arrow,
     series_to_arrow,
@@ -53,7 +52,8 @@ def test_a_flat_column_comes_back_without_a_copy() -> None:
     assert out.type == pa.large_string()
     assert out.to_pylist() == values
     assert _address(out) == {src.buffers()[2].address}  # the reader's buffer, not a copy
-    data, offsets = flat_buffers(series.to_arrow(compat_level=pl.CompatLevel.newest()))  # type: ignore[misc]
+    (run,) = flat_runs(series.to_arrow(compat_level=pl.CompatLevel.newest()))  # type: ignore[misc]
+    data, offsets = run.data, run.offsets
     assert data.ctypes.data == src.buffers()[2].address
     assert [bytes(data[offsets[i] : offsets[i + 1]]).decode() for i in range(3)] == [
         v or "" for v in values[:3]
