@@ -34,6 +34,12 @@ from typing import Any
 
 from dataforge.executors.base import OnDone
 
+try:  # imported now, not at the first map: its import sets KMP_DUPLICATE_LIB_OK in os.environ,
+    # which would change _pool_key after the first pool is made, so that pool was never reused
+    import threadpoolctl
+except ImportError:  # pragma: no cover - scikit-learn depends on it
+    threadpoolctl = None
+
 log = logging.getLogger(__name__)
 
 
@@ -206,12 +212,10 @@ def _call_shared(fn_file: str, item: Any) -> Any:
 def _thread_limits(threads: int) -> Any:
     """Limit BLAS/OpenMP threads of tasks run in this process while pool workers run too (as the
     workers' own environment does); a no-op when threadpoolctl is not installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn depends on it
+    if threadpoolctl is None:  # pragma: no cover - scikit-learn depends on it
         yield
         return
-    with threadpool_limits(limits=threads):
+    with threadpoolctl.threadpool_limits(limits=threads):
         yield
 
 

@@ -348,6 +348,49 @@ def test_a_finished_pool_is_reused_by_the_next_executor(monkeypatch):
     assert not local._PARKED
 
 
+_FRESH = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+
+def pid(x):
+    time.sleep(0.02)
+    return os.getpid()
+
+if __name__ == "__main__":
+    from dataforge.executors.base import make_executor
+
+    runs = []
+    for _ in range(3):
+        ex = make_executor("local", workers=2)
+        runs.append(sorted(set(ex.map(pid, list(range(20)))) - {{os.getpid()}}))
+        ex.close()
+    print(runs)
+"""
+
+
+def test_a_fresh_processs_second_run_reuses_the_pool(tmp_path):
+    """In a new process, the first map imports threadpoolctl (tasks run here under its thread
+    limits), which sets KMP_DUPLICATE_LIB_OK in the environment; the pool parked after that map
+    must still be the one the second run takes (it was spawned again, ~1-2 s, before)."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "fresh.py"
+    script.write_text(_FRESH.format(root=str(Path(__file__).resolve().parents[2])), encoding="utf-8")
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if k not in ("KMP_DUPLICATE_LIB_OK", "DATAFORGE_POOL_IDLE")
+    }
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    runs = ast.literal_eval(res.stdout.strip().splitlines()[-1])
+    assert len(runs) == 3 and runs[0]
+    assert runs[0] == runs[1] == runs[2]
+
+
 def read_relative(_: int) -> tuple[int, str]:
     import os
     import time
