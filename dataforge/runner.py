@@ -47,6 +47,7 @@ from dataforge.errors import DataError, LedgerError, OutputError
 from dataforge.executors.base import Executor, make_executor
 from dataforge.executors.local import LocalExecutor
 from dataforge.html import REPORT_HTML, write_report_or_log
+from dataforge.html.run import ShardRows, TableShards
 from dataforge.io.inputs import InputFile, Task, discover, plan_tasks, tasks_from_json, tasks_to_json
 from dataforge.io.readers import check_file
 from dataforge.io.shards import MANIFEST, read_manifest, read_shard, write_bytes_atomic, write_json_atomic
@@ -56,6 +57,7 @@ from dataforge.schemas import extend, load_schema, schema_to_json
 from dataforge.stages import (
     DROP_FIELDS,
     INTERNAL_SCHEMA,
+    AssembledShard,
     AssembleJob,
     PhaseJob,
     StageJob,
@@ -66,6 +68,7 @@ from dataforge.stages import (
     run_assemble_item,
     run_phase,
     run_stage_task,
+    shard_name,
     stage_file,
     thin_columns,
 )
@@ -315,7 +318,7 @@ def run_pipeline(
         tasks = _plan(pipeline, files, work, ex, progress)
         timings["plan"] = time.perf_counter() - t0
         stage_results, globals_run = _run_stages(pipeline, tasks, work, ex, progress, timings)
-        report = _assemble(pipeline, files, tasks, work, out, ex, progress, timings, stage_results)
+        report, jobs = _assemble(pipeline, files, tasks, work, out, ex, progress, timings, stage_results)
         report.reports = _publish_reports(globals_run, out)
         report.global_info = {g.name: _strip_seconds(info) for g, _, info in globals_run}
     finally:
@@ -341,7 +344,7 @@ def run_pipeline(
     # the reports first, the manifest last: a folder with a manifest is always a complete run
     write_json_atomic(out / REPORT_JSON, report.to_dict())
     write_bytes_atomic(out / REPORT_MD, report.markdown().encode("utf-8"))
-    write_report_or_log(out)
+    write_report_or_log(out, shards=_work_shards(out, jobs))
     _write_manifest(pipeline, files, out, report, config, config_fp)
     if not keep_work:
         shutil.rmtree(out / WORK_DIR, ignore_errors=True)
@@ -614,7 +617,7 @@ def _assemble(
     progress: Progress,
     timings: dict[str, float],
     stage_results: list[list[dict[str, Any]]],
-) -> RunReport:
+) -> tuple[RunReport, list[AssembleJob]]:
     t0 = time.perf_counter()
     n_tasks = len(tasks)
     ledger = Ledger.empty([s.name for s in pipeline.steps])
@@ -681,7 +684,7 @@ def _assemble(
     written = {job.subdir: [by_item[(g, i)] for i in range(len(job.pieces))] for g, job in enumerate(jobs)}
     timings["assemble"] = time.perf_counter() - t0
     samples = _reject_samples(rej_counts)
-    return RunReport(
+    report = RunReport(
         name=pipeline.name,
         output=str(out),
         ledger=ledger,
@@ -691,6 +694,20 @@ def _assemble(
         per_input=per_input,
         reject_samples=samples,
     )
+    return report, jobs
+
+
+def _work_shards(out: Path, jobs: list[AssembleJob]) -> TableShards:
+    """The shards just written, for report.html, read from the memory-mapped work files they
+    were written from: the page reads samples, cluster sizes and representatives without
+    decompressing the shards again (~0.15 s per 100k documents; ``dataforge report OUT`` gives the
+    same page from the files)."""
+    shards: dict[str, ShardRows] = {
+        shard_name(job.subdir, i, job.format): AssembledShard(job, i)
+        for job in jobs
+        for i in range(len(job.pieces))
+    }
+    return TableShards(out, shards)
 
 
 def _strip_seconds(info: dict[str, Any]) -> dict[str, Any]:

@@ -255,6 +255,41 @@ def read_live(path: str | Path, offset: int = 0, rows: int | None = None) -> pa.
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+def _rows_at(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The rows at ``positions``, as one-row slices: Arrow's ``take`` first concatenates every
+    chunk of a chunked column (a copy of all the text, to fetch a few rows)."""
+    if not positions.shape[0]:
+        return table.slice(0, 0)
+    return pa.concat_tables([table.slice(int(p), 1) for p in positions])
+
+
+def live_columns(
+    path: str | Path, offset: int, rows: int, columns: list[str], positions: np.ndarray | None = None
+) -> pa.Table:
+    """Those of ``columns`` (work names) a stage's live file has, for rows ``offset:offset + rows``
+    or the rows at ``positions`` (ascending) among those: what :func:`read_live` gives, for a few
+    columns or rows. A thin file's other columns are taken (copied) from its base file instead of
+    sliced run by run: a copy of one narrow column, or of a few rows, costs less than a view with
+    a chunk per run."""
+    table = read_ipc(path).slice(offset, rows)
+    meta = table.schema.metadata or {}
+    if positions is not None:
+        table = _rows_at(table, positions)
+    if THIN_BASE not in meta:
+        return table.select([c for c in columns if c in table.column_names])
+    own = table.select([c for c in columns if c in table.column_names])
+    base = read_ipc(Path(path).parent / meta[THIN_BASE].decode())
+    need = [c for c in columns if c not in own.column_names and c in base.column_names]
+    src = table.column(SRC_ROW)
+    picked = base.select(need)
+    picked = picked.take(src) if positions is None else _rows_at(picked, arrow_numpy(src.combine_chunks()))
+    have = [c for c in columns if c in own.column_names or c in need]
+    return pa.Table.from_arrays(
+        [own.column(c) if c in own.column_names else picked.column(c) for c in have],
+        schema=pa.schema([(own if c in own.column_names else picked).schema.field(c) for c in have]),
+    )
+
+
 def _stage_dir(work: str | Path, stage: int) -> Path:
     return Path(work) / f"s{stage}"
 
@@ -624,15 +659,53 @@ def shard_name(subdir: str, index: int, fmt: str) -> str:
     return f"{subdir}/part-{index:05d}{ext}"
 
 
-def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
-    """Write output shard ``index`` of ``job`` (deterministic bytes)."""
+def assembled_table(job: AssembleJob, index: int) -> pa.Table:
+    """The rows of output shard ``index`` of ``job`` as they are written: its pieces of the work
+    files, renamed and conformed to the output schema (memory-mapped slices, not copied)."""
     tables = []
     for path, offset, rows in job.pieces[index]:
         t = read_live(path, offset, rows)
         t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
         tables.append(conform(t, job.schema))
+    return pa.concat_tables(tables) if tables else job.schema.empty_table()
+
+
+@dataclass(frozen=True)
+class AssembledShard:
+    """Output shard ``index`` of ``job`` read back from the work files it is written from: its
+    column names, and any of its columns for all rows or a few (see :func:`live_columns`), renamed
+    and conformed as :func:`assembled_table` does. How a run's report.html reads its shards."""
+
+    job: AssembleJob
+    index: int
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.job.schema.names)
+
+    def __call__(self, columns: list[str], rows: list[int] | None = None) -> pa.Table:
+        schema = pa.schema([self.job.schema.field(c) for c in columns])
+        work_name = {v: k for k, v in OUTPUT_RENAME.items()}
+        wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
+        tables = []
+        start = 0
+        for path, offset, n in self.job.pieces[self.index]:
+            positions = None
+            if wanted is not None:
+                positions = wanted[(wanted >= start) & (wanted < start + n)] - start
+            start += n
+            if positions is not None and not positions.shape[0]:
+                continue
+            t = live_columns(path, offset, n, [work_name.get(c, c) for c in columns], positions)
+            t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
+            tables.append(conform(t, schema))
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def run_assemble(job: AssembleJob, index: int) -> dict[str, Any]:
+    """Write output shard ``index`` of ``job`` (deterministic bytes)."""
     # memory-mapped slices, not copied here: write_shard copies one record batch at a time
-    table = pa.concat_tables(tables) if tables else job.schema.empty_table()
+    table = assembled_table(job, index)
     target = Path(job.out) / shard_name(job.subdir, index, job.format)
     target.parent.mkdir(parents=True, exist_ok=True)
     info = write_shard(table, target, format=job.format, compression=job.compression, relative_to=job.out)

@@ -264,12 +264,34 @@ def test_thin_last_stage_gives_the_bytes_of_full_live_files(multi_input, tmp_pat
         full = read_live(path)
         assert full.num_rows == table.num_rows
         assert "text" in full.column_names and SRC_ROW not in full.column_names
+        _same_live_columns(path)
     monkeypatch.setattr(runner, "thin_columns", lambda seg, last: ())
     full_out = tmp_path / "full"
     run_pipeline(_two_dedups(multi_input, full_out, workers), keep_work=True)
     full_live = sorted((full_out / "_work").glob("*/s2"))[0]
     assert "text" in read_ipc(sorted(full_live.glob("*.live.arrow"))[0]).column_names
+    _same_live_columns(sorted(full_live.glob("*.live.arrow"))[0])
     assert digests(thin_out) == digests(full_out)
+
+
+def _same_live_columns(path: Path) -> None:
+    """live_columns (how report.html reads a few columns or rows of a work file) gives what
+    read_live gives, for a thin or a full live file, own and base columns, all rows or some."""
+    import numpy as np
+
+    from dataforge.stages import live_columns, read_live
+
+    full = read_live(path)
+    n = full.num_rows
+    assert n > 10
+    cols = ["cluster_id", "text", "_line", "no_such_column", "id"]
+    want = [c for c in cols if c in full.column_names]
+    assert want == ["cluster_id", "text", "_line", "id"]
+    got = live_columns(path, 0, n, cols)
+    assert got.column_names == want and got.equals(full.select(want))
+    part = live_columns(path, 3, n - 5, cols, np.array([0, 2, (n - 5) // 2, n - 6]))
+    assert part.equals(full.slice(3, n - 5).select(want).take([0, 2, (n - 5) // 2, n - 6]))
+    assert live_columns(path, 0, n, cols, np.array([], dtype=np.int64)).num_rows == 0
 
 
 def test_runs_of_consecutive_rows():

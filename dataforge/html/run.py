@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
+import pyarrow as pa
 
 from dataforge.html import kit
 from dataforge.html.highlight import placeholder_spans, spans_for
@@ -48,8 +49,118 @@ def _scan(path: Path) -> pl.LazyFrame:
     return pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ipc(path)
 
 
+class FileShards:
+    """How the page reads the shards ``report.json`` lists: from their files in ``out``.
+
+    Every read the page makes goes through these four methods, so a caller that already holds the
+    same rows as Arrow tables can hand them over instead (:class:`TableShards`) and get the same page.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def names(self, entry: dict[str, Any]) -> list[str] | None:
+        """The shard's column names, or None when its file is missing."""
+        p = self.out / entry["path"]
+        return _scan(p).collect_schema().names() if p.is_file() else None
+
+    def read(self, entry: dict[str, Any], columns: list[str]) -> pl.DataFrame:
+        """Every row of ``columns``."""
+        return _scan(self.out / entry["path"]).select(columns).collect()
+
+    def take(self, entry: dict[str, Any], columns: list[str], rows: list[int]) -> pl.DataFrame:
+        """Rows at the ascending positions ``rows``, in that order."""
+        return (
+            _scan(self.out / entry["path"])
+            .select(columns)
+            .with_row_index("__i")
+            .filter(pl.col("__i").is_in(rows))
+            .collect()
+            .sort("__i")
+            .drop("__i")
+        )
+
+    def matching(
+        self, entry: dict[str, Any], names: list[str], columns: list[str], key: str, where: pl.Expr
+    ) -> Iterator[pl.DataFrame]:
+        """The rows where ``where`` (over column ``key``) holds, in order, maybe in several frames.
+
+        Column ``key`` is read first; from Arrow shards one record batch at a time, and only the
+        batches holding a match are read (and decompressed) in full, so a caller that stops early
+        reads little."""
+        p = self.out / entry["path"]
+        if p.suffix == ".parquet":
+            lf = _scan(p)
+            idx = lf.select(key).with_row_index("__i").filter(where).select("__i").collect()["__i"]
+            if not idx.is_empty():
+                yield self.take(entry, columns, idx.to_list())
+            return
+        import pyarrow.ipc as ipc
+
+        def reader(src: pa.MemoryMappedFile, fields: list[str]) -> ipc.RecordBatchFileReader:
+            wanted = sorted({names.index(f) for f in fields})
+            return ipc.open_file(src, options=ipc.IpcReadOptions(included_fields=wanted))
+
+        with pa.memory_map(str(p)) as src:
+            keys, full = reader(src, [key]), reader(src, columns)
+            for i in range(keys.num_record_batches):
+                mask = pl.DataFrame(pl.from_arrow(keys.get_batch(i))).select(where.alias("m"))["m"]
+                if mask.any():
+                    yield pl.DataFrame(pl.from_arrow(full.get_batch(i))).filter(mask).select(columns)
+
+
+class ShardRows(Protocol):
+    """One shard's rows held elsewhere: its column names, and any of its columns for every row or
+    for the rows at ascending positions (``dataforge.stages.AssembledShard``)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def __call__(self, columns: list[str], rows: list[int] | None = None) -> pa.Table: ...
+
+
+class TableShards(FileShards):
+    """The listed shards read from ``shards`` (by entry path; others from their files).
+
+    The runner builds the page this way from the memory-mapped work files its shards were just
+    written from (the same rows, renamed and conformed the same way), so the page costs no
+    decompression of the shards it wrote; ``dataforge report OUT`` reads the files and gives the
+    same page."""
+
+    def __init__(self, out: Path, shards: dict[str, ShardRows]) -> None:
+        super().__init__(out)
+        self._shards = shards
+
+    def names(self, entry: dict[str, Any]) -> list[str] | None:
+        s = self._shards.get(entry["path"])
+        return super().names(entry) if s is None else s.names
+
+    def read(self, entry: dict[str, Any], columns: list[str]) -> pl.DataFrame:
+        s = self._shards.get(entry["path"])
+        return super().read(entry, columns) if s is None else _polars(s(columns))
+
+    def take(self, entry: dict[str, Any], columns: list[str], rows: list[int]) -> pl.DataFrame:
+        s = self._shards.get(entry["path"])
+        return super().take(entry, columns, rows) if s is None else _polars(s(columns, rows))
+
+    def matching(
+        self, entry: dict[str, Any], names: list[str], columns: list[str], key: str, where: pl.Expr
+    ) -> Iterator[pl.DataFrame]:
+        s = self._shards.get(entry["path"])
+        if s is None:
+            yield from super().matching(entry, names, columns, key, where)
+            return
+        idx = _polars(s([key])).select(where.alias("m"))["m"].arg_true()
+        if not idx.is_empty():
+            yield self.take(entry, columns, idx.to_list())
+
+
+def _polars(table: pa.Table) -> pl.DataFrame:
+    return pl.DataFrame(pl.from_arrow(table))
+
+
 def _frames(
-    out: Path,
+    src: FileShards,
     entries: list[dict[str, Any]],
     columns: list[str],
     *,
@@ -59,69 +170,39 @@ def _frames(
     """Each listed shard in order, with those of ``columns`` it has (missing files are skipped).
 
     With ``where`` (an expression over column ``key``) only matching rows come back, and the wide
-    columns (text) are read only for shards and rows that match: the key column is read first. From
-    Arrow shards they come one record batch at a time, and only the batches holding a match are
-    read (and decompressed) in full, so a caller that stops early reads little.
-    """
+    columns (text) are read only for the rows (from files: the record batches) that match."""
     for e in entries:
-        p = out / e["path"]
-        if not p.is_file():
-            log.warning("report: %s is listed in report.json but missing", p)
+        names = src.names(e)
+        if names is None:
+            log.warning("report: %s is listed in report.json but missing", src.out / e["path"])
             continue
-        lf = _scan(p)
-        names = lf.collect_schema().names()
         cols = [c for c in columns if c in names]
         if not cols:
             continue
         if where is None:
-            yield lf.select(cols).collect()
+            yield src.read(e, cols)
             continue
         if key not in names:
             return
-        if p.suffix != ".parquet":
-            yield from _matching_batches(p, names, cols, key, where)
-            continue
-        idx = lf.select(key).with_row_index("__i").filter(where).select("__i").collect()["__i"]
-        if idx.is_empty():
-            continue
-        rows = lf.select(cols).with_row_index("__i").filter(pl.col("__i").is_in(idx.to_list())).collect()
-        yield rows.drop("__i")
+        yield from src.matching(e, names, cols, key, where)
 
 
-def _matching_batches(
-    path: Path, names: list[str], cols: list[str], key: str, where: pl.Expr
-) -> Iterator[pl.DataFrame]:
-    """The rows of an Arrow IPC shard where ``where`` holds, batch by batch: column ``key`` of each
-    record batch is read first, ``cols`` only of the batches with a match."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    def reader(src: pa.MemoryMappedFile, fields: list[str]) -> ipc.RecordBatchFileReader:
-        wanted = sorted({names.index(f) for f in fields})
-        return ipc.open_file(src, options=ipc.IpcReadOptions(included_fields=wanted))
-
-    with pa.memory_map(str(path)) as src:
-        keys, full = reader(src, [key]), reader(src, cols)
-        for i in range(keys.num_record_batches):
-            mask = pl.DataFrame(pl.from_arrow(keys.get_batch(i))).select(where.alias("m"))["m"]
-            if mask.any():
-                yield pl.DataFrame(pl.from_arrow(full.get_batch(i))).filter(mask).select(cols)
-
-
-def _schema_of(out: Path, entries: list[dict[str, Any]]) -> list[str]:
+def _schema_of(src: FileShards, entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
-        p = out / e["path"]
-        if p.is_file():
-            return _scan(p).collect_schema().names()
+        names = src.names(e)
+        if names is not None:
+            return names
     return []
 
 
 # --------------------------------------------------------------------------- page
 
 
-def render_run(out: str | Path, report: dict[str, Any]) -> str:
-    """The whole ``report.html`` of a run folder whose ``report.json`` is ``report``."""
-    out = Path(out)
+def render_run(out: str | Path, report: dict[str, Any], *, shards: FileShards | None = None) -> str:
+    """The whole ``report.html`` of a run folder whose ``report.json`` is ``report``.
+
+    ``shards`` reads the shards it lists (default: from their files in ``out``)."""
+    src = shards or FileShards(Path(out))
     name = report.get("name", "")
     kind = _kind(report)
     c = report["counts"]
@@ -162,15 +243,20 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
             "<code>truncated</code>). The run exited non-zero after writing its outputs.</div>"
         )
     body += _funnel(report)
-    samples = _samples(out, report)
+    samples = _samples(src, report)
     minhash = [
         (step, info["finalize"])
         for step, info in report.get("global_info", {}).items()
         if step.startswith("dedup.minhash") and isinstance(info, dict) and "finalize" in info
     ]
-    sizes = _cluster_sizes(out, report) if minhash else {}
-    top = sorted(((s, cid) for cid, s in sizes.items() if s > 1), key=lambda t: (-t[0], t[1]))[
-        :LARGEST_CLUSTERS
+    sizes = _cluster_sizes(src, report) if minhash else _no_sizes()
+    hist = dict(sizes.group_by("cluster_size").len().iter_rows())
+    top = [
+        (int(s), int(cid))
+        for cid, s in sizes.filter(pl.col("cluster_size") > 1)
+        .sort(["cluster_size", "cluster_id"], descending=[True, False])
+        .head(LARGEST_CLUSTERS)
+        .iter_rows()
     ]
     near = {
         int(r["cluster_id"])
@@ -179,7 +265,7 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
         if r.get("cluster_id") is not None and r.get("drop_reason") == "near_duplicate"
     }
     # one pass over the data shards for every kept representative the page shows
-    reps = _representatives(out, report, near | {cid for _, cid in top})
+    reps = _representatives(src, report, near | {cid for _, cid in top})
     if any(s["dropped"] for s in report["ledger"]["steps"]):
         toc.append(("reasons", "drop reasons"))
         body += _reasons(report)
@@ -191,13 +277,13 @@ def render_run(out: str | Path, report: dict[str, Any]) -> str:
         else:
             toc.append(("samples", "dropped samples"))
             body += _sample_section(report, samples, reps)
-    pii = _pii_section(out, report)
+    pii = _pii_section(src, report)
     if pii:
         toc.append(("pii", "PII"))
         body += pii
     for step, fin in minhash:
         toc.append(("dedup", "near-duplicates"))
-        body += _dedup_section(out, report, step, fin, sizes, top, reps)
+        body += _dedup_section(src, report, step, fin, hist, top, reps)
     if kind == "normalize":
         toc.append(("records", "records"))
         body += _records_section(report)
@@ -281,7 +367,7 @@ def _reasons(report: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- samples
 
 
-def _samples(out: Path, report: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _samples(src: FileShards, report: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Up to SAMPLES_PER_REASON dropped rows per (step, reason), first in shard order."""
     entries = report.get("dropped_shards", [])
     steps = report["ledger"]["steps"]
@@ -289,7 +375,7 @@ def _samples(out: Path, report: dict[str, Any]) -> dict[tuple[str, str], list[di
     got: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     if not entries or not wanted:
         return got
-    names = _schema_of(out, entries)
+    names = _schema_of(src, entries)
     step_col = "drop_step" if "drop_step" in names else None
     reason_col = "drop_reason" if "drop_reason" in names else "reason"
     if reason_col not in names:
@@ -301,11 +387,10 @@ def _samples(out: Path, report: dict[str, Any]) -> dict[tuple[str, str], list[di
         need = {k for k in wanted if len(got[k]) < SAMPLES_PER_REASON}
         if not need:
             break
-        path = out / e["path"]
-        if not path.is_file():
+        if src.names(e) is None:
             continue
         # first only the reason columns, to find the rows; then every column of those rows only
-        small = _scan(path).select(keys).collect().with_row_index("__i")
+        small = src.read(e, keys).with_row_index("__i")
         if step_col is None:
             small = small.with_columns(pl.lit(only_step).alias("__step"))
         sc = step_col or "__step"
@@ -313,14 +398,7 @@ def _samples(out: Path, report: dict[str, Any]) -> dict[tuple[str, str], list[di
         picked = small.group_by(sc, reason_col, maintain_order=True).head(SAMPLES_PER_REASON)["__i"].sort()
         if picked.is_empty():
             continue
-        rows = (
-            _scan(path)
-            .select(cols)
-            .with_row_index("__i")
-            .filter(pl.col("__i").is_in(picked.to_list()))
-            .collect()
-        )
-        for row in rows.sort("__i").drop("__i").to_dicts():
+        for row in src.take(e, cols, picked.to_list()).to_dicts():
             key = (row.get(step_col) if step_col else only_step, row[reason_col])
             if key in need and len(got[key]) < SAMPLES_PER_REASON:
                 got[key].append(row)
@@ -336,14 +414,16 @@ def _where(row: dict[str, Any]) -> str:
     return str(f or "")
 
 
-def _representatives(out: Path, report: dict[str, Any], cluster_ids: set[int]) -> dict[int, dict[str, Any]]:
+def _representatives(
+    src: FileShards, report: dict[str, Any], cluster_ids: set[int]
+) -> dict[int, dict[str, Any]]:
     """Kept row of each of ``cluster_ids`` (id, text, where) from the data shards."""
     found: dict[int, dict[str, Any]] = {}
     if not cluster_ids:
         return found
     wanted = sorted(cluster_ids)
     for frame in _frames(
-        out,
+        src,
         report.get("shards", []),
         ["cluster_id", "id", "text", "source_file", "source_line", "source_row"],
         key="cluster_id",
@@ -412,7 +492,7 @@ def _sample_html(row: dict[str, Any], reason: str, reps: dict[int, dict[str, Any
     return f"<div class='sample'>{head}<div class='text'>{kit.highlighted(text, spans_for(reason, text))}</div></div>"
 
 
-def _pii_section(out: Path, report: dict[str, Any]) -> list[str]:
+def _pii_section(src: FileShards, report: dict[str, Any]) -> list[str]:
     pii_steps = [s for s in report["ledger"]["steps"] if s["step"].startswith("pii.")]
     if not pii_steps:
         return []
@@ -429,7 +509,7 @@ def _pii_section(out: Path, report: dict[str, Any]) -> list[str]:
             res.append(kit.hbars_svg(items, title="PII matches by type", color="#8e44ad"))
     shown: list[dict[str, Any]] = []
     for frame in _frames(
-        out,
+        src,
         report.get("shards", []),
         ["id", "text", "pii_count", "pii_types", "source_file", "source_line", "source_row"],
         key="pii_count",
@@ -455,24 +535,33 @@ def _pii_section(out: Path, report: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- dedup
 
 
-def _cluster_sizes(out: Path, report: dict[str, Any]) -> dict[int, int]:
-    """cluster_id -> size over every row that reached MinHash (kept or dropped)."""
-    sizes: dict[int, int] = {}
+def _no_sizes() -> pl.DataFrame:
+    return pl.DataFrame(schema={"cluster_id": pl.Int64, "cluster_size": pl.Int64})
+
+
+def _cluster_sizes(src: FileShards, report: dict[str, Any]) -> pl.DataFrame:
+    """One row (cluster_id, cluster_size) per cluster of every row that reached MinHash (kept or
+    dropped)."""
+    frames = []
     for entries in (report.get("shards", []), report.get("dropped_shards", [])):
-        for frame in _frames(out, entries, ["cluster_id", "cluster_size"]):
+        for frame in _frames(src, entries, ["cluster_id", "cluster_size"]):
             if "cluster_id" not in frame.columns or "cluster_size" not in frame.columns:
-                return sizes
-            f = frame.drop_nulls("cluster_id").unique("cluster_id")
-            sizes.update(zip(f["cluster_id"].to_list(), f["cluster_size"].to_list()))
-    return sizes
+                break
+            frames.append(frame.drop_nulls("cluster_id").cast(pl.Int64))
+        else:
+            continue
+        break
+    if not frames:
+        return _no_sizes()
+    return pl.concat(frames).unique("cluster_id", keep="last")
 
 
 def _dedup_section(
-    out: Path,
+    src: FileShards,
     report: dict[str, Any],
     step: str,
     fin: dict[str, Any],
-    sizes: dict[int, int],
+    hist: dict[int, int],
     top: list[tuple[int, int]],
     reps: dict[int, dict[str, Any]],
 ) -> list[str]:
@@ -518,8 +607,7 @@ def _dedup_section(
                 marker_label=f"threshold {lsh['threshold']}",
             )
         )
-    if sizes:
-        hist = Counter(sizes.values())
+    if hist:
         items = []
         for lo, hi in _SIZE_BUCKETS:
             n = sum(v for k, v in hist.items() if k >= lo and (hi is None or k <= hi))
@@ -528,12 +616,16 @@ def _dedup_section(
         res.append("<h3>Cluster sizes</h3><p>Clusters by number of members (size 1: no near-duplicate).</p>")
         res.append(kit.columns_svg(items, title="cluster-size histogram", xlabel="cluster size", log=True))
         if top:
-            res += _largest_clusters(out, report, [cid for _, cid in top], {c: s for s, c in top}, reps)
+            res += _largest_clusters(src, report, [cid for _, cid in top], {c: s for s, c in top}, reps)
     return res
 
 
 def _largest_clusters(
-    out: Path, report: dict[str, Any], ids: list[int], size: dict[int, int], reps: dict[int, dict[str, Any]]
+    src: FileShards,
+    report: dict[str, Any],
+    ids: list[int],
+    size: dict[int, int],
+    reps: dict[int, dict[str, Any]],
 ) -> list[str]:
     members: dict[int, list[dict[str, Any]]] = defaultdict(list)
     cols = [
@@ -548,7 +640,7 @@ def _largest_clusters(
         "source_row",
     ]
     for frame in _frames(
-        out, report.get("dropped_shards", []), cols, key="cluster_id", where=pl.col("cluster_id").is_in(ids)
+        src, report.get("dropped_shards", []), cols, key="cluster_id", where=pl.col("cluster_id").is_in(ids)
     ):
         for row in frame.to_dicts():
             if len(members[int(row["cluster_id"])]) < 50:

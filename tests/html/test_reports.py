@@ -269,12 +269,23 @@ def test_100k_inputs_list_the_busiest_with_a_pointer_to_report_json(demo_outputs
     assert len(page.encode()) < 2_000_000
 
 
+class _Rows:
+    """A shard's rows held in memory (the ShardRows interface of TableShards)."""
+
+    def __init__(self, table) -> None:
+        self.table, self.names = table, table.column_names
+
+    def __call__(self, columns, rows=None):
+        t = self.table.select(columns)
+        return t if rows is None else t.take(rows)
+
+
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
 def test_report_rows_matching_a_key_equal_a_filter_of_the_shards(tmp_path, monkeypatch, fmt):
     """The report reads sample rows by key (cluster representatives, PII samples): from Arrow
     shards one matching record batch at a time. The rows must equal a plain filter of the shards,
     in order, across shards and batches; a shard without the key column ends the search."""
-    from dataforge.html.run import _frames
+    from dataforge.html.run import FileShards, TableShards, _frames
     from dataforge.io import shards
 
     monkeypatch.setattr(shards, "RECORD_BATCH_ROWS", 7)  # many batches per shard
@@ -286,17 +297,56 @@ def test_report_rows_matching_a_key_equal_a_filter_of_the_shards(tmp_path, monke
         },
         schema={"id": pl.Utf8, "text": pl.Utf8, "cluster_id": pl.Int64},
     )
-    entries = []
+    entries, tables = [], {}
     for k, (lo, hi) in enumerate([(0, 45), (45, 45), (45, 100)]):
         name = f"data/part-{k:05d}.{fmt}"
         shards.write_shard(full[lo:hi].to_arrow(), tmp_path / name, format=fmt)
         entries.append({"path": name})
+        tables[name] = _Rows(full[lo:hi].to_arrow())
     wanted = [1, 2, 11, 13, 24, 999]
     where = pl.col("cluster_id").is_in(wanted)
-    got = list(_frames(tmp_path, entries, ["text", "cluster_id", "missing"], key="cluster_id", where=where))
     expected = full.filter(where).select("text", "cluster_id")
     assert expected.height > 10
-    assert pl.concat(got).equals(expected)
-    if fmt == "arrow":
-        assert len(got) > 3 and all(f.height <= 7 for f in got)  # batch by batch, only matching ones
-    assert list(_frames(tmp_path, entries, ["id"], key="nope", where=pl.col("nope") > 0)) == []
+    # from the files, and from the same rows as tables in memory (how the runner builds the page)
+    for src in (FileShards(tmp_path), TableShards(tmp_path, tables)):
+        got = list(_frames(src, entries, ["text", "cluster_id", "missing"], key="cluster_id", where=where))
+        assert pl.concat(got).equals(expected)
+        if fmt == "arrow" and type(src) is FileShards:
+            assert len(got) > 3 and all(f.height <= 7 for f in got)  # batch by batch, only matching ones
+        assert list(_frames(src, entries, ["id"], key="nope", where=pl.col("nope") > 0)) == []
+        rows = src.take(entries[2], ["id"], [0, 3, 54])
+        assert rows["id"].to_list() == ["d45", "d48", "d99"]
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_the_runs_page_from_its_work_files_equals_the_page_from_its_shards(tmp_path, monkeypatch, fmt):
+    """A run builds report.html from the work files its shards were written from (no shard is
+    read back); `dataforge report OUT` builds it from the shards. With many shards per folder,
+    near-duplicate diffs, PII samples and every drop reason, both pages are the same."""
+    import yaml
+
+    import dataforge
+    from dataforge.html import run as run_html
+
+    root = Path(__file__).resolve().parents[2]
+    spec = yaml.safe_load((root / "pipelines" / "demo.yaml").read_text(encoding="utf-8"))
+    spec["input"]["paths"] = [
+        str(root / "sample_data" / p.removeprefix("../sample_data/")) for p in spec["input"]["paths"]
+    ]
+    spec["output"] = {"path": str(tmp_path / "out"), "format": fmt, "shard_rows": 150}
+    spec["executor"] = {"kind": "local", "workers": 2}
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump(spec), encoding="utf-8")
+
+    def no_file_reads(path):
+        raise AssertionError(f"the run's page read {path}")
+
+    with monkeypatch.context() as m:
+        m.setattr(run_html, "_scan", no_file_reads)
+        report = dataforge.run(cfg)
+    out = tmp_path / "out"
+    assert len(report.shards) > 3 and len(report.dropped_shards) > 1
+    written = _page(out)
+    assert "<code>near_duplicate</code>" in written and "Largest clusters" in written
+    assert "placeholders highlighted" in written and written.count("class='diff") >= 2
+    assert build_report(out) == written
