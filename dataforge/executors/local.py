@@ -30,15 +30,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from dataforge.executors.base import OnDone
-
-try:  # imported now, not at the first map: its import sets KMP_DUPLICATE_LIB_OK in os.environ,
-    # which would change _pool_key after the first pool is made, so that pool was never reused
-    import threadpoolctl
-except ImportError:  # pragma: no cover - scikit-learn depends on it
-    threadpoolctl = None
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +108,26 @@ _SHARED: dict[str, Callable[[Any], Any]] = {}  # in a worker: the function of th
 #: Seconds an idle pool is kept for the next run of this process (``DATAFORGE_POOL_IDLE``; 0: none).
 POOL_IDLE_SECONDS = 60.0
 
-_PARKED: dict[tuple[Any, ...], tuple[ProcessPoolExecutor, threading.Timer]] = {}
+#: Seconds a pool started ahead of its run (:func:`prestart`) waits to be taken.
+PRESTART_SECONDS = 60.0
+
+
+@dataclass
+class _Parked:
+    pool: ProcessPoolExecutor
+    timer: threading.Timer
+    fresh: bool = False  # started by prestart and not used yet: its workers may still be importing
+
+
+_PARKED: dict[tuple[Any, ...], _Parked] = {}
 _PARKED_LOCK = threading.Lock()
 _PROBE_SECONDS = 30.0  # a parked pool must answer a no-op within this to be reused
+
+
+#: Variables libraries set in os.environ when imported (threadpoolctl at this module's first map,
+#: Polars): a worker sets them itself when it imports the same library, so they do not tell a
+#: pool made before the import from one made after it (it was never reused otherwise)
+_SET_BY_IMPORTS = frozenset({"KMP_DUPLICATE_LIB_OK", "_RJEM_MALLOC_CONF"})
 
 
 def _pool_key(workers: int) -> tuple[Any, ...]:
@@ -123,7 +135,8 @@ def _pool_key(workers: int) -> tuple[Any, ...]:
     # they start: a pool made under other ones (another project's folder, a test's monkeypatched
     # variable, a changed sys.path) must not be reused, or its workers resolve relative paths and
     # read settings as they were then
-    return (workers, os.getpid(), os.getcwd(), tuple(sorted(os.environ.items())), tuple(sys.path))
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k not in _SET_BY_IMPORTS))
+    return (workers, os.getpid(), os.getcwd(), env, tuple(sys.path))
 
 
 def _idle_seconds() -> float:
@@ -137,24 +150,25 @@ def _idle_seconds() -> float:
         return POOL_IDLE_SECONDS
 
 
-def _park(key: tuple[Any, ...], pool: ProcessPoolExecutor) -> bool:
+def _park(key: tuple[Any, ...], pool: ProcessPoolExecutor, *, fresh: bool = False) -> bool:
     """Keep an idle pool for the next executor of this process with the same worker count, working
     directory and environment (``key``): a run started soon after (the next step of a pipeline
     file, the next call of a training job, a benchmark's next repeat) then starts at full speed
-    instead of waiting 1-2 s for spawned workers to import Polars and the kernels. It is shut down after ``DATAFORGE_POOL_IDLE``
-    seconds unused (default 60). ``key`` is :func:`_pool_key` as it was when the pool was made
-    (the settings its workers have). False (not parked): reuse is off, or the pool is broken."""
-    idle = _idle_seconds()
+    instead of waiting 1-2 s for spawned workers to import Polars and the kernels. It is shut
+    down after ``DATAFORGE_POOL_IDLE`` seconds unused (default 60). ``key`` is :func:`_pool_key`
+    as it was when the pool was made (the settings its workers have). A ``fresh`` pool (see
+    :func:`prestart`) is kept PRESTART_SECONDS whatever that setting. False (not parked): reuse is
+    off, or the pool is broken."""
+    idle = PRESTART_SECONDS if fresh else _idle_seconds()
     if idle <= 0 or getattr(pool, "_broken", False):
         return False
     timer = threading.Timer(idle, _expire, args=(key, pool))
     timer.daemon = True
     with _PARKED_LOCK:
         old = _PARKED.pop(key, None)
-        _PARKED[key] = (pool, timer)
+        _PARKED[key] = _Parked(pool, timer, fresh)
     if old is not None:
-        old[1].cancel()
-        old[0].shutdown(wait=False, cancel_futures=True)
+        _discard(old)
     timer.start()
     return True
 
@@ -164,8 +178,10 @@ def _take_parked(key: tuple[Any, ...]) -> ProcessPoolExecutor | None:
         entry = _PARKED.pop(key, None)
     if entry is None:
         return None
-    pool, timer = entry
-    timer.cancel()
+    entry.timer.cancel()
+    pool = entry.pool
+    if entry.fresh and not getattr(pool, "_broken", False):
+        return pool  # its workers may be importing: the run's first tasks queue behind that, not this
     # a worker that died while parked (the OOM killer) breaks the pool once its manager thread
     # notices: a round trip through the pool makes it notice now, not in the middle of a run
     try:
@@ -179,23 +195,71 @@ def _take_parked(key: tuple[Any, ...]) -> ProcessPoolExecutor | None:
     return pool
 
 
+def _discard(entry: _Parked) -> None:
+    """Shut a parked pool down without waiting; the workers of one never used are stopped (they
+    may be in the middle of importing, which the interpreter's exit would otherwise wait for)."""
+    entry.timer.cancel()
+    workers = list((getattr(entry.pool, "_processes", None) or {}).values()) if entry.fresh else []
+    entry.pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+
+
 def _expire(key: tuple[Any, ...], pool: ProcessPoolExecutor) -> None:
     with _PARKED_LOCK:
         entry = _PARKED.get(key)
-        if entry is None or entry[0] is not pool:
+        if entry is None or entry.pool is not pool:
             return
         del _PARKED[key]
-    pool.shutdown(wait=False, cancel_futures=True)
+    _discard(entry)
 
 
 def release_idle_pools() -> None:
-    """Shut down the pools kept for reuse (see :meth:`LocalExecutor.close`) now."""
+    """Shut down the pools kept for reuse (see :meth:`LocalExecutor.close`) or started ahead
+    (:func:`prestart`) now."""
     with _PARKED_LOCK:
         entries = list(_PARKED.values())
         _PARKED.clear()
-    for pool, timer in entries:
-        timer.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+    for entry in entries:
+        _discard(entry)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(
+        max_workers=workers - 1,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
+    )
+
+
+def _warm() -> int:
+    """A prestarted worker's first task: import what every task imports."""
+    import dataforge.stages  # noqa: F401
+
+    return os.getpid()
+
+
+def prestart(workers: int) -> None:
+    """Start the worker processes of this process's next ``LocalExecutor(workers=workers)`` now.
+
+    A spawned worker spends ~1 s importing Polars, Arrow, Numba and dataforge before its first
+    task. The ``dataforge`` command calls this before it imports the library itself, so the
+    workers import while it does (on the other cores) instead of after; the run's executor takes
+    the pool as it takes a parked one (same worker count, directory and environment). A pool
+    nobody takes is stopped after PRESTART_SECONDS, or by :func:`release_idle_pools`."""
+    if workers <= 1:
+        return
+    key = _pool_key(workers)
+    with _PARKED_LOCK:
+        if key in _PARKED:
+            return
+    pool = _new_pool(workers)
+    for _ in range(workers - 1):
+        pool.submit(_warm)
+    _park(key, pool, fresh=True)
 
 
 def _call_shared(fn_file: str, item: Any) -> Any:
@@ -212,10 +276,12 @@ def _call_shared(fn_file: str, item: Any) -> Any:
 def _thread_limits(threads: int) -> Any:
     """Limit BLAS/OpenMP threads of tasks run in this process while pool workers run too (as the
     workers' own environment does); a no-op when threadpoolctl is not installed."""
-    if threadpoolctl is None:  # pragma: no cover - scikit-learn depends on it
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
         yield
         return
-    with threadpoolctl.threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads):
         yield
 
 
@@ -241,13 +307,7 @@ class LocalExecutor:
             self._pool_key = _pool_key(self.workers)
             self._pool = _take_parked(self._pool_key)
         if self._pool is None:
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers - 1,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(threads, os.getpid()),
-            )
+            self._pool = _new_pool(self.workers)
         return self._pool
 
     def map(

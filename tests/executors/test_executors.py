@@ -358,8 +358,14 @@ def pid(x):
 
 if __name__ == "__main__":
     from dataforge.executors.base import make_executor
+    from dataforge.executors import local
 
     runs = []
+    if sys.argv[1:] == ["prestart"]:
+        local.prestart(2)
+        started = sorted(p.pid for e in local._PARKED.values() for p in e.pool._processes.values())
+        import polars  # sets _RJEM_MALLOC_CONF in os.environ: the pool started before is still ours
+        runs.append(started)
     for _ in range(3):
         ex = make_executor("local", workers=2)
         runs.append(sorted(set(ex.map(pid, list(range(20)))) - {{os.getpid()}}))
@@ -371,7 +377,8 @@ if __name__ == "__main__":
 def test_a_fresh_processs_second_run_reuses_the_pool(tmp_path):
     """In a new process, the first map imports threadpoolctl (tasks run here under its thread
     limits), which sets KMP_DUPLICATE_LIB_OK in the environment; the pool parked after that map
-    must still be the one the second run takes (it was spawned again, ~1-2 s, before)."""
+    must still be the one the second run takes (it was spawned again, ~1-2 s, before). Workers
+    started ahead (prestart, then Polars' import sets _RJEM_MALLOC_CONF) serve the first run."""
     import ast
     import subprocess
     import sys
@@ -382,13 +389,39 @@ def test_a_fresh_processs_second_run_reuses_the_pool(tmp_path):
     env = {
         k: v
         for k, v in __import__("os").environ.items()
-        if k not in ("KMP_DUPLICATE_LIB_OK", "DATAFORGE_POOL_IDLE")
+        if k not in ("KMP_DUPLICATE_LIB_OK", "_RJEM_MALLOC_CONF", "DATAFORGE_POOL_IDLE")
     }
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    runs = ast.literal_eval(res.stdout.strip().splitlines()[-1])
-    assert len(runs) == 3 and runs[0]
-    assert runs[0] == runs[1] == runs[2]
+    for args in ([], ["prestart"]):
+        res = subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert res.returncode == 0, res.stderr
+        runs = ast.literal_eval(res.stdout.strip().splitlines()[-1])
+        assert len(runs) == 3 + len(args) and runs[0]
+        assert all(r == runs[0] for r in runs)  # with prestart: the first run used the workers started ahead
+
+
+def test_a_prestarted_pool_nobody_takes_is_stopped():
+    """Workers started ahead for a run that then has nothing to do (its output is up to date) are
+    stopped by release_idle_pools (the dataforge command calls it at exit) even while importing,
+    so the command does not wait for them; with one worker nothing is started."""
+    import time
+
+    from dataforge.executors import local
+
+    local.release_idle_pools()
+    local.prestart(1)
+    assert not local._PARKED
+    local.prestart(2)
+    (entry,) = local._PARKED.values()
+    assert entry.fresh
+    procs = list(entry.pool._processes.values())
+    assert len(procs) == 1 and procs[0].is_alive()
+    local.release_idle_pools()
+    deadline = time.monotonic() + 10
+    while procs[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not procs[0].is_alive() and not local._PARKED
 
 
 def read_relative(_: int) -> tuple[int, str]:
