@@ -402,8 +402,8 @@ def _plan(
 
 
 #: On the local executor, inputs up to this many bytes to split have their lines counted in this
-#: process: counting runs at page-cache speed (~1 GB/s here), while a spawned worker first spends
-#: ~0.5-1 s importing, which the first map of a run would wait for.
+#: process unless its workers are already up: counting runs at page-cache speed (~1-4 GB/s here),
+#: while a spawned worker first spends ~0.5-1 s importing, which the first map of a run would wait for.
 LOCAL_COUNT_BYTES = 1 << 30
 
 
@@ -411,7 +411,8 @@ def _count_map(ex: Executor, progress: Progress) -> Callable[[Callable[[Any], An
     """How ``plan_tasks`` maps its newline counts (items ``(path, start, end, csv)``)."""
 
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-        here = ex.name == "local" and sum(int(it[2]) - int(it[1]) for it in items) <= LOCAL_COUNT_BYTES
+        small = sum(int(it[2]) - int(it[1]) for it in items) <= LOCAL_COUNT_BYTES
+        here = ex.name == "local" and small and not (isinstance(ex, LocalExecutor) and ex.warm())
         target = LocalExecutor(workers=1) if here else ex
         return _map(target, fn, len(items), "plan: count lines", progress, items=items)
 

@@ -310,6 +310,16 @@ class LocalExecutor:
             self._pool = _new_pool(self.workers)
         return self._pool
 
+    def warm(self) -> bool:
+        """True when a map would find its workers started and idle (this executor's pool, or a
+        parked one it would take that has run tasks before): work too short to wait for a worker's
+        start-up can then be spread over them."""
+        if self.workers == 1 or self._pool is not None:
+            return True
+        with _PARKED_LOCK:
+            entry = _PARKED.get(_pool_key(self.workers))
+        return entry is not None and not entry.fresh
+
     def map(
         self, fn: Callable[[Any], Any], items: Sequence[Any], *, on_done: OnDone | None = None
     ) -> list[Any]:

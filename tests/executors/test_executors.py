@@ -401,6 +401,26 @@ def test_a_fresh_processs_second_run_reuses_the_pool(tmp_path):
         assert all(r == runs[0] for r in runs)  # with prestart: the first run used the workers started ahead
 
 
+def test_warm_says_whether_a_map_finds_its_workers_up():
+    """warm(): one worker, or a pool that has run tasks (this executor's or a parked one), yes; no
+    pool, or one started ahead whose workers may still be importing, no (the runner then counts
+    the lines of the inputs in this process instead of waiting for them)."""
+    from dataforge.executors import local
+
+    local.release_idle_pools()
+    assert local.LocalExecutor(workers=1).warm()
+    ex = local.LocalExecutor(workers=2)
+    assert not ex.warm()
+    ex.map(pid_of, list(range(4)))
+    assert ex.warm()
+    ex.close()  # parked
+    assert local.LocalExecutor(workers=2).warm() and not local.LocalExecutor(workers=3).warm()
+    local.release_idle_pools()
+    local.prestart(2)
+    assert not local.LocalExecutor(workers=2).warm()
+    local.release_idle_pools()
+
+
 def test_a_prestarted_pool_nobody_takes_is_stopped():
     """Workers started ahead for a run that then has nothing to do (its output is up to date) are
     stopped by release_idle_pools (the dataforge command calls it at exit) even while importing,
