@@ -202,6 +202,7 @@ API_MEMBERS: dict[str, tuple[str, ...]] = {
         "__len__",
         "num_batches",
         "num_token_batches",
+        "token_batch_counts",
         "num_rows",
         "num_tokens",
         "close",

@@ -42,6 +42,13 @@ Balance (``balance``: every reader yields the same number of rows per epoch)
     ``balance="none"``: every row exactly once, reader sizes differ (by at most one row with the
     row split, by up to a shard's rows with the shard split).
 
+    Token mode packs rows of different lengths, so equal rows are not equal batches: with ``pad``
+    or ``drop`` every reader also gives the same number of token batches, the most (``pad``) or the
+    fewest (``drop``) that any reader's rows make (counted from the shards' ``tokens`` column).
+    With ``pad`` a reader whose rows make fewer starts its own stream again from the beginning for
+    the missing batches (data, not all-padding batches: a batch of ignored targets only would make
+    a mean loss NaN); with ``drop`` readers stop at the fewest.
+
 Resume
     A reader's sequence is a list of *segments* ``(shard, block, start, stop)`` (a contiguous run
     of positions inside one permuted block) computed from the manifest alone. ``state_dict()``
@@ -51,7 +58,8 @@ Resume
     position is read, and since the order is a pure function of the recorded configuration, the
     rows that follow are exactly those an uninterrupted run would have produced. Token mode
     (:meth:`ShardDataset.iter_token_batches`) records the row and the token offset inside it where
-    the next sequence starts, so it resumes exactly too.
+    the next sequence starts, the pass over the stream (``token_lap``) and the batches yielded, so
+    it resumes exactly too.
 
 Reading uses ``pa.memory_map`` + ``pa.ipc.open_file``: only the record batches overlapping the
 current block are decoded, and ``take`` (shuffled) or zero-copy ``slice`` (not shuffled) builds the
@@ -75,6 +83,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import copy
 import hashlib
 import heapq
 import json
@@ -433,6 +442,9 @@ class ShardDataset:
         self._prechecked: set[int] = set()  # epochs whose shards the precheck has checked
         self._position = 0  # rows yielded in this epoch (row mode)
         self._token_pos: tuple[int, int] = (0, 0)  # (row, token offset) where the next sequence starts
+        self._token_lap = 0  # token mode, balanced: passes over this reader's stream started before this one
+        self._token_count: int | None = 0  # token batches yielded in this epoch (None: derive it)
+        self._token_counts_cache: dict[tuple[int, int], list[int]] = {}
         self._mode = "rows"
         self._pending: dict[str, Any] | None = None  # state loaded, applied by the next iteration
 
@@ -486,6 +498,7 @@ class ShardDataset:
         self.epoch = epoch
         self._position = 0
         self._token_pos = (0, 0)
+        self._token_lap, self._token_count = 0, 0
 
     # ------------------------------------------------------------------------------- ordering
 
@@ -909,12 +922,16 @@ class ShardDataset:
         if pending is None:
             self._position = 0
             self._token_pos = (0, 0)
+            self._token_lap, self._token_count = 0, 0
             return
         if pending.get("mode", "rows") != mode:
             msg = f"state was saved in {pending.get('mode')!r} mode, iterating in {mode!r} mode"
             raise ConfigError(msg)
         self._position = int(pending["rows_yielded"])
         self._token_pos = (int(pending.get("token_row", 0)), int(pending.get("token_offset", 0)))
+        self._token_lap = int(pending.get("token_lap", 0))
+        count = pending.get("token_batches")  # absent in states saved before balanced token mode
+        self._token_count = None if count is None else int(count)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         """Arrow RecordBatches of ``batch_size`` rows (the last one may be smaller)."""
@@ -1027,14 +1044,90 @@ class ShardDataset:
         rest = total_tokens - full * seq_len  # tokens left, starting at the last sequence's end
         return full + (1 if rest > 1 and not drop_last else 0)
 
+    def _batches_for(self, total_tokens: int, seq_len: int) -> int:
+        """Token batches a stream of ``total_tokens`` tokens makes (unbalanced)."""
+        if self.drop_last:  # only full batches of full sequences
+            return ((total_tokens - 1) // seq_len if total_tokens > 1 else 0) // self.batch_size
+        return -(-self.sequences_for(total_tokens, seq_len, False) // self.batch_size)
+
+    def _slot_token_totals(self, epoch: int) -> list[int]:
+        """Tokens of every reader slot's rows in ``epoch``, from the shards' ``tokens`` column: each
+        shard's column is read once and summed over the segments of every slot that lie in it."""
+        by_shard: dict[int, list[tuple[int, Segment]]] = {}
+        for g in range(self.num_readers):
+            for seg in self.segments(epoch, g):
+                by_shard.setdefault(seg.shard, []).append((g, seg))
+        totals = [0] * self.num_readers
+        for shard in sorted(by_shard):
+            opened = self._open_shard(shard)
+            field = opened.reader.schema.get_field_index("tokens")
+            reader = ipc.open_file(opened.source, options=ipc.IpcReadOptions(included_fields=[field]))
+            column = reader.read_all().column(0)
+            tokens = pc.fill_null(column, 0).to_numpy().astype(np.int64)
+            perms: dict[int, np.ndarray] = {}
+            for g, seg in by_shard[shard]:
+                rows = perms.get(seg.block)
+                if rows is None:
+                    rows = perms[seg.block] = self._block_rows(shard, seg.block, epoch)
+                totals[g] += int(tokens[rows[seg.start : seg.stop]].sum())
+        return totals
+
+    def token_batch_counts(self, seq_len: int, *, epoch: int | None = None) -> list[int]:
+        """Token batches the rows of every reader slot make in ``epoch`` on their own (before the
+        balance of :meth:`num_token_batches`), by slot. From the ``tokens`` column when the
+        tokenizer is the manifest's; otherwise every row of the epoch is tokenized (once per
+        process and epoch)."""
+        seq_len = _check_int("seq_len", seq_len, minimum=1)
+        epoch = self.epoch if epoch is None else epoch
+        key = (epoch, seq_len)
+        cached = self._token_counts_cache.get(key)
+        if cached is not None:
+            return cached
+        if self._manifest_tokenizer_matches() and "tokens" in self._output_schema(None).names:
+            totals = self._slot_token_totals(epoch)
+        else:
+            log.warning(
+                "stage %d: tokenizing every reader's rows to balance token batches over %d readers "
+                "(the tokenizer is not the manifest's, so its tokens column cannot be used)",
+                self.stage,
+                self.num_readers,
+            )
+            totals = [
+                int(self._for_slot(g).row_token_counts(epoch=epoch).sum()) for g in range(self.num_readers)
+            ]
+        counts = [self._batches_for(t, seq_len) for t in totals]
+        if len(self._token_counts_cache) > 8:
+            self._token_counts_cache.clear()
+        self._token_counts_cache[key] = counts
+        return counts
+
+    def _for_slot(self, slot: int) -> ShardDataset:
+        """This dataset as reader ``slot`` (shares its open shards and caches)."""
+        other = copy.copy(self)
+        other.rank, other.worker_id = divmod(slot, self.num_workers)
+        return other
+
     def num_token_batches(self, seq_len: int, *, epoch: int | None = None) -> int:
-        """Batches :meth:`iter_token_batches` gives this reader in an epoch."""
-        total = int(self.row_token_counts(epoch=epoch).sum())
-        seqs = self.sequences_for(total, seq_len, self.drop_last)
-        if self.drop_last:
-            # only full batches of full sequences
-            return ((total - 1) // seq_len if total > 1 else 0) // self.batch_size
-        return -(-seqs // self.batch_size)
+        """Batches :meth:`iter_token_batches` gives this reader in an epoch.
+
+        With ``balance="pad"`` or ``"drop"`` every reader gives the same number, so every DDP rank
+        takes the same number of steps: the most (pad) or the fewest (drop) batches any reader's
+        own rows make (:meth:`token_batch_counts`). With ``"none"``: what this reader's rows make."""
+        if self.balance == "none":
+            return self._batches_for(int(self.row_token_counts(epoch=epoch).sum()), seq_len)
+        counts = self.token_batch_counts(seq_len, epoch=epoch)
+        return max(counts) if self.balance == "pad" else min(counts)
+
+    def token_state_for(self, batches: int, seq_len: int) -> dict[str, Any]:
+        """The state of this reader after it has yielded ``batches`` token batches of the current
+        epoch (used to resume DataLoader workers from a count made in the main process)."""
+        target = self.num_token_batches(seq_len)
+        own = target if self.balance == "none" else self.token_batch_counts(seq_len)[self.slot]
+        if batches >= target or own == 0:
+            return self.state_at(token_pos=(len(self), 0), token_lap=0, token_batches=batches)
+        lap, j = divmod(batches, own)
+        pos = self.token_state_after(j * self.batch_size, seq_len)
+        return self.state_at(token_pos=pos, token_lap=lap, token_batches=batches)
 
     def token_state_after(self, sequences: int, seq_len: int, *, epoch: int | None = None) -> tuple[int, int]:
         """(row, token offset) where packed sequence number ``sequences`` starts (token mode)."""
@@ -1067,6 +1160,44 @@ class ShardDataset:
         return self._token_batches(seq_len, format)
 
     def _token_batches(self, seq_len: int, format: str) -> Iterator[Any]:
+        """The epoch's token batches: passes over this reader's stream (one; balanced with
+        ``pad``, more until the target count, each from the stream's start; with ``drop`` cut at
+        the target count)."""
+        target = None if self.balance == "none" else self.num_token_batches(seq_len)
+        if target is not None:
+            own = self.token_batch_counts(seq_len)[self.slot]
+            if target > own == 0:
+                msg = (
+                    f"stage {self.stage}: reader {self.slot} of {self.num_readers} has no complete "
+                    f"sequence of {seq_len + 1} tokens to give the {target} batch(es) the other readers "
+                    "give; use fewer readers or balance='none'"
+                )
+                raise DataError(msg)
+        if self._token_count is None:  # a state without the count: from the position
+            self._token_count = self._token_count_at(seq_len)
+        while target is None or self._token_count < target:
+            for batch in self._token_pass(seq_len, format):
+                if target is not None and self._token_count >= target:
+                    return  # drop: the fewest any reader gives
+                self._token_count += 1
+                yield batch
+            if target is None or self._token_count >= target:
+                return
+            self._token_lap += 1  # pad: this reader's stream again, from its start
+            self._token_pos = (0, 0)
+
+    def _token_count_at(self, seq_len: int) -> int:
+        """Token batches yielded in the epoch before ``(lap, row, offset)`` (states saved without
+        ``token_batches``)."""
+        row, off = self._token_pos
+        own = self._batches_for(int(self.row_token_counts().sum()), seq_len)
+        if row >= len(self):
+            return (self._token_lap + 1) * own
+        before = int(self.row_token_counts()[:row].sum()) + off
+        return self._token_lap * own + before // (seq_len * self.batch_size)
+
+    def _token_pass(self, seq_len: int, format: str) -> Iterator[Any]:
+        """One pass over this reader's token stream from ``self._token_pos`` to its end."""
         bs, T = self.batch_size, seq_len
         need = bs * T + 1
         cols = self._token_columns()
@@ -1162,20 +1293,37 @@ class ShardDataset:
         state["rows_yielded"] = self._position if self._mode == "rows" else self._token_pos[0]
         if self._mode == "tokens":
             state["token_row"], state["token_offset"] = self._token_pos
+            state["token_lap"] = self._token_lap
+            if self._token_count is not None:
+                state["token_batches"] = self._token_count
         return state
 
     def state_at(
-        self, *, rows_yielded: int | None = None, token_pos: tuple[int, int] | None = None
+        self,
+        *,
+        rows_yielded: int | None = None,
+        token_pos: tuple[int, int] | None = None,
+        token_lap: int = 0,
+        token_batches: int | None = None,
     ) -> dict[str, Any]:
         """The state this reader would report after ``rows_yielded`` rows (row mode) or with the
-        next packed sequence starting at ``token_pos = (row, offset)`` (token mode), in the
-        current epoch. Used to resume DataLoader workers from a count made in the main process."""
+        next packed sequence starting at ``token_pos = (row, offset)`` of pass ``token_lap`` over
+        its stream, ``token_batches`` batches into the epoch (token mode), in the current epoch.
+        Used to resume DataLoader workers from a count made in the main process."""
         state = {"version": STATE_VERSION, "epoch": self.epoch, **self._config()}
         if token_pos is None:
             state.update(mode="rows", rows_yielded=int(rows_yielded or 0))
         else:
             row, off = token_pos
-            state.update(mode="tokens", rows_yielded=int(row), token_row=int(row), token_offset=int(off))
+            state.update(
+                mode="tokens",
+                rows_yielded=int(row),
+                token_row=int(row),
+                token_offset=int(off),
+                token_lap=int(token_lap),
+            )
+            if token_batches is not None:
+                state["token_batches"] = int(token_batches)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1211,6 +1359,9 @@ class ShardDataset:
         self._position = rows
         if self._mode == "tokens":
             self._token_pos = (int(state.get("token_row", rows)), int(state.get("token_offset", 0)))
+            self._token_lap = int(state.get("token_lap", 0))
+            count = state.get("token_batches")
+            self._token_count = None if count is None else int(count)
 
     def close(self) -> None:
         """Release memory maps."""

@@ -12,8 +12,9 @@ Partition
     of the stage is read at least once over all ranks x workers (fewer than ``world_size x W`` rows
     twice); ``balance="none"`` reads every row exactly once with unequal ranks. The dataset yields
     whole batches: use ``DataLoader(ds, batch_size=None, num_workers=W)``. Token mode packs each
-    reader's rows into sequences, so the number of token batches follows the rows' token counts
-    and can differ between ranks.
+    reader's rows into sequences; with ``pad`` or ``drop`` every reader still gives the same number
+    of token batches (see :meth:`ShardDataset.num_token_batches`), so ranks stay in step;
+    ``balance="none"`` lets the counts follow each reader's tokens.
 
 Batches
     Row mode: a dict, numeric columns as tensors (a column with nulls stays a list), strings and
@@ -278,10 +279,8 @@ class TorchIterableDataset(IterableDataset):
         for r, k in zip(readers, taken):
             if self.seq_len is None:
                 slots.append(r.state_at(rows_yielded=min(k * r.batch_size, len(r))))
-            elif k >= counts[readers.index(r)]:
-                slots.append(r.state_at(token_pos=(len(r), 0)))
             else:
-                slots.append(r.state_at(token_pos=r.token_state_after(k * r.batch_size, self.seq_len)))
+                slots.append(r.token_state_for(k, self.seq_len))
         return {
             "version": STATE_VERSION,
             "kind": "torch_iterable",

@@ -534,10 +534,11 @@ def unpack(batches: list[np.ndarray], pad: int) -> list[int]:
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_token_batches_shape_and_content_decode_to_the_training_text(small, stage):
-    ds = ShardDataset(small, stage=stage, batch_size=4, seed=1, world_size=2, rank=1)
+    kw = dict(stage=stage, batch_size=4, seed=1, world_size=2, rank=1, balance="none")
+    ds = ShardDataset(small, **kw)
     batches = list(ds.iter_token_batches(128))
     assert all(b.shape == (4, 129) and b.dtype == np.int64 for b in batches)
-    stream = reader_stream(ShardDataset(small, stage=stage, batch_size=4, seed=1, world_size=2, rank=1))
+    stream = reader_stream(ShardDataset(small, **kw))
     assert unpack(batches, ByteTokenizer.pad_id) == stream
     assert ds.num_token_batches(128) == len(batches)
     texts = training_text(ds.read_range(0, 2))
@@ -570,6 +571,70 @@ def test_token_mode_resume_is_exact(small, data, seq_len, batch_size):
         again = ShardDataset(small, **kw)
         again.load_state_dict(state)
         list(again)
+
+
+def _own_batches(ds: ShardDataset, seq_len: int) -> int:
+    """Token batches this reader's own rows make, from its decoded stream (independent of the
+    tokens column the loader counts with)."""
+    n = len(reader_stream(ds))
+    if ds.drop_last:
+        return ((n - 1) // seq_len if n > 1 else 0) // ds.batch_size
+    return -(-ShardDataset.sequences_for(n, seq_len, False) // ds.batch_size)
+
+
+@pytest.mark.parametrize("balance", ["pad", "drop"])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_token_batches_are_as_many_for_every_reader(small, stage, balance):
+    """Under DDP every rank must take as many steps: equal rows per reader are not equal token
+    batches (rows differ in length), so with pad every reader gives as many as the one whose rows
+    make the most, repeating its own stream from the start, and with drop as many as the fewest."""
+    seq_len, world, workers = 64, 3, 2
+    kw = dict(stage=stage, batch_size=3, seed=4, world_size=world, num_workers=workers, balance=balance)
+    readers = [ShardDataset(small, rank=r, worker_id=w, **kw) for r in range(world) for w in range(workers)]
+    own = [_own_batches(ds, seq_len) for ds in readers]
+    assert readers[0].token_batch_counts(seq_len) == own
+    assert len(set(own)) > 1  # the readers' rows really make different numbers of batches
+    target = max(own) if balance == "pad" else min(own)
+    for ds, mine in zip(readers, own):
+        batches = list(ds.iter_token_batches(seq_len))
+        assert len(batches) == target == ds.num_token_batches(seq_len)
+        pass_one = list(
+            ShardDataset(small, rank=ds.rank, worker_id=ds.worker_id, **kw)._token_pass(seq_len, "numpy")
+        )
+        assert len(pass_one) == mine
+        # the first batches are the reader's own stream; then (pad) that stream again from its start
+        expected = [pass_one[i % mine] for i in range(target)]
+        assert all(np.array_equal(a, b) for a, b in zip(batches, expected))
+        assert not any((b == ByteTokenizer.pad_id).all() for b in batches)  # never a batch of padding only
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_balanced_token_mode_resumes_exactly_in_a_repeated_pass(small, data):
+    """A reader that repeats its stream (pad) resumes exactly from any batch, in its first pass or
+    a later one, from its own state_dict or from the count (token_state_for, as the torch adapter
+    computes it in the main process); a state without the batch count is derived from the position."""
+    seq_len = 64
+    kw = dict(stage=1, batch_size=3, seed=4, world_size=3, num_workers=2, balance="pad")
+    counts = ShardDataset(small, **kw).token_batch_counts(seq_len)
+    slot = int(np.argmin(counts))
+    rank, wid = divmod(slot, 2)
+    make = lambda: ShardDataset(small, rank=rank, worker_id=wid, **kw)
+    full = [b.tolist() for b in make().iter_token_batches(seq_len)]
+    assert len(full) == max(counts) > counts[slot]
+    stop = data.draw(st.integers(0, len(full)))
+    ds = make()
+    it = ds.iter_token_batches(seq_len)
+    got = [next(it).tolist() for _ in range(stop)]
+    for state in (ds.state_dict(), make().token_state_for(stop, seq_len)):
+        state = json.loads(json.dumps(state))
+        resumed = make()
+        resumed.load_state_dict(state)
+        assert got + [b.tolist() for b in resumed.iter_token_batches(seq_len)] == full
+        old = {k: v for k, v in state.items() if k != "token_batches"}  # saved before the count existed
+        resumed = make()
+        resumed.load_state_dict(old)
+        assert got + [b.tolist() for b in resumed.iter_token_batches(seq_len)] == full
 
 
 def test_custom_tokenizer(small):

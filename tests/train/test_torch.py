@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -134,6 +135,30 @@ def test_token_mode_long_tensors_and_resume(out, stop):
     rest = list(loader(resumed))
     assert len(rest) == len(full) - stop
     assert all(torch.equal(a, b) for a, b in zip(rest, full[stop:]))
+
+
+@pytest.mark.parametrize("balance", ["pad", "drop"])
+def test_token_mode_ranks_take_as_many_steps(out, balance):
+    """DDP: every rank's DataLoader (two workers each) gives as many token batches, though its
+    rows make a different number (with "none" they differ: the hang this prevents); the rank whose
+    worker repeats its stream (pad), resumed anywhere, gives exactly the rest."""
+    kw = dict(stage=3, batch_size=2, seq_len=60, seed=5, world_size=2)
+    unbalanced = [len(list(loader(TorchIterableDataset(out, rank=r, balance="none", **kw)))) for r in (0, 1)]
+    assert unbalanced[0] != unbalanced[1]
+    per_rank = [list(loader(TorchIterableDataset(out, rank=r, balance=balance, **kw))) for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1])
+    counts = TorchIterableDataset(out, rank=0, balance=balance, **kw).reader(num_workers=2, worker_id=0)
+    own = counts.token_batch_counts(60)
+    assert len(per_rank[0]) == 2 * (max(own) if balance == "pad" else min(own))
+    rank = int(np.argmin(own)) // 2  # pad: the rank with the reader that repeats its stream
+    full = per_rank[rank]
+    for stop in (1, len(full) // 2, len(full) - 1):
+        first = TorchIterableDataset(out, rank=rank, balance=balance, **kw)
+        resumed = TorchIterableDataset(out, rank=rank, balance=balance, **kw)
+        resumed.load_state_dict(json.loads(json.dumps(first.state_dict(stop, num_workers=2))))
+        rest = list(loader(resumed))
+        assert len(rest) == len(full) - stop
+        assert all(torch.equal(a, b) for a, b in zip(rest, full[stop:]))
 
 
 def test_arrow_batches_through_shared_memory(out):
