@@ -1121,11 +1121,14 @@ class ShardDataset:
     def token_state_for(self, batches: int, seq_len: int) -> dict[str, Any]:
         """The state of this reader after it has yielded ``batches`` token batches of the current
         epoch (used to resume DataLoader workers from a count made in the main process)."""
-        target = self.num_token_batches(seq_len)
-        own = target if self.balance == "none" else self.token_batch_counts(seq_len)[self.slot]
-        if batches >= target or own == 0:
+        own = (
+            self.num_token_batches(seq_len)
+            if self.balance == "none"
+            else self.token_batch_counts(seq_len)[self.slot]
+        )
+        if own == 0 or (self.balance == "none" and batches >= own):
             return self.state_at(token_pos=(len(self), 0), token_lap=0, token_batches=batches)
-        lap, j = divmod(batches, own)
+        lap, j = divmod(batches, own)  # balanced: pass ``lap`` over the reader's stream, j batches in
         pos = self.token_state_after(j * self.batch_size, seq_len)
         return self.state_at(token_pos=pos, token_lap=lap, token_batches=batches)
 
@@ -1501,6 +1504,45 @@ class _StageCursor:
         self._normalize()
 
 
+class _CountCursor(_StageCursor):
+    """A _StageCursor over the token counts of a reader's rows only (no text read): how the
+    CurriculumLoader works out every reader's batches in a token-budget phase."""
+
+    def __init__(self, ds: ShardDataset, cache: dict[int, np.ndarray]) -> None:
+        super().__init__(ds)
+        self._counts = cache  # epoch -> tokens of each row of this reader's sequence
+
+    def counts(self, k: int) -> np.ndarray:
+        """Tokens of the next ``k`` rows, continuing into the next epoch; does not advance."""
+        self._normalize()
+        epoch, position, pieces, need = self.epoch, self.position, [], k
+        while need:
+            if epoch not in self._counts:
+                self._counts[epoch] = self.ds.row_token_counts(epoch=epoch)
+            piece = self._counts[epoch][position : position + need]
+            pieces.append(piece)
+            need -= piece.shape[0]
+            epoch, position = epoch + 1, 0
+            if epoch > self.epoch + 1000:
+                break
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+    def copy(self) -> _CountCursor:
+        other = _CountCursor(self.ds, self._counts)
+        other.epoch, other.position = self.epoch, self.position
+        return other
+
+
+def _cut_tokens(counts: np.ndarray, left: int) -> tuple[int, int]:
+    """(rows, tokens) of a token-budget batch: rows up to the one that reaches ``left`` tokens;
+    the whole batch when the budget is already met (``left <= 0``: a balancing batch)."""
+    if left <= 0:
+        return int(counts.shape[0]), int(counts.sum())
+    cum = np.cumsum(counts)
+    cut = min(int(np.searchsorted(cum, left, side="left")) + 1, int(counts.shape[0]))
+    return cut, int(cum[cut - 1]) if cut else 0
+
+
 class CurriculumLoader:
     """Batches from a schedule of stages; each batch comes from one stage.
 
@@ -1518,9 +1560,13 @@ class CurriculumLoader:
     ``pad`` (default) gives every reader ``ceil(N / R)`` (up to ``R - 1`` more than ``N`` in all),
     ``drop`` ``floor(N / R)`` (up to ``R - 1`` fewer), ``none`` ``N // R`` and the first ``N % R``
     readers one more (exactly ``N``, but a reader can get one batch more than another).
-    With row budgets every reader therefore yields the same number of rows and batches per phase;
-    with token budgets the same tokens (up to the row that reaches its share), but the number of
-    batches follows the rows' lengths and can differ between readers. A stage read past its end
+    With row budgets every reader therefore yields the same number of rows and batches per phase.
+    With token budgets the number of batches a share takes follows the rows' lengths, so with
+    ``pad`` and ``drop`` every reader also yields the same number of batches per phase (DDP ranks
+    stay in step): the most (``pad``: a reader that reaches its share early takes whole batches
+    beyond it, continuing its stages) or the fewest (``drop``: readers stop there, some below their
+    share) that any reader needs, worked out from every reader's token counts (the ``tokens``
+    column) when iteration starts; with ``none`` each reader stops at its share. A stage read past its end
     continues with its next epoch (new shuffle; each stage epoch is read exactly once over the
     readers); a stage used by several phases continues where the last one stopped.
     :meth:`state_dict` / :meth:`load_state_dict` resume mid-schedule exactly (phase, progress, mix
@@ -1589,6 +1635,7 @@ class CurriculumLoader:
         first = next(iter(self.datasets.values()))
         self.readers = first.num_readers
         self.slot = first.slot
+        self._phase_batches: list[int | None] | None = None
         for ds in self.datasets.values():
             if self.columns is not None:
                 missing = [c for c in self.columns if ds.schema is not None and c not in ds.schema.names]
@@ -1603,6 +1650,7 @@ class CurriculumLoader:
         self.phase = 0
         self.done = 0  # units of the current phase this reader has taken
         self.taken: dict[int, int] = {}  # units per stage in the current phase (mixtures)
+        self.batches: int | None = 0  # batches of the current phase (None: a state without it)
         self.cursors = {s: _StageCursor(ds) for s, ds in self.datasets.items()}
         self._pending = False
 
@@ -1626,45 +1674,88 @@ class CurriculumLoader:
             return batch.column("tokens").to_numpy(zero_copy_only=False).astype(np.int64)
         return ds.encode_rows(batch)[1]
 
-    def _pick(self, phase: Phase) -> int:
+    @staticmethod
+    def _pick(phase: Phase, taken: Mapping[int, int]) -> int:
         if len(phase.weights) == 1:
             return next(iter(phase.weights))
-        total = sum(self.taken.values())
-        return max(phase.weights, key=lambda s: (phase.weights[s] * (total + 1) - self.taken.get(s, 0), -s))
+        total = sum(taken.values())
+        return max(phase.weights, key=lambda s: (phase.weights[s] * (total + 1) - taken.get(s, 0), -s))
+
+    def phase_batches(self) -> list[int | None]:
+        """Batches every reader yields in each phase when they are balanced (token-budget phases
+        with ``pad`` or ``drop`` and more than one reader), else None for the phase."""
+        if self._phase_batches is not None:
+            return self._phase_batches
+        n = len(self.phases)
+        if self.balance == "none" or self.readers == 1 or all(p.unit == "rows" for p in self.phases):
+            self._phase_batches = [None] * n
+            return self._phase_batches
+        readers = []
+        for g in range(self.readers):
+            readers.append({s: _CountCursor(ds._for_slot(g), {}) for s, ds in self.datasets.items()})
+        out: list[int | None] = []
+        for phase in self.phases:
+            limit = None
+            if phase.unit == "tokens":
+                natural = [
+                    self._simulate(phase, {s: c.copy() for s, c in cur.items()}, None) for cur in readers
+                ]
+                limit = max(natural) if self.balance == "pad" else min(natural)
+            for cur in readers:
+                self._simulate(phase, cur, limit)
+            out.append(limit)
+        self._phase_batches = out
+        return out
+
+    def _simulate(self, phase: Phase, cursors: dict[int, _CountCursor], limit: int | None) -> int:
+        """Run ``phase`` on token counts alone, as :meth:`__iter__` would (advancing ``cursors``);
+        return its batches."""
+        share, done, taken, batches = self.share(phase.amount), 0, {}, 0
+        while (done < share) if limit is None else (batches < limit):
+            stage = self._pick(phase, taken)
+            if phase.unit == "rows":
+                rows = units = min(self.batch_size, share - done)
+            else:
+                rows, units = _cut_tokens(cursors[stage].counts(self.batch_size), share - done)
+            cursors[stage].advance(rows)
+            done += units
+            taken[stage] = taken.get(stage, 0) + units
+            batches += 1
+        return batches
 
     def __iter__(self) -> Iterator[CurriculumBatch]:
         """Batches of the whole schedule, phase after phase (from a loaded state: where it left off)."""
         if not self._pending:
             self._reset()
         self._pending = False
+        limits = self.phase_batches()
         while self.phase < len(self.phases):
             phase = self.phases[self.phase]
-            target = self.share(phase.amount)
-            while self.done < target:
-                stage = self._pick(phase)
+            share = self.share(phase.amount)
+            limit = limits[self.phase] if self.batches is not None else None
+            while (self.done < share) if limit is None else (self.batches or 0) < limit:
+                stage = self._pick(phase, self.taken)
                 ds, cur = self.datasets[stage], self.cursors[stage]
                 if phase.unit == "rows":
-                    k = min(self.batch_size, target - self.done)
+                    k = min(self.batch_size, share - self.done)
                     batch = cur.take(k, self.columns)
                     units = batch.num_rows
                 else:
                     batch = cur.take(self.batch_size, None)
-                    counts = self._count_tokens(ds, batch)
-                    cum = np.cumsum(counts)
-                    left = target - self.done
-                    cut = int(np.searchsorted(cum, left, side="left")) + 1
-                    cut = min(cut, batch.num_rows)
-                    batch = batch.slice(0, cut)
-                    units = int(cum[cut - 1]) if cut else 0
+                    rows, units = _cut_tokens(self._count_tokens(ds, batch), share - self.done)
+                    batch = batch.slice(0, rows)
                     if self.columns is not None:
                         batch = batch.select(self.columns)
                 cur.advance(batch.num_rows)
                 self.done += units
                 self.taken[stage] = self.taken.get(stage, 0) + units
+                if self.batches is not None:
+                    self.batches += 1
                 yield CurriculumBatch(stage, self.phase, convert_batch(batch, self.format))
             self.phase += 1
             self.done = 0
             self.taken = {}
+            self.batches = 0
 
     def _config(self) -> dict[str, Any]:
         ds = next(iter(self.datasets.values()))
@@ -1683,6 +1774,7 @@ class CurriculumLoader:
             "phase": self.phase,
             "done": self.done,
             "taken": {str(s): v for s, v in self.taken.items()},
+            "batches": self.batches,
             "cursors": {str(s): {"epoch": c.epoch, "position": c.position} for s, c in self.cursors.items()},
         }
 
@@ -1702,6 +1794,16 @@ class CurriculumLoader:
         self.phase = int(state["phase"])
         self.done = int(state["done"])
         self.taken = {int(s): int(v) for s, v in state["taken"].items()}
+        batches = state.get("batches")
+        self.batches = None if batches is None else int(batches)
+        if self.batches is None and self.done and self.phase_batches()[self.phase] is not None:
+            log.warning(
+                "the state was saved by a dataforge without balanced token phases: phase %d ends at "
+                "this reader's share, so readers may take different numbers of batches in it",
+                self.phase,
+            )
+        elif self.batches is None:
+            self.batches = 0
         for s, c in state["cursors"].items():
             cur = self.cursors[int(s)]
             cur.epoch, cur.position = int(c["epoch"]), int(c["position"])

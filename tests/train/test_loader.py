@@ -927,6 +927,42 @@ def test_schedule_gives_every_rank_the_same_batches(small):
     CurriculumLoader(small, rank=1, balance="none", **kw).load_state_dict(state)
 
 
+@pytest.mark.parametrize("balance", ["pad", "drop"])
+def test_token_budget_phases_give_every_reader_as_many_batches(small, balance):
+    """A token budget takes a number of batches that follows the rows' lengths: split over 2 ranks
+    x 2 workers, the readers would stop after different numbers of batches (a DDP hang). With pad
+    every reader takes as many as the one that needs the most (whole batches past its share), with
+    drop as many as the one that needs the fewest; row phases and mixtures stay in step too."""
+    schedule = [
+        {"stage": 1, "tokens": 40000},
+        {"stages": {2: 0.6, 3: 0.4}, "tokens": 20000},
+        {"stage": 1, "rows": 50},
+    ]
+    kw = dict(schedule=schedule, world_size=2, num_workers=2, batch_size=2, seed=3)
+    slots = [(r, w) for r in range(2) for w in range(2)]
+
+    def per_phase(loader: CurriculumLoader) -> tuple[list[int], list[int]]:
+        batches, tokens = [0, 0, 0], [0, 0, 0]
+        for b in loader:
+            batches[b.phase] += 1
+            tokens[b.phase] += sum(b.data.column("tokens").to_pylist())
+        return batches, tokens
+
+    free = [per_phase(CurriculumLoader(small, rank=r, worker_id=w, balance="none", **kw)) for r, w in slots]
+    assert len({b[0] for b, _ in free}) > 1 and len({b[1] for b, _ in free}) > 1  # unbalanced, they differ
+    got = [per_phase(CurriculumLoader(small, rank=r, worker_id=w, balance=balance, **kw)) for r, w in slots]
+    assert all(b == got[0][0] for b, _ in got)
+    limits = CurriculumLoader(small, balance=balance, **kw).phase_batches()
+    assert limits[:2] == got[0][0][:2] and limits[2] is None
+    shares = [-(-40000 // 4), -(-20000 // 4)] if balance == "pad" else [40000 // 4, 20000 // 4]
+    for (fb, ft), (b, t) in zip(free, got):
+        for p in (0, 1):
+            if balance == "pad":  # at least the share; more batches than it needs alone only past it
+                assert t[p] >= shares[p] and b[p] >= fb[p]
+            else:  # at most what it takes alone
+                assert b[p] <= fb[p] and t[p] <= ft[p]
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), batch_size=st.integers(3, 30), world_size=st.integers(1, 3))
 def test_curriculum_resume_mid_schedule_is_exact(small, data, batch_size, world_size):
