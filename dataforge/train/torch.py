@@ -197,7 +197,11 @@ class TorchIterableDataset(IterableDataset):
             "tokenizer": tokenizer,
         }
         self._resume: dict[str, Any] | None = None
-        self.reader(num_workers=1, worker_id=0)  # check the options now, in the main process
+        probe = self.reader(num_workers=1, worker_id=0)  # check the options now, in the main process
+        if seq_len is not None and partition == "auto" and probe.has_token_counts():
+            # token mode: readers cut at equal tokens, so their batch counts (balanced by pad or
+            # drop) differ by a batch or two, not by the rows' length differences
+            self.options["partition"] = "tokens"
 
     def _rank_world(self) -> tuple[int, int]:
         if self.rank is not None or self.world_size is not None:

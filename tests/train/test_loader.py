@@ -609,19 +609,19 @@ def test_token_batches_are_as_many_for_every_reader(small, stage, balance):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_balanced_token_mode_resumes_exactly_in_a_repeated_pass(small, data):
+@given(data=st.data(), partition=st.sampled_from(["row", "tokens"]))
+def test_balanced_token_mode_resumes_exactly_in_a_repeated_pass(small, data, partition):
     """A reader that repeats its stream (pad) resumes exactly from any batch, in its first pass or
     a later one, from its own state_dict or from the count (token_state_for, as the torch adapter
     computes it in the main process); a state without the batch count is derived from the position."""
     seq_len = 64
-    kw = dict(stage=1, batch_size=3, seed=4, world_size=3, num_workers=2, balance="pad")
+    kw = dict(stage=1, batch_size=3, seed=4, world_size=3, num_workers=2, balance="pad", partition=partition)
     counts = ShardDataset(small, **kw).token_batch_counts(seq_len)
     slot = int(np.argmin(counts))
     rank, wid = divmod(slot, 2)
     make = lambda: ShardDataset(small, rank=rank, worker_id=wid, **kw)
     full = [b.tolist() for b in make().iter_token_batches(seq_len)]
-    assert len(full) == max(counts) > counts[slot]
+    assert len(full) == max(counts) > counts[slot] or (partition == "tokens" and len(full) == max(counts))
     stop = data.draw(st.integers(0, len(full)))
     ds = make()
     it = ds.iter_token_batches(seq_len)
@@ -635,6 +635,40 @@ def test_balanced_token_mode_resumes_exactly_in_a_repeated_pass(small, data):
         resumed = make()
         resumed.load_state_dict(old)
         assert got + [b.tolist() for b in resumed.iter_token_batches(seq_len)] == full
+
+
+def test_token_partition_cuts_the_epoch_at_equal_tokens(small):
+    """partition="tokens": the row split cut where the tokens before reach g/R of the epoch's, so
+    every row is read once and readers differ by less than one row's tokens; their token batches
+    then differ by a batch or so (far less than with equal rows), which pad or drop evens out."""
+    seq_len, bs = 64, 3
+    kw = dict(stage=1, batch_size=bs, seed=4, world_size=3, num_workers=2, balance="pad")
+    slots = [(r, w) for r in range(3) for w in range(2)]
+    by_tokens = [ShardDataset(small, rank=r, worker_id=w, partition="tokens", **kw) for r, w in slots]
+    tables = [ds.read_range(0, len(ds), columns=["id", "tokens"]) for ds in by_tokens]
+    ids = [i for t in tables for i in t.column("id").to_pylist()]
+    assert sorted(ids) == sorted(ShardDataset(small, stage=1).read_range(0, 202).column("id").to_pylist())
+    assert len(ids) == len(set(ids)) == 202  # every row exactly once: no row padding
+    per_reader = [sum(t.column("tokens").to_pylist()) for t in tables]
+    total, longest = sum(per_reader), max(v for t in tables for v in t.column("tokens").to_pylist())
+    assert all(abs(t - total / 6) <= longest for t in per_reader)
+    counts = by_tokens[0].token_batch_counts(seq_len)
+    by_rows = ShardDataset(small, partition="row", **kw).token_batch_counts(seq_len)
+    # token totals within 2 x the longest row of each other: batches within what that holds (+ rounding)
+    assert max(counts) - min(counts) <= 2 + 2 * longest // (bs * seq_len) < max(by_rows) - min(by_rows)
+    assert {len(list(ds.iter_token_batches(seq_len))) for ds in by_tokens} == {max(counts)}
+    with pytest.raises(ConfigError, match="equal tokens, not equal rows"):
+        list(by_tokens[0])  # row batches would differ between readers
+    assert len(list(ShardDataset(small, partition="tokens", **{**kw, "balance": "none"}))) > 0
+
+    class WordTokenizer:
+        name, vocab_size, eos_id, pad_id = "words", 1000, 998, 999
+
+        def encode(self, text: str) -> list[int]:
+            return [len(w) % 900 for w in text.split()] + [self.eos_id]
+
+    with pytest.raises(ConfigError, match="partition='tokens' cuts stage 1 by its tokens column"):
+        ShardDataset(small, partition="tokens", tokenizer=WordTokenizer(), **kw)
 
 
 def test_custom_tokenizer(small):

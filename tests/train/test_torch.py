@@ -137,18 +137,22 @@ def test_token_mode_long_tensors_and_resume(out, stop):
     assert all(torch.equal(a, b) for a, b in zip(rest, full[stop:]))
 
 
+@pytest.mark.parametrize("partition", ["auto", "row"])
 @pytest.mark.parametrize("balance", ["pad", "drop"])
-def test_token_mode_ranks_take_as_many_steps(out, balance):
+def test_token_mode_ranks_take_as_many_steps(out, balance, partition):
     """DDP: every rank's DataLoader (two workers each) gives as many token batches, though its
-    rows make a different number (with "none" they differ: the hang this prevents); the rank whose
-    worker repeats its stream (pad), resumed anywhere, gives exactly the rest."""
+    rows make a different number (equal rows, balance "none": they differ, the hang this
+    prevents); in token mode `auto` cuts the readers at equal tokens. The rank whose worker
+    repeats its stream (pad), resumed anywhere, gives exactly the rest."""
     kw = dict(stage=3, batch_size=2, seq_len=60, seed=5, world_size=2)
-    unbalanced = [len(list(loader(TorchIterableDataset(out, rank=r, balance="none", **kw)))) for r in (0, 1)]
-    assert unbalanced[0] != unbalanced[1]
+    free = [TorchIterableDataset(out, rank=r, balance="none", partition="row", **kw) for r in (0, 1)]
+    assert len(list(loader(free[0]))) != len(list(loader(free[1])))
+    made = TorchIterableDataset(out, rank=0, balance=balance, partition=partition, **kw)
+    assert made.options["partition"] == ("tokens" if partition == "auto" else "row")
+    kw["partition"] = partition
     per_rank = [list(loader(TorchIterableDataset(out, rank=r, balance=balance, **kw))) for r in (0, 1)]
     assert len(per_rank[0]) == len(per_rank[1])
-    counts = TorchIterableDataset(out, rank=0, balance=balance, **kw).reader(num_workers=2, worker_id=0)
-    own = counts.token_batch_counts(60)
+    own = made.reader(num_workers=2, worker_id=0).token_batch_counts(60)
     assert len(per_rank[0]) == 2 * (max(own) if balance == "pad" else min(own))
     rank = int(np.argmin(own)) // 2  # pad: the rank with the reader that repeats its stream
     full = per_rank[rank]
