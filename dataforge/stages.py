@@ -256,11 +256,19 @@ def read_live(path: str | Path, offset: int = 0, rows: int | None = None) -> pa.
 
 
 def _rows_at(table: pa.Table, positions: np.ndarray) -> pa.Table:
-    """The rows at ``positions``, as one-row slices: Arrow's ``take`` first concatenates every
-    chunk of a chunked column (a copy of all the text, to fetch a few rows)."""
+    """The rows at ascending ``positions``, taken record batch by record batch: Arrow's ``take``
+    on a table first concatenates every chunk of a chunked column (a copy of all the text, to
+    fetch a few rows)."""
     if not positions.shape[0]:
         return table.slice(0, 0)
-    return pa.concat_tables([table.slice(int(p), 1) for p in positions])
+    batches = table.to_batches()
+    ends = np.cumsum([b.num_rows for b in batches])
+    which = np.searchsorted(ends, positions, side="right")
+    out = []
+    for k in np.unique(which):
+        first = int(ends[k]) - batches[k].num_rows
+        out.append(batches[k].take(pa.array(positions[which == k] - first, pa.int64())))
+    return pa.Table.from_batches(out, schema=table.schema)
 
 
 def live_columns(
@@ -686,6 +694,9 @@ class AssembledShard:
     def __call__(self, columns: list[str], rows: list[int] | None = None) -> pa.Table:
         schema = pa.schema([self.job.schema.field(c) for c in columns])
         work_name = {v: k for k, v in OUTPUT_RENAME.items()}
+        # live and dropped work files name provenance columns as the stages do (``_source``);
+        # rejects files already as the output does: ask for both, the file has one
+        names = [n for c in columns for n in dict.fromkeys((work_name.get(c, c), c))]
         wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
         tables = []
         start = 0
@@ -696,7 +707,7 @@ class AssembledShard:
             start += n
             if positions is not None and not positions.shape[0]:
                 continue
-            t = live_columns(path, offset, n, [work_name.get(c, c) for c in columns], positions)
+            t = live_columns(path, offset, n, names, positions)
             t = t.rename_columns([OUTPUT_RENAME.get(c, c) for c in t.column_names])
             tables.append(conform(t, schema))
         return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -23,6 +23,7 @@ from dataforge.registry import build_step
 from dataforge.report import RunReport
 from dataforge.runner import RejectRateError, run_pipeline
 from dataforge.schemas import load_schema
+from dataforge.stages import shard_name
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 DEFECTS = SAMPLE / "defects" / "planted.jsonl"
@@ -292,6 +293,36 @@ def _same_live_columns(path: Path) -> None:
     part = live_columns(path, 3, n - 5, cols, np.array([0, 2, (n - 5) // 2, n - 6]))
     assert part.equals(full.slice(3, n - 5).select(want).take([0, 2, (n - 5) // 2, n - 6]))
     assert live_columns(path, 0, n, cols, np.array([], dtype=np.int64)).num_rows == 0
+
+
+def test_assembled_shards_read_back_what_the_shards_hold(multi_input, tmp_path, monkeypatch):
+    """report.html reads a run's shards from the work files (AssembledShard): every column of every
+    shard of data/, dropped/ and rejects/ (whose work files already use output names), all rows
+    and a few, equals what assembly wrote."""
+    import numpy as np
+
+    import dataforge.runner as runner
+    from dataforge.stages import AssembledShard
+
+    seen: list[tuple[str, int]] = []
+    real = runner._work_shards
+
+    def check(out: Path, jobs):
+        for job in jobs:
+            for i in range(len(job.pieces)):
+                shard = AssembledShard(job, i)
+                written = read_shard(out / shard_name(job.subdir, i, job.format))
+                assert shard.names == written.column_names
+                assert shard(shard.names).equals(written)
+                rows = [0, written.num_rows // 2, written.num_rows - 1] if written.num_rows else []
+                cols = shard.names[::-1][:4]
+                assert shard(cols, rows).equals(written.select(cols).take(np.array(rows, dtype=np.int64)))
+                seen.append((job.subdir, written.num_rows))
+        return real(out, jobs)
+
+    monkeypatch.setattr(runner, "_work_shards", check)
+    report = run_pipeline(_two_dedups(multi_input, tmp_path / "out", 2))
+    assert report.rejected > 0 and {d for d, n in seen if n} == {"data", "dropped", "rejects"}
 
 
 def test_runs_of_consecutive_rows():

@@ -150,9 +150,12 @@ class TableShards(FileShards):
         if s is None:
             yield from super().matching(entry, names, columns, key, where)
             return
-        idx = _polars(s([key])).select(where.alias("m"))["m"].arg_true()
-        if not idx.is_empty():
-            yield self.take(entry, columns, idx.to_list())
+        idx = _polars(s([key])).select(where.alias("m"))["m"].arg_true().to_list()
+        # a few matches at a time (first a few, then more): callers stop once they have enough
+        lo, step = 0, 8
+        while lo < len(idx):
+            yield self.take(entry, columns, idx[lo : lo + step])
+            lo, step = lo + step, min(step * 4, 4096)
 
 
 def _polars(table: pa.Table) -> pl.DataFrame:

@@ -316,6 +316,9 @@ def test_report_rows_matching_a_key_equal_a_filter_of_the_shards(tmp_path, monke
         assert list(_frames(src, entries, ["id"], key="nope", where=pl.col("nope") > 0)) == []
         rows = src.take(entries[2], ["id"], [0, 3, 54])
         assert rows["id"].to_list() == ["d45", "d48", "d99"]
+        many = pl.col("cluster_id").is_not_null()  # 66 matches: taken a few, then more at a time
+        got = list(_frames(src, entries, ["id", "cluster_id"], key="cluster_id", where=many))
+        assert pl.concat(got).equals(full.filter(many).select("id", "cluster_id"))
 
 
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
