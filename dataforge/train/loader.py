@@ -650,6 +650,11 @@ class ShardDataset:
             j = int(np.searchsorted(inside, goal - before, side="left")) + 1 if goal > before else 0
             cuts.append(max(cuts[-1], first + min(j, inside.shape[0])))
         cuts.append(pos)
+        if pos >= readers:
+            # a row longer than T / R would leave readers without rows (and without sequences to
+            # give): every reader keeps at least one row, the cuts moved as little as that takes
+            for g in range(1, readers):
+                cuts[g] = min(max(cuts[g], cuts[g - 1] + 1), pos - (readers - g))
         if len(self._cuts_cache) > 8:
             self._cuts_cache.clear()
         self._cuts_cache[epoch] = cuts
@@ -1191,6 +1196,7 @@ class ShardDataset:
         """This dataset as reader ``slot`` (shares its open shards and caches)."""
         other = copy.copy(self)
         other.rank, other.worker_id = divmod(slot, self.num_workers)
+        other._prechecked = set()  # its shards are not this reader's: check them for it alone
         return other
 
     def num_token_batches(self, seq_len: int, *, epoch: int | None = None) -> int:

@@ -197,11 +197,12 @@ class TorchIterableDataset(IterableDataset):
             "tokenizer": tokenizer,
         }
         self._resume: dict[str, Any] | None = None
+        self._resumed_partition: str | None = None  # the split a loaded state was saved with (auto)
         probe = self.reader(num_workers=1, worker_id=0)  # check the options now, in the main process
-        if seq_len is not None and partition == "auto" and probe.has_token_counts():
-            # token mode: readers cut at equal tokens, so their batch counts (balanced by pad or
-            # drop) differ by a batch or two, not by the rows' length differences
-            self.options["partition"] = "tokens"
+        # token mode: readers cut at equal tokens, so their batch counts (balanced by pad or drop)
+        # differ by a batch or two, not by the rows' length differences (see ``reader``)
+        self._token_split = seq_len is not None and partition == "auto" and probe.has_token_counts()
+        self._stage_rows = probe.num_rows
 
     def _rank_world(self) -> tuple[int, int]:
         if self.rank is not None or self.world_size is not None:
@@ -212,8 +213,17 @@ class TorchIterableDataset(IterableDataset):
         return 0, 1
 
     def reader(self, *, num_workers: int, worker_id: int) -> ShardDataset:
-        """The ShardDataset of DataLoader worker slot ``worker_id`` of ``num_workers`` on this rank."""
+        """The ShardDataset of DataLoader worker slot ``worker_id`` of ``num_workers`` on this rank.
+
+        In token mode ``partition="auto"`` is ``tokens`` when the stage has its tokens column and
+        at least one row per reader (the row split otherwise, whose padding covers fewer rows than
+        readers), unless a loaded state was saved with the row split."""
         rank, world = self._rank_world()
+        options = dict(self.options)
+        if getattr(self, "_token_split", False) and options["partition"] == "auto":
+            options["partition"] = self._resumed_partition or (
+                "tokens" if self._stage_rows >= world * num_workers else "row"
+            )
         return ShardDataset(
             self.path,
             rank=rank,
@@ -221,7 +231,7 @@ class TorchIterableDataset(IterableDataset):
             epoch=self.epoch,
             num_workers=num_workers,
             worker_id=worker_id,
-            **self.options,
+            **options,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -305,6 +315,11 @@ class TorchIterableDataset(IterableDataset):
             msg = f"cannot resume: the state was saved with seq_len={state.get('seq_len')!r}, this dataset has {self.seq_len!r}"
             raise ConfigError(msg)
         self.epoch = int(state["epoch"])
+        slots = state.get("slots") or [{}]
+        if self._token_split and slots[0].get("partition") in ("row", "tokens"):
+            # `auto` picks the split; a state keeps the one it was saved with (states saved before
+            # the tokens split existed say "row")
+            self._resumed_partition = str(slots[0]["partition"])
         # check every slot's configuration now rather than in the workers
         for w, slot in enumerate(state["slots"]):
             self.reader(num_workers=int(state["num_workers"]), worker_id=w).load_state_dict(slot)

@@ -671,6 +671,18 @@ def test_token_partition_cuts_the_epoch_at_equal_tokens(small):
         ShardDataset(small, partition="tokens", tokenizer=WordTokenizer(), **kw)
 
 
+def test_token_partition_leaves_no_reader_without_rows(cache_dir):
+    """A row longer than T / R would leave readers with no rows, and so no sequences to give: a
+    rank would fail while the others train. Every reader keeps at least one row (when there are
+    as many rows as readers), the cuts moved as little as that takes."""
+    out = cached_curriculum(cache_dir, {1: [7, 5]}, text_len=None)  # whole Reuters stories: 0.1-5 KB
+    kw = dict(stage=1, batch_size=2, world_size=5, num_workers=2, partition="tokens")
+    readers = [ShardDataset(out, rank=r, worker_id=w, **kw) for r in range(5) for w in range(2)]
+    sizes = [len(ds) for ds in readers]
+    assert min(sizes) >= 1 and sum(sizes) == 12
+    assert len({len(list(ds.iter_token_batches(64))) for ds in readers}) == 1
+
+
 def test_custom_tokenizer(small):
     class WordTokenizer:
         name, vocab_size, eos_id, pad_id = "words", 1000, 998, 999
@@ -995,6 +1007,29 @@ def test_token_budget_phases_give_every_reader_as_many_batches(small, balance):
                 assert t[p] >= shares[p] and b[p] >= fb[p]
             else:  # at most what it takes alone
                 assert b[p] <= fb[p] and t[p] <= ft[p]
+
+
+def test_token_phase_counting_does_not_skip_this_readers_precheck(cache_dir, tmp_path):
+    """Working out every reader's batches reads the others' token counts; the shards this reader
+    reads must still be prechecked for it (a shard of the wrong size fails before any batch)."""
+    import shutil
+
+    out = tmp_path / "c"
+    shutil.copytree(cached_curriculum(cache_dir, {1: [10, 10]}, text_len=100), out)
+
+    def make(schedule):
+        return CurriculumLoader(
+            out, schedule=schedule, rank=1, world_size=2, batch_size=2, verify=False, precheck="size"
+        )
+
+    ds = make([{"stage": 1, "rows": 4}]).datasets[1]
+    path = out / ds.shards[ds.segments(0)[0].shard].path
+    table = ipc.open_file(pa.memory_map(str(path))).read_all()
+    with pa.OSFile(str(path), "wb") as f, ipc.new_file(f, table.schema) as w:  # same rows, another size
+        w.write_table(table)
+    for schedule in ([{"stage": 1, "rows": 4}], [{"stage": 1, "tokens": 500}]):
+        with pytest.raises(DataError, match="manifest says"):
+            list(make(schedule))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

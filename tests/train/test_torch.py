@@ -148,7 +148,7 @@ def test_token_mode_ranks_take_as_many_steps(out, balance, partition):
     free = [TorchIterableDataset(out, rank=r, balance="none", partition="row", **kw) for r in (0, 1)]
     assert len(list(loader(free[0]))) != len(list(loader(free[1])))
     made = TorchIterableDataset(out, rank=0, balance=balance, partition=partition, **kw)
-    assert made.options["partition"] == ("tokens" if partition == "auto" else "row")
+    assert made.reader(num_workers=2, worker_id=0).partition == ("tokens" if partition == "auto" else "row")
     kw["partition"] = partition
     per_rank = [list(loader(TorchIterableDataset(out, rank=r, balance=balance, **kw))) for r in (0, 1)]
     assert len(per_rank[0]) == len(per_rank[1])
@@ -163,6 +163,30 @@ def test_token_mode_ranks_take_as_many_steps(out, balance, partition):
         rest = list(loader(resumed))
         assert len(rest) == len(full) - stop
         assert all(torch.equal(a, b) for a, b in zip(rest, full[stop:]))
+
+
+def test_token_mode_auto_split_keeps_old_states_and_tiny_stages(out, tmp_path):
+    """`auto` in token mode cuts readers at equal tokens; a state saved with the row split (what
+    `auto` was before, or on a stage with fewer rows than readers) resumes with the row split,
+    and a stage with fewer rows than readers uses the row split (whose padding covers them)."""
+    kw = dict(stage=3, batch_size=2, seq_len=60, seed=5)
+    row = TorchIterableDataset(out, partition="row", **kw)
+    full = list(loader(row))
+    state = json.loads(json.dumps(row.state_dict(3, num_workers=2)))
+    assert state["slots"][0]["partition"] == "row"
+    auto = TorchIterableDataset(out, **kw)
+    assert auto.reader(num_workers=2, worker_id=0).partition == "tokens"
+    auto.load_state_dict(state)
+    rest = list(loader(auto))
+    assert len(rest) == len(full) - 3 and all(torch.equal(a, b) for a, b in zip(rest, full[3:]))
+    tiny = make_curriculum(tmp_path / "tiny", {1: [3]})
+    per_rank = [
+        len(list(loader(TorchIterableDataset(tiny, stage=1, batch_size=2, seq_len=32, rank=r, world_size=4))))
+        for r in range(4)
+    ]
+    assert len(set(per_rank)) == 1 and per_rank[0] > 0
+    ds = TorchIterableDataset(tiny, stage=1, seq_len=32, world_size=4, rank=0)
+    assert ds.reader(num_workers=2, worker_id=0).partition == "row"
 
 
 def test_arrow_batches_through_shared_memory(out):
