@@ -627,9 +627,8 @@ class ShardDataset:
         blocks: list[tuple[int, int, int, int]] = []  # (shard, block, first position, tokens)
         pos = 0
         for s in self.shard_order(epoch):
-            tokens = self._shard_tokens(s)
             for k, n in self._blocks(s, epoch):
-                blocks.append((s, k, pos, int(tokens[self._block_rows(s, k, epoch)].sum())))
+                blocks.append((s, k, pos, int(self._block_tokens(s, k, epoch).sum())))
                 pos += n
         total = sum(b[3] for b in blocks)
         readers = self.num_readers
@@ -645,7 +644,7 @@ class ShardDataset:
                 cuts.append(pos)
                 continue
             s, k, first, _ = blocks[i]
-            inside = np.cumsum(self._shard_tokens(s)[self._block_rows(s, k, epoch)])
+            inside = np.cumsum(self._block_tokens(s, k, epoch))
             # the first position whose tokens before it reach the goal
             j = int(np.searchsorted(inside, goal - before, side="left")) + 1 if goal > before else 0
             cuts.append(max(cuts[-1], first + min(j, inside.shape[0])))
@@ -659,6 +658,10 @@ class ShardDataset:
             self._cuts_cache.clear()
         self._cuts_cache[epoch] = cuts
         return cuts
+
+    def _block_tokens(self, shard: int, block: int, epoch: int) -> np.ndarray:
+        """Tokens of the rows of block ``block`` of a shard, in the block's permuted order."""
+        return self._shard_tokens(shard)[self._block_rows(shard, block, epoch)]
 
     def _shard_tokens(self, shard: int) -> np.ndarray:
         """The ``tokens`` column of a shard (int64; nulls as 0), the last few kept."""
@@ -1154,13 +1157,11 @@ class ShardDataset:
                 by_shard.setdefault(seg.shard, []).append((g, seg))
         totals = [0] * self.num_readers
         for shard in sorted(by_shard):
-            tokens = self._shard_tokens(shard)
-            perms: dict[int, np.ndarray] = {}
+            blocks: dict[int, np.ndarray] = {}
             for g, seg in by_shard[shard]:
-                rows = perms.get(seg.block)
-                if rows is None:
-                    rows = perms[seg.block] = self._block_rows(shard, seg.block, epoch)
-                totals[g] += int(tokens[rows[seg.start : seg.stop]].sum())
+                if seg.block not in blocks:
+                    blocks[seg.block] = self._block_tokens(shard, seg.block, epoch)
+                totals[g] += int(blocks[seg.block][seg.start : seg.stop].sum())
         return totals
 
     def token_batch_counts(self, seq_len: int, *, epoch: int | None = None) -> list[int]:
@@ -1285,10 +1286,11 @@ class ShardDataset:
         """Token batches yielded in the epoch before ``(lap, row, offset)`` (states saved without
         ``token_batches``)."""
         row, off = self._token_pos
-        own = self._batches_for(int(self.row_token_counts().sum()), seq_len)
+        counts = self.row_token_counts()
+        own = self._batches_for(int(counts.sum()), seq_len)
         if row >= len(self):
             return (self._token_lap + 1) * own
-        before = int(self.row_token_counts()[:row].sum()) + off
+        before = int(counts[:row].sum()) + off
         return self._token_lap * own + before // (seq_len * self.batch_size)
 
     def _token_pass(self, seq_len: int, format: str) -> Iterator[Any]:

@@ -198,6 +198,7 @@ class TorchIterableDataset(IterableDataset):
         }
         self._resume: dict[str, Any] | None = None
         self._resumed_partition: str | None = None  # the split a loaded state was saved with (auto)
+        self._token_split = False
         probe = self.reader(num_workers=1, worker_id=0)  # check the options now, in the main process
         # token mode: readers cut at equal tokens, so their batch counts (balanced by pad or drop)
         # differ by a batch or two, not by the rows' length differences (see ``reader``)
@@ -220,7 +221,7 @@ class TorchIterableDataset(IterableDataset):
         readers), unless a loaded state was saved with the row split."""
         rank, world = self._rank_world()
         options = dict(self.options)
-        if getattr(self, "_token_split", False) and options["partition"] == "auto":
+        if self._token_split and options["partition"] == "auto":
             options["partition"] = self._resumed_partition or (
                 "tokens" if self._stage_rows >= world * num_workers else "row"
             )
