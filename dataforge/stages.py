@@ -29,7 +29,14 @@ import pyarrow.ipc as ipc
 from dataforge.errors import DataError, OutputError
 from dataforge.io.inputs import InputSpec, Task
 from dataforge.io.readers import read_batches
-from dataforge.io.shards import arrow_indices, arrow_numpy, tmp_name, write_json_atomic, write_shard
+from dataforge.io.shards import (
+    arrow_indices,
+    arrow_numpy,
+    take_sorted,
+    tmp_name,
+    write_json_atomic,
+    write_shard,
+)
 from dataforge.io.views import table_to_polars, valid_mask
 from dataforge.schemas import conform, extend, load_schema
 from dataforge.step import DECISIONS_SORTED, SORTED_MARK, GlobalContext, GlobalStep, Step, StepOutput
@@ -255,22 +262,6 @@ def read_live(path: str | Path, offset: int = 0, rows: int | None = None) -> pa.
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
-def _rows_at(table: pa.Table, positions: np.ndarray) -> pa.Table:
-    """The rows at ascending ``positions``, taken record batch by record batch: Arrow's ``take``
-    on a table first concatenates every chunk of a chunked column (a copy of all the text, to
-    fetch a few rows)."""
-    if not positions.shape[0]:
-        return table.slice(0, 0)
-    batches = table.to_batches()
-    ends = np.cumsum([b.num_rows for b in batches])
-    which = np.searchsorted(ends, positions, side="right")
-    out = []
-    for k in np.unique(which):
-        first = int(ends[k]) - batches[k].num_rows
-        out.append(batches[k].take(pa.array(positions[which == k] - first, pa.int64())))
-    return pa.Table.from_batches(out, schema=table.schema)
-
-
 def live_columns(
     path: str | Path, offset: int, rows: int, columns: list[str], positions: np.ndarray | None = None
 ) -> pa.Table:
@@ -282,7 +273,7 @@ def live_columns(
     table = read_ipc(path).slice(offset, rows)
     meta = table.schema.metadata or {}
     if positions is not None:
-        table = _rows_at(table, positions)
+        table = take_sorted(table, positions)
     if THIN_BASE not in meta:
         return table.select([c for c in columns if c in table.column_names])
     own = table.select([c for c in columns if c in table.column_names])
@@ -290,7 +281,7 @@ def live_columns(
     need = [c for c in columns if c not in own.column_names and c in base.column_names]
     src = table.column(SRC_ROW)
     picked = base.select(need)
-    picked = picked.take(src) if positions is None else _rows_at(picked, arrow_numpy(src.combine_chunks()))
+    picked = picked.take(src) if positions is None else take_sorted(picked, arrow_numpy(src.combine_chunks()))
     have = [c for c in columns if c in own.column_names or c in need]
     return pa.Table.from_arrays(
         [own.column(c) if c in own.column_names else picked.column(c) for c in have],

@@ -51,7 +51,7 @@ from dataforge.dedup.against import checked_reference_files, reference_files, re
 from dataforge.dedup.lsh import band_hashes, binom_ppf, bucket_pairs, optimal_params, s_curve
 from dataforge.dedup.minhash import HASHES, MinHashParams, shingle_hashes, signatures
 from dataforge.errors import ConfigError, OutputError, choices
-from dataforge.io.shards import arrow_indices, atomic_path, write_json_atomic
+from dataforge.io.shards import arrow_indices, atomic_path, by_piece, take_sorted, write_json_atomic
 from dataforge.io.shards import write_ipc_atomic as _write_ipc
 from dataforge.io.views import string_views
 from dataforge.registry import register
@@ -853,7 +853,7 @@ class _Nodes:
             for start in range(0, all_idx.shape[0], _SET_CHUNK):
                 idx = all_idx[start : start + _SET_CHUNK]
                 if column is not None:
-                    texts = _take_sorted(column, ords[idx])
+                    texts = take_sorted(column, ords[idx])
                 else:
                     side = ref_files[f"r{int(-t - 1):05d}"]
                     texts = _gather_attr(side, ords[idx], ("text",))["text"].to_arrow()
@@ -873,22 +873,6 @@ class _Nodes:
         self.sets = (flat, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         self.set_index = np.full(self.keys.shape[0], -1, dtype=np.int64)
         self.set_index[which[position]] = np.arange(position.shape[0])
-
-
-def _by_piece(starts: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """For ascending positions ``rows`` over consecutive pieces (chunks, side files) that begin at
-    ``starts``: each piece holding some of them, with the positions within that piece."""
-    which = np.searchsorted(starts, rows, side="right") - 1
-    for k in np.unique(which):
-        yield int(k), rows[which == k] - starts[k]
-
-
-def _take_sorted(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
-    """``column.take(rows)`` for ascending ``rows``, chunk by chunk: Arrow's take on a chunked
-    string column first concatenates every chunk (a copy of the whole task's text per call)."""
-    starts = np.concatenate([[0], np.cumsum([len(c) for c in column.chunks])]).astype(np.int64)
-    pieces = [column.chunk(k).take(arrow_indices(local)) for k, local in _by_piece(starts, rows)]
-    return pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
 
 
 def _listing(folder: str, ext: str) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -911,7 +895,7 @@ def _listing(folder: str, ext: str) -> dict[str, tuple[list[str], np.ndarray]]:
 def _gather_sig(side: tuple[list[str], np.ndarray], ords: np.ndarray) -> np.ndarray:
     files, starts = side
     return np.concatenate(
-        [np.asarray(np.load(files[k], mmap_mode="r")[local]) for k, local in _by_piece(starts, ords)]
+        [np.asarray(np.load(files[k], mmap_mode="r")[local]) for k, local in by_piece(starts, ords)]
     )
 
 
@@ -926,7 +910,7 @@ def _gather_attr(
 
     files, starts = side
     parts = []
-    for k, local in _by_piece(starts, ords):
+    for k, local in by_piece(starts, ords):
         table = read_ipc(files[k])
         table = table.select(["_ord", *[c for c in columns if c in table.column_names]])
         parts.append(table.take(arrow_indices(local)))

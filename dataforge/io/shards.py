@@ -280,6 +280,29 @@ def arrow_indices(rows: Any) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), arr.shape[0], [None, pa.py_buffer(arr)])
 
 
+def by_piece(starts: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """For ascending positions ``rows`` over consecutive pieces (chunks, record batches, side
+    files) that begin at ``starts``: each piece holding some of them, with the positions within
+    that piece."""
+    which = np.searchsorted(starts, rows, side="right") - 1
+    for k in np.unique(which):
+        yield int(k), rows[which == k] - starts[k]
+
+
+def take_sorted(data: pa.Table | pa.ChunkedArray, rows: np.ndarray) -> pa.Table | pa.Array:
+    """``data.take(rows)`` for ascending ``rows``, chunk by chunk (a table: record batch by record
+    batch): Arrow's take on a chunked column first concatenates every chunk (a copy of all the
+    text, to fetch a few rows)."""
+    pieces = data.to_batches() if isinstance(data, pa.Table) else data.chunks
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+    taken = [
+        pieces[k].take(arrow_indices(local)) for k, local in by_piece(starts, np.asarray(rows, np.int64))
+    ]
+    if isinstance(data, pa.Table):
+        return pa.Table.from_batches(taken, schema=data.schema)
+    return pa.concat_arrays(taken) if taken else pa.array([], data.type)
+
+
 def arrow_numpy(arr: pa.Array) -> np.ndarray:
     """A primitive Arrow array without nulls as a zero-copy NumPy view. ``Array.to_numpy`` does
     the same but first imports pandas (see :func:`arrow_indices`)."""
